@@ -1,0 +1,5 @@
+"""Allow ``python -m schedagent``."""
+
+from schedagent.cli import main
+
+main()

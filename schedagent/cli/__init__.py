@@ -1,0 +1,38 @@
+"""The ``schedagent`` command line: thin adapters over the service layer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import typer
+
+from schedagent.cli import doctor as doctor_cmd
+from schedagent.cli import engine as engine_cmd
+from schedagent.cli import sandbox as sandbox_cmd
+from schedagent.cli.output import fail
+
+app = typer.Typer(
+    name="schedagent",
+    help="An agentic tuner for the Linux CPU scheduler, built on sched_ext.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sandbox_cmd.app, name="sandbox")
+app.add_typer(engine_cmd.policies_app, name="policies")
+app.command("doctor")(doctor_cmd.doctor)
+app.command("status")(engine_cmd.status)
+app.command("rollback")(engine_cmd.rollback)
+
+
+def main() -> None:
+    """Console-script entry point: set up logging, run, map errors to exit codes."""
+    level = os.environ.get("SCHEDAGENT_LOG", "WARNING").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        app()
+    except Exception as err:  # the CLI entry converts every error to a message + exit code
+        fail(err, json_out="--json" in sys.argv)

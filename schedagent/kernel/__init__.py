@@ -1,0 +1,1 @@
+"""Execution layer: the only code that reads or changes the kernel."""

@@ -1,0 +1,128 @@
+"""A thin ctypes binding to the system libbpf (>= 1.2).
+
+Only the calls the loader needs are bound. libbpf runs in its 1.0 mode: a
+failing call returns NULL or a negative errno and sets ``errno``. Every message
+libbpf prints, the verifier log included, is captured through
+``libbpf_set_print`` so a rejection can be reported with the log's tail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from functools import lru_cache
+
+from schedagent.errors import FeatureMissing
+
+MIN_VERSION = (1, 2)
+
+BPF_MAP_TYPE_STRUCT_OPS = 26
+BTF_KIND_STRUCT = 4
+BTF_KIND_DATASEC = 15
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+_lock = threading.Lock()
+_captured: list[str] = []
+
+
+@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
+    # On x86-64 a va_list argument arrives as a pointer; vsnprintf takes it as is.
+    buf = ctypes.create_string_buffer(4096)
+    _libc().vsnprintf(buf, ctypes.sizeof(buf), fmt, ctypes.c_void_p(args))
+    _captured.append(buf.value.decode(errors="replace"))
+    if len(_captured) > 20000:
+        del _captured[:10000]
+    return 0
+
+
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                               ctypes.c_void_p]
+    return libc
+
+
+def _sig(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> None:
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+@lru_cache(maxsize=1)
+def lib() -> ctypes.CDLL:
+    """Load libbpf, declare the signatures used, and install the print hook."""
+    path = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        handle = ctypes.CDLL(path, use_errno=True)
+    except OSError as err:
+        raise FeatureMissing("libbpf", f"cannot load {path}: {err}",
+                             "apt-get install libbpf1 (version 1.2 or newer)") from err
+    vp, cp, i, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t
+    for name, res, args in (
+        ("libbpf_major_version", ctypes.c_uint32, ()),
+        ("libbpf_minor_version", ctypes.c_uint32, ()),
+        ("libbpf_set_print", vp, (_PRINT_FN,)),
+        ("bpf_object__open_file", vp, (cp, vp)),
+        ("bpf_object__load", i, (vp,)),
+        ("bpf_object__close", None, (vp,)),
+        ("bpf_object__btf", vp, (vp,)),
+        ("bpf_object__next_map", vp, (vp, vp)),
+        ("bpf_object__find_map_by_name", vp, (vp, cp)),
+        ("bpf_map__name", cp, (vp,)),
+        ("bpf_map__type", i, (vp,)),
+        ("bpf_map__fd", i, (vp,)),
+        ("bpf_map__value_size", ctypes.c_uint32, (vp,)),
+        ("bpf_map__key_size", ctypes.c_uint32, (vp,)),
+        ("bpf_map__initial_value", vp, (vp, ctypes.POINTER(sz))),
+        ("bpf_map__attach_struct_ops", vp, (vp,)),
+        ("bpf_map__lookup_elem", i, (vp, vp, sz, vp, sz, ctypes.c_uint64)),
+        ("bpf_map__update_elem", i, (vp, vp, sz, vp, sz, ctypes.c_uint64)),
+        ("bpf_map__delete_elem", i, (vp, vp, sz, ctypes.c_uint64)),
+        ("bpf_link__destroy", i, (vp,)),
+        ("bpf_link__fd", i, (vp,)),
+        ("btf__find_by_name_kind", ctypes.c_int32, (vp, cp, ctypes.c_uint32)),
+        ("btf__type_by_id", vp, (vp, ctypes.c_uint32)),
+        ("btf__name_by_offset", cp, (vp, ctypes.c_uint32)),
+        ("libbpf_num_possible_cpus", i, ()),
+    ):
+        _sig(handle, name, res, *args)
+    version = (handle.libbpf_major_version(), handle.libbpf_minor_version())
+    if version < MIN_VERSION:
+        raise FeatureMissing(
+            "libbpf >= 1.2", f"{path} is version {version[0]}.{version[1]}",
+            "install libbpf 1.2 or newer (Debian 13 or unstable's libbpf1)")
+    handle.libbpf_set_print(_on_print)
+    return handle
+
+
+def version() -> str:
+    """libbpf's version as 'major.minor'."""
+    handle = lib()
+    return f"{handle.libbpf_major_version()}.{handle.libbpf_minor_version()}"
+
+
+def take_messages() -> list[str]:
+    """Return and clear libbpf's captured messages."""
+    with _lock:
+        out = list(_captured)
+        _captured.clear()
+    return out
+
+
+def last_errno(ret: int | None = None) -> int:
+    """errno of the last failing call (or ``-ret`` when a negative code is given)."""
+    if ret is not None and ret < 0:
+        return -ret
+    return ctypes.get_errno() or 1
+
+
+def errno_text(err: int) -> str:
+    """``'EBUSY (Device or resource busy)'`` style text for an errno."""
+    import errno as errno_mod
+
+    return f"{errno_mod.errorcode.get(err, str(err))} ({os.strerror(err)})"

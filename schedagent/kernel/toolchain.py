@@ -1,0 +1,160 @@
+"""Build BPF scheduler objects: vmlinux.h, kfunc detection, clang, caching.
+
+``vmlinux.h`` is generated from the running kernel's BTF and cached per kernel
+build id. Which kfunc names exist is read from BTF, never from the version
+string, and passed to the compiler as ``-DSA_HAVE_<kfunc>`` so the project's
+compat header picks the right call. Objects are cached by a hash of the source,
+the project headers, the flags and the kernel BTF.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedagent.config import PROJECT_ROOT, cache_dir
+from schedagent.errors import CompileError, ToolMissing
+from schedagent.kernel import btf
+
+log = logging.getLogger(__name__)
+
+BPF_INCLUDE_DIR = PROJECT_ROOT / "bpf"
+
+#: kfuncs whose presence changes how the compat header calls sched_ext.
+COMPAT_KFUNCS = (
+    "scx_bpf_dsq_insert", "scx_bpf_dsq_insert___v2", "scx_bpf_dsq_insert_vtime",
+    "scx_bpf_dsq_move_to_local", "scx_bpf_dsq_move_to_local___v2", "scx_bpf_now",
+    "scx_bpf_select_cpu_and", "scx_bpf_cpu_node", "__scx_bpf_dsq_insert_vtime",
+)
+
+CFLAGS = ("-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-mcpu=v3",
+          "-Wall", "-Wno-unused-function", "-Wno-unused-variable")
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltObject:
+    """A compiled scheduler object and how it was made."""
+
+    path: Path
+    source_hash: str
+    cached: bool
+
+
+def kernel_build_id(notes: Path = Path("/sys/kernel/notes")) -> str:
+    """The running kernel's GNU build id (hex), or the BTF digest if unreadable."""
+    try:
+        data = notes.read_bytes()
+        pos = 0
+        while pos + 12 <= len(data):
+            namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
+            pos += 12
+            name = data[pos:pos + namesz]
+            pos += (namesz + 3) & ~3
+            desc = data[pos:pos + descsz]
+            pos += (descsz + 3) & ~3
+            if ntype == 3 and name.rstrip(b"\0") == b"GNU":
+                return desc.hex()
+    except OSError:
+        pass
+    return btf.load().digest
+
+
+def _tool(name: str, fix: str, purpose: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissing(name, purpose, fix)
+    return path
+
+
+def vmlinux_header() -> Path:
+    """Path of ``vmlinux.h`` for the running kernel, generated once per build id."""
+    target = cache_dir() / "vmlinux" / kernel_build_id() / "vmlinux.h"
+    if target.exists():
+        return target
+    bpftool = _tool("bpftool", "apt-get install bpftool", "generate vmlinux.h from BTF")
+    btf.load()  # raises FeatureMissing with a fix when there is no BTF
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        subprocess.run([bpftool, "btf", "dump", "file", str(btf.VMLINUX_BTF), "format", "c"],
+                       stdout=out, check=True)
+    tmp.rename(target)
+    log.info("generated %s", target)
+    return target
+
+
+def compat_defines() -> list[str]:
+    """``-D`` flags naming the kfuncs this kernel's BTF has."""
+    index = btf.load()
+    flags = [f"-DSA_HAVE_{name.lstrip('_')}=1" for name in COMPAT_KFUNCS
+             if index.has_func(name)]
+    nargs = index.func_nargs("scx_bpf_dsq_move_to_local")
+    if nargs:
+        flags.append(f"-DSA_MOVE_TO_LOCAL_NARGS={nargs}")
+    for const in ("SCX_OPS_SWITCH_PARTIAL", "SCX_OPS_ENQ_LAST", "SCX_OPS_KEEP_BUILTIN_IDLE"):
+        if const in index.enums:
+            flags.append(f"-DSA_HAVE_{const}=1")
+    return flags
+
+
+def _project_headers_digest() -> str:
+    digest = hashlib.sha256()
+    for header in sorted(BPF_INCLUDE_DIR.rglob("*.h")):
+        digest.update(header.name.encode())
+        digest.update(header.read_bytes())
+    return digest.hexdigest()
+
+
+def compile_source(source: Path, extra_flags: tuple[str, ...] = ()) -> BuiltObject:
+    """Compile ``source`` to a BPF object, reusing a cached object when possible."""
+    clang = _tool("clang", "apt-get install clang llvm", "compile BPF schedulers")
+    header = vmlinux_header()
+    flags = [*CFLAGS, *compat_defines(), *extra_flags,
+             f"-I{header.parent}", f"-I{BPF_INCLUDE_DIR}"]
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([text, _project_headers_digest().encode(), " ".join(flags[:-2]).encode(),
+                    kernel_build_id().encode()])
+    ).hexdigest()
+    obj = cache_dir() / "objects" / f"{source.stem}-{key[:20]}.bpf.o"
+    if obj.exists():
+        return BuiltObject(obj, key, cached=True)
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    tmp = obj.with_suffix(".tmp")
+    proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(tmp)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise _compile_error(source, proc.stderr)
+    tmp.rename(obj)
+    return BuiltObject(obj, key, cached=False)
+
+
+_DIAG = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|fatal error): "
+                   r"(?P<msg>.*)$")
+
+
+def _compile_error(source: Path, stderr: str) -> CompileError:
+    diagnostics: list[str] = []
+    excerpt: list[str] = []
+    lines = source.read_text(errors="replace").splitlines()
+    for raw in stderr.splitlines():
+        match = _DIAG.match(raw)
+        if not match:
+            continue
+        diagnostics.append(raw)
+        if Path(match["file"]).name == source.name and len(excerpt) < 30:
+            lineno = int(match["line"])
+            for n in range(max(1, lineno - 2), min(len(lines), lineno + 2) + 1):
+                mark = ">>" if n == lineno else "  "
+                excerpt.append(f"{mark} {n:4d} | {lines[n - 1]}")
+            excerpt.append("")
+    if not diagnostics:
+        diagnostics = stderr.strip().splitlines()[-5:]
+    return CompileError(str(source), diagnostics, "\n".join(excerpt).rstrip())

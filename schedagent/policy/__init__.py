@@ -1,0 +1,1 @@
+"""The policy repository: model, schema, static gate and build step."""
