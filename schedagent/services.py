@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from schedagent import engine
 from schedagent.config import cache_dir
-from schedagent.kernel import capabilities
+from schedagent.engine import VerifyResult
+from schedagent.kernel import capabilities, scx
 from schedagent.kernel.capabilities import Check
+from schedagent.store import ActiveRecord, Event, QuarantineEntry, Store, pid_alive
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +67,80 @@ def _check_testbed() -> Check:
                      "schedagent sandbox build")
     return Check("testbed", True, f"image {img.key} with kernel {img.kernel_release} at "
                  f"{img.root}")
+
+
+# --- engine operations ---------------------------------------------------------------
+
+
+def open_store() -> Store:
+    """The persistent store at the configured location."""
+    return Store()
+
+
+def verify_policy(spec: str, overrides: dict[str, int]) -> VerifyResult:
+    """Static gate, clang and the kernel verifier, with no attach."""
+    store = open_store()
+    try:
+        result = engine.verify(spec, overrides, store)
+        store.audit("cli", "verify", {"policy": spec, "tunables": overrides},
+                    {"ok": True, "hash": result.source_hash})
+        return result
+    finally:
+        store.close()
+
+
+def run_policy(req: engine.RunRequest,
+               on_attached: Callable[[engine.RunOutcome], None] | None = None) -> engine.RunOutcome:
+    """Attach a policy with the guard on; always restores the previous state."""
+    store = open_store()
+    try:
+        outcome = engine.run_policy(req, store, on_attached)
+        store.audit(req.actor, "load", {"policy": req.spec, "tunables": req.overrides,
+                                        "target": outcome.target},
+                    {"reason": outcome.reason, "final_state": outcome.final_state})
+        return outcome
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """sched_ext state, what schedagent has loaded, quarantine and recent events."""
+
+    sched_ext: scx.ScxState
+    active: ActiveRecord | None
+    owner_alive: bool
+    quarantine: list[QuarantineEntry]
+    events: list[Event]
+
+
+def status(events: int = 10) -> StatusReport:
+    """Current state, for ``schedagent status``."""
+    store = open_store()
+    try:
+        rec = store.active()
+        return StatusReport(scx.read_state(), rec, rec is not None and pid_alive(rec.owner_pid),
+                            store.quarantine_list(), store.events(events))
+    finally:
+        store.close()
+
+
+def rollback() -> engine.ExternalRollback:
+    """Return to EEVDF, whichever process holds the link."""
+    store = open_store()
+    try:
+        result = engine.rollback_active(store)
+        store.audit("cli", "rollback", {}, {"action": result.action,
+                                            "state_after": result.state_after})
+        return result
+    finally:
+        store.close()
+
+
+def unquarantine(policy: str) -> int:
+    """Remove a policy from quarantine."""
+    store = open_store()
+    try:
+        return store.unquarantine(policy)
+    finally:
+        store.close()

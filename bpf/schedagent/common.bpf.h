@@ -57,15 +57,15 @@
 /* ---- kfunc compatibility, chosen from the running kernel's BTF ---- */
 
 /*
- * Insert into a DSQ. 6.13 renamed scx_bpf_dispatch() to scx_bpf_dsq_insert();
- * 6.19 made it return bool and kept the void form as a compat symbol.
+ * Insert into a DSQ. 6.13 renamed scx_bpf_dispatch() to scx_bpf_dsq_insert().
+ * 6.19 added a bool-returning scx_bpf_dsq_insert___v2; libbpf resolves a kfunc
+ * by its name without the ___suffix and then rejects the prototype mismatch, so
+ * the plain name is used whenever the kernel still has it.
  */
 static __always_inline void sa_dsq_insert(struct task_struct *p, u64 dsq_id, u64 slice,
 					  u64 enq_flags)
 {
-#if defined(SA_HAVE_scx_bpf_dsq_insert___v2)
-	scx_bpf_dsq_insert___v2(p, dsq_id, slice, enq_flags);
-#elif defined(SA_HAVE_scx_bpf_dsq_insert)
+#if defined(SA_HAVE_scx_bpf_dsq_insert)
 	scx_bpf_dsq_insert(p, dsq_id, slice, enq_flags);
 #else
 	scx_bpf_dispatch(p, dsq_id, slice, enq_flags);
@@ -86,9 +86,7 @@ static __always_inline void sa_dsq_insert_vtime(struct task_struct *p, u64 dsq_i
 /* Move the first task of a DSQ to the local DSQ; true if one moved. */
 static __always_inline bool sa_dsq_move_to_local(u64 dsq_id)
 {
-#if defined(SA_HAVE_scx_bpf_dsq_move_to_local___v2)
-	return scx_bpf_dsq_move_to_local___v2(dsq_id, 0);
-#elif defined(SA_MOVE_TO_LOCAL_NARGS) && SA_MOVE_TO_LOCAL_NARGS == 2
+#if defined(SA_MOVE_TO_LOCAL_NARGS) && SA_MOVE_TO_LOCAL_NARGS == 2
 	return scx_bpf_dsq_move_to_local(dsq_id, 0);
 #elif defined(SA_HAVE_scx_bpf_dsq_move_to_local)
 	return scx_bpf_dsq_move_to_local(dsq_id);

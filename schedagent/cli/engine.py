@@ -1,18 +1,160 @@
-"""``schedagent policies``, ``status`` and ``rollback``."""
+"""``schedagent policies verify|load|unquarantine``, ``status`` and ``rollback``."""
 
 from __future__ import annotations
 
+import signal
+import sys
+import time
+from typing import Annotated, NoReturn
+
 import typer
+
+from schedagent import engine, services
+from schedagent.cli.output import emit_json, fail
+from schedagent.errors import ConfigError
+from schedagent.kernel import partial
+from schedagent.policy.repo import parse_overrides
 
 policies_app = typer.Typer(help="Verify, load and inspect sched_ext policies.",
                            no_args_is_help=True)
 
-
-def status() -> None:
-    """Show the active policy and sched_ext state."""
-    raise NotImplementedError
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Tunable KEY=VALUE (repeat).")]
 
 
-def rollback() -> None:
-    """Detach the active policy and return to EEVDF."""
-    raise NotImplementedError
+def _sigterm_to_interrupt(_sig: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+@policies_app.command("verify")
+def verify(policy: Annotated[str, typer.Argument(help="Policy name or path to a .bpf.c.")],
+           set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+    """Run the gates up to the kernel verifier (static gate, clang, load) without attaching."""
+    try:
+        result = services.verify_policy(policy, parse_overrides(set_ or []))
+    except Exception as err:  # mapped to an exit code and message
+        fail(err, json_out)
+    if json_out:
+        emit_json({"ok": True, **vars_of(result)})
+        return
+    print(f"{result.policy}: passed {', '.join(result.gates)}")
+    print(f"  ops name   {result.ops_name}")
+    print(f"  object     {result.object_path}{' (cached)' if result.object_cached else ''}")
+    print(f"  tunables   {result.tunables or '(none)'}")
+
+
+def vars_of(obj: object) -> dict[str, object]:
+    """A dataclass's fields as a dict (for JSON output)."""
+    from schedagent.cli.output import to_jsonable
+
+    out = to_jsonable(obj)
+    assert isinstance(out, dict)
+    return out
+
+
+@policies_app.command("load")
+def load(
+    policy: Annotated[str, typer.Argument(help="Policy name or path to a .bpf.c.")],
+    set_: SetOpt = None,
+    pid: Annotated[int | None, typer.Option(help="Canary: switch only this pid "
+                                            "(threads and children) to SCHED_EXT.")] = None,
+    cgroup: Annotated[str | None, typer.Option(help="Canary: switch only this cgroup.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0.1, help="Seconds; default until "
+                                                   "Ctrl-C.")] = None,
+    timeout_ms: Annotated[int | None, typer.Option(min=100, max=30000,
+                                                   help="Kernel watchdog timeout.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Attach a policy with the guard on until the duration ends or Ctrl-C, then restore."""
+    if pid is not None and cgroup is not None:
+        fail(ConfigError("pass --pid or --cgroup, not both"), json_out)
+    target = partial.Target(pid=pid, cgroup=cgroup) if (pid or cgroup) else None
+    req = engine.RunRequest(policy, {}, target, duration, timeout_ms)
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+
+    def attached(outcome: engine.RunOutcome) -> None:
+        if not json_out:
+            scope = f"partial, {outcome.switched_threads} threads of {outcome.target}" \
+                if outcome.target else "all tasks"
+            until = f"for {duration:g} s" if duration else "until Ctrl-C"
+            print(f"{outcome.ops_name} enabled (enable_seq {outcome.enable_seq}, {scope}); "
+                  f"guard on {until}", file=sys.stderr, flush=True)
+
+    try:
+        req = engine.RunRequest(policy, parse_overrides(set_ or []), target, duration, timeout_ms)
+        outcome = services.run_policy(req, attached)
+    except Exception as err:  # mapped to an exit code and message
+        fail(err, json_out)
+    event = outcome.guard_event
+    if json_out:
+        data = vars_of(outcome)
+        data["ok"] = outcome.ok
+        if event is not None:
+            data["guard"] = {"reason": event.reason(),
+                             "detection_latency_ms": event.detection_latency_ms}
+            if event.exit_info is not None:
+                data["exit_kind"] = event.exit_info.kind
+                data["exit_kind_name"] = event.exit_info.kind_name
+                data["kernel_message"] = event.exit_info.message or event.exit_info.reason
+        emit_json(data)
+    else:
+        print(f"{outcome.ops_name}: ran {outcome.ran_s:.1f} s, ended by {outcome.reason}; "
+              f"state now {outcome.final_state}")
+        if event is not None:
+            print(f"  guard: {event.reason()}")
+            for line in event.kernel_log[-5:]:
+                print(f"  kernel: {line}")
+        if outcome.switched_threads:
+            print(f"  restored {outcome.restored_threads}/{outcome.switched_threads} threads")
+    if not outcome.ok:
+        raise typer.Exit(24 if outcome.reason == "ejected" else 26)
+
+
+@policies_app.command("unquarantine")
+def unquarantine(policy: Annotated[str, typer.Argument(help="Policy name.")],
+                 json_out: JsonOpt = False) -> None:
+    """Allow a quarantined policy to load again."""
+    removed = services.unquarantine(policy)
+    if json_out:
+        emit_json({"policy": policy, "removed": removed})
+    else:
+        print(f"{policy}: removed {removed} quarantine entries")
+
+
+def status(json_out: JsonOpt = False) -> None:
+    """Show sched_ext state, the policy schedagent has loaded, quarantine and recent events."""
+    report = services.status()
+    if json_out:
+        emit_json(vars_of(report))
+        return
+    snap = report.sched_ext
+    if not snap.present:
+        print("sched_ext: absent on this kernel (the system runs EEVDF); see `schedagent doctor`")
+    else:
+        print(f"sched_ext: {snap.state}" + (f", root/ops={snap.ops}" if snap.ops else "")
+              + f", enable_seq={snap.enable_seq}, switch_all={int(snap.switch_all)}")
+    if report.active is not None:
+        rec = report.active
+        alive = "alive" if report.owner_alive else "dead"
+        print(f"active: {rec.policy} (owner pid {rec.owner_pid}, {alive}), "
+              f"target {rec.target or 'all'}, tunables {rec.tunables}")
+    else:
+        print("active: none (EEVDF)" if not snap.is_enabled else
+              f"active: {snap.ops} (not loaded by schedagent)")
+    for q in report.quarantine:
+        print(f"quarantined: {q.policy} ({q.reason})")
+    for ev in report.events[-5:]:
+        print(f"event {time.strftime('%H:%M:%S', time.localtime(ev.ts))} {ev.kind} "
+              f"{ev.policy or ''} {ev.detail}")
+
+
+def rollback(json_out: JsonOpt = False) -> None:
+    """Detach schedagent's active policy and return to EEVDF (escalating if needed)."""
+    try:
+        result = services.rollback()
+    except Exception as err:  # mapped to an exit code and message
+        fail(err, json_out)
+    if json_out:
+        emit_json(vars_of(result))
+    else:
+        print(f"rollback: {result.action}; state {result.state_before} -> {result.state_after}")

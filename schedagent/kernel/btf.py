@@ -8,11 +8,13 @@ distributions backport freely.
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from schedagent.config import cache_dir
 from schedagent.errors import FeatureMissing
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -98,7 +100,11 @@ def parse(data: bytes) -> BtfIndex:
 
 @lru_cache(maxsize=4)
 def load(path: Path = VMLINUX_BTF) -> BtfIndex:
-    """Parse the running kernel's BTF (cached for the life of the process)."""
+    """The running kernel's BTF index, cached in memory and on disk by content hash.
+
+    Parsing all of vmlinux's types in Python takes a while (a minute under
+    emulation), so the index is stored under the cache directory.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError as err:
@@ -106,4 +112,17 @@ def load(path: Path = VMLINUX_BTF) -> BtfIndex:
             "kernel BTF", f"{path} does not exist",
             "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (or use the testbed: "
             "schedagent sandbox run)") from err
-    return parse(data)
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    cached = cache_dir() / "btf" / f"{digest}.json"
+    try:
+        raw = json.loads(cached.read_text())
+        return BtfIndex(digest, frozenset(raw["funcs"]), raw["enums"], raw["func_args"])
+    except (OSError, ValueError, KeyError):
+        pass
+    index = parse(data)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"funcs": sorted(index.funcs), "enums": index.enums,
+                               "func_args": index.func_args}))
+    tmp.rename(cached)
+    return index

@@ -28,9 +28,9 @@ BPF_INCLUDE_DIR = PROJECT_ROOT / "bpf"
 
 #: kfuncs whose presence changes how the compat header calls sched_ext.
 COMPAT_KFUNCS = (
-    "scx_bpf_dsq_insert", "scx_bpf_dsq_insert___v2", "scx_bpf_dsq_insert_vtime",
-    "scx_bpf_dsq_move_to_local", "scx_bpf_dsq_move_to_local___v2", "scx_bpf_now",
-    "scx_bpf_select_cpu_and", "scx_bpf_cpu_node", "__scx_bpf_dsq_insert_vtime",
+    "scx_bpf_dsq_insert", "scx_bpf_dsq_insert_vtime",
+    "scx_bpf_dsq_move_to_local", "scx_bpf_now",
+    "scx_bpf_select_cpu_and", "scx_bpf_cpu_node",
 )
 
 CFLAGS = ("-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-mcpu=v3",

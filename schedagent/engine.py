@@ -1,0 +1,282 @@
+"""The execution engine: gates, build, load, guard, rollback and the record.
+
+This is the only place that strings the privileged steps together. Every
+candidate passes the gates in order, cheapest first: the static gate, clang,
+then the kernel verifier (load without attach). Only then may it attach, with
+the guard on, and every exit path detaches, restores partial-mode threads and
+writes the outcome to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from schedagent.errors import (
+    FeatureMissing,
+    KernelError,
+    Quarantined,
+    SchedExtBusy,
+    SchedulerExited,
+    SchedulerLoadError,
+)
+from schedagent.kernel import partial, scx, toolchain
+from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
+from schedagent.kernel.loader import BpfObject, LoadOptions, attach
+from schedagent.policy import gate
+from schedagent.policy.repo import PolicySource, resolve
+from schedagent.store import ActiveRecord, Store, pid_alive
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """A candidate that passed every gate up to the kernel verifier."""
+
+    policy: str
+    ops_name: str
+    source: str
+    source_hash: str
+    object_path: str
+    object_cached: bool
+    tunables: dict[str, int]
+    rodata: list[str]
+    gates: list[str]
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How a guarded run of a policy ended."""
+
+    policy: str
+    ops_name: str
+    tunables: dict[str, int]
+    target: str | None
+    enable_seq: int
+    reason: str = "duration"
+    guard_event: GuardEvent | None = None
+    rollback: RollbackReport = field(default_factory=RollbackReport)
+    stats: list[int] = field(default_factory=list)
+    switched_threads: int = 0
+    restored_threads: int = 0
+    ran_s: float = 0.0
+    final_state: str = "unknown"
+
+    @property
+    def ok(self) -> bool:
+        """True when the run ended by duration or by the user, not by the kernel."""
+        return self.reason in ("duration", "interrupted") and self.final_state != "enabled"
+
+
+def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple[
+        PolicySource, gate.GateReport, toolchain.BuiltObject, BpfObject, dict[str, int]]:
+    policy = resolve(spec)
+    tunables = policy.resolve_tunables(overrides)
+    text = policy.source.read_text(errors="replace")
+    report = gate.check_source(text, str(policy.source))
+    if store is not None:
+        entry = store.quarantined(policy.name, policy.source_hash(), toolchain.kernel_build_id())
+        if entry is not None:
+            raise Quarantined(policy.name, entry.reason)
+    built = toolchain.compile_source(policy.source)
+    obj = BpfObject(built.path, policy.name)
+    try:
+        obj.set_rodata(tunables)
+    except BaseException:
+        obj.close()
+        raise
+    return policy, report, built, obj, tunables
+
+
+def _require_sched_ext() -> scx.ScxState:
+    snap = scx.read_state()
+    if not snap.present:
+        raise FeatureMissing("sched_ext", f"{scx.SCX_ROOT} does not exist on kernel "
+                             f"{os.uname().release}",
+                             "use a kernel >= 6.12 with CONFIG_SCHED_CLASS_EXT=y, or run inside "
+                             "the testbed: schedagent sandbox run -- schedagent ...")
+    return snap
+
+
+def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> VerifyResult:
+    """Run the gates up to the kernel verifier (load without attach)."""
+    resolve(spec)  # an unknown name is reported before anything about the kernel
+    _require_sched_ext()
+    policy, report, built, obj, tunables = _prepare(spec, overrides, store)
+    try:
+        obj.load()
+        rodata = obj.rodata_names()
+    finally:
+        obj.close()
+    return VerifyResult(policy.name, report.ops_name, str(policy.source), built.source_hash,
+                        str(built.path), built.cached, tunables, rodata,
+                        ["static gate", "clang", "kernel verifier"])
+
+
+def recover(store: Store) -> str | None:
+    """Clean up after a crashed owner: forget its record and restore its threads."""
+    rec = store.active()
+    leftovers = store.switched()
+    note = None
+    if rec is not None and not pid_alive(rec.owner_pid):
+        snap = scx.read_state()
+        note = (f"owner pid {rec.owner_pid} of {rec.policy} died; the kernel closed its link "
+                f"(state now {snap.state})")
+        store.add_event("recovered", rec.policy, note=note, state=snap.state)
+        store.clear_active()
+    if leftovers and (rec is None or not pid_alive(rec.owner_pid)):
+        restored = partial.restore([partial.SwitchedTask(*t) for t in leftovers])
+        store.clear_switched()
+        store.add_event("restored-threads", rec.policy if rec else None, restored=restored)
+    return note
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What to run, for how long, on whom."""
+
+    spec: str
+    overrides: dict[str, int]
+    target: partial.Target | None = None
+    duration_s: float | None = None
+    timeout_ms: int | None = None
+    actor: str = "cli"
+
+
+def run_policy(req: RunRequest, store: Store,
+               on_attached: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
+    """Attach a policy with the guard on until the duration ends, Ctrl-C, or the guard fires."""
+    resolve(req.spec)
+    if req.target is not None:
+        partial.target_tids(req.target)  # a missing pid or cgroup is reported first
+    snap = _require_sched_ext()
+    recover(store)
+    if snap.state != "disabled":
+        raise SchedExtBusy(snap.ops)
+    policy, _report, built, obj, tunables = _prepare(req.spec, req.overrides, store)
+    target_text = req.target.describe() if req.target else None
+    tids = partial.target_tids(req.target) if req.target else []
+    options = LoadOptions(tunables, partial=req.target is not None, timeout_ms=req.timeout_ms)
+    try:
+        sched = attach(obj, options)
+    except (SchedulerExited, SchedulerLoadError) as err:
+        obj.close()
+        store.add_event("load-failed", policy.name, error=str(err))
+        if isinstance(err, SchedulerExited):
+            store.quarantine(policy.name, built.source_hash, toolchain.kernel_build_id(),
+                             f"{err.kind_name}: {err.reason} {err.message}".strip())
+        raise
+    except BaseException:
+        obj.close()
+        raise
+    outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
+    store.set_active(ActiveRecord(policy.name, built.source_hash, os.getpid(), sched.enable_seq,
+                                  target_text, tunables, time.time()))
+    store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
+                    tunables=tunables, actor=req.actor)
+    guard = Guard(sched).start()
+    started = time.monotonic()
+    switched: list[partial.SwitchedTask] = []
+    try:
+        if tids:
+            planned = partial.plan_switch(tids)
+            # journal first: a crash after this point still gets its threads back
+            store.record_switched([(t.tid, t.policy, t.priority) for t in planned])
+            switched.extend(partial.switch_to_ext(planned))
+        outcome.switched_threads = len(switched)
+        if on_attached is not None:
+            on_attached(outcome)
+        outcome.guard_event = _wait(guard, req.duration_s)
+        if outcome.guard_event is not None:
+            outcome.reason = outcome.guard_event.kind.value
+    except KeyboardInterrupt:
+        outcome.reason = "interrupted"
+    finally:
+        outcome.ran_s = time.monotonic() - started
+        outcome.stats = obj.percpu_stats() if obj.loaded else []
+        guard.stop()
+        outcome.restored_threads = partial.restore(switched)
+        store.clear_switched()
+        if outcome.guard_event is None or outcome.guard_event.kind is GuardEventKind.EJECTED:
+            outcome.rollback = rollback(sched)
+        sched.detach(timeout_s=0)
+        obj.close()
+        outcome.final_state = scx.read_state().state
+        store.clear_active()
+        _record_end(store, built.source_hash, outcome)
+    return outcome
+
+
+def _wait(guard: Guard, duration_s: float | None) -> GuardEvent | None:
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    while True:
+        left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        if left <= 0:
+            return None
+        event = guard.wait(left)
+        if event is not None:
+            return event
+
+
+def _record_end(store: Store, source_hash: str, outcome: RunOutcome) -> None:
+    event = outcome.guard_event
+    detail: dict[str, object] = {"reason": outcome.reason, "ran_s": round(outcome.ran_s, 3),
+                                 "final_state": outcome.final_state,
+                                 "rollback": [s.action for s in outcome.rollback.steps]}
+    if event is not None:
+        detail.update(guard=event.reason(), kernel_log=event.kernel_log[-10:],
+                      detection_latency_ms=event.detection_latency_ms)
+        if event.exit_info is not None:
+            detail.update(exit_kind=event.exit_info.kind, exit_kind_name=event.exit_info.kind_name,
+                          exit_reason=event.exit_info.reason, exit_msg=event.exit_info.message)
+    store.add_event("unloaded", outcome.policy, **detail)
+    if event is not None and event.exit_info is not None and event.exit_info.is_error:
+        store.quarantine(outcome.policy, source_hash, toolchain.kernel_build_id(),
+                         event.reason())
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalRollback:
+    """What ``schedagent rollback`` did from another process."""
+
+    action: str
+    state_before: str
+    state_after: str
+    ops_before: str | None
+
+
+def rollback_active(store: Store, timeout_s: float = 5.0) -> ExternalRollback:
+    """Return the system to EEVDF from any process: signal the owner, then escalate."""
+    before = scx.read_state()
+    rec = store.active()
+    if rec is None or not pid_alive(rec.owner_pid):
+        recover(store)
+        if before.is_enabled:
+            raise SchedExtBusy(before.ops)
+        return ExternalRollback("nothing active", before.state, before.state, before.ops)
+
+    def gone(s: scx.ScxState) -> bool:
+        return not (s.is_enabled and s.enable_seq == rec.enable_seq)
+
+    action = "SIGTERM to owner"
+    os.kill(rec.owner_pid, signal.SIGTERM)
+    ok, snap = scx.wait_for(gone, timeout_s, poll_s=0.02)
+    if not ok:
+        action = "SIGKILL to owner (dead-man switch)"
+        os.kill(rec.owner_pid, signal.SIGKILL)
+        ok, snap = scx.wait_for(gone, timeout_s, poll_s=0.02)
+    if not ok and snap.enable_seq == rec.enable_seq:
+        action = "sysrq-S"
+        with open("/proc/sysrq-trigger", "w") as trigger:
+            trigger.write("S")
+        ok, snap = scx.wait_for(gone, timeout_s, poll_s=0.02)
+    if not ok:
+        raise KernelError(f"rollback did not disable {before.ops}: state {snap.state}")
+    store.add_event("rollback", rec.policy, action=action, state_after=snap.state)
+    recover(store)
+    return ExternalRollback(action, before.state, snap.state, before.ops)

@@ -1,0 +1,164 @@
+"""The policy repository: ``policies/<name>/policy.yaml`` + ``<name>.bpf.c``.
+
+The YAML is validated with a pydantic schema at load time. A policy can also
+be a bare ``.bpf.c`` file an administrator brings: it then has no metadata, and
+its tunables are whatever ``const volatile`` globals it declares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from schedagent.config import PROJECT_ROOT
+from schedagent.errors import ConfigError, PolicyNotFound, TunableError
+
+POLICIES_DIR = PROJECT_ROOT / "policies"
+
+WorkloadClass = Literal["latency-critical", "interactive", "messaging", "throughput", "batch",
+                        "io-bound", "mixed"]
+
+
+class Tunable(BaseModel):
+    """One ``const volatile`` knob of a policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["u64", "u32", "s64", "s32", "bool"]
+    unit: str
+    default: int
+    min: int
+    max: int
+    description: str
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Tunable:
+        if not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} is outside [{self.min}, {self.max}]")
+        return self
+
+
+class Provenance(BaseModel):
+    """Where a policy came from."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["builtin", "synthesized"] = "builtin"
+    parent: str | None = None
+    model: str | None = None
+    date: dt.date | None = None
+
+
+class PolicyMeta(BaseModel):
+    """The schema of ``policy.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    summary: str
+    intent: str
+    good_for: list[WorkloadClass] = []
+    bad_for: list[WorkloadClass] = []
+    tunables: dict[str, Tunable] = {}
+    requires: list[str] = []
+    status: Literal["experimental", "stable"] = "experimental"
+    provenance: Provenance = Provenance()
+
+
+class PolicySource(BaseModel):
+    """A resolved policy: its source file, and metadata when it is from the repository."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    source: Path
+    meta: PolicyMeta | None = None
+
+    def source_hash(self) -> str:
+        """sha256 of the source text (what quarantine and artifacts are keyed by)."""
+        return hashlib.sha256(self.source.read_bytes()).hexdigest()
+
+    def resolve_tunables(self, overrides: dict[str, int]) -> dict[str, int]:
+        """Defaults overlaid with validated overrides (bounds from the YAML)."""
+        if self.meta is None:
+            return dict(overrides)
+        values = {k: t.default for k, t in self.meta.tunables.items()}
+        for key, value in overrides.items():
+            spec = self.meta.tunables.get(key)
+            if spec is None:
+                known = ", ".join(sorted(self.meta.tunables)) or "(none)"
+                raise TunableError(self.name, key, f"unknown tunable; {self.name} has: {known}")
+            if not spec.min <= value <= spec.max:
+                raise TunableError(self.name, key,
+                                   f"{value} is outside [{spec.min}, {spec.max}] {spec.unit}; "
+                                   f"choose a value in range (default {spec.default})")
+            values[key] = value
+        return values
+
+
+def load_meta(path: Path) -> PolicyMeta:
+    """Parse and validate one ``policy.yaml``."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}; fix the syntax") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must be a YAML mapping with name, summary, intent, tunables")
+    try:
+        return PolicyMeta.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in err.errors())
+        raise ConfigError(f"{path} does not match the policy schema: {problems}") from err
+
+
+def builtin_names(root: Path = POLICIES_DIR) -> list[str]:
+    """Names of the policies in the repository."""
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / "policy.yaml").exists())
+
+
+def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
+    """A repository policy by name, or a ``.bpf.c`` file by path."""
+    candidate = root / spec
+    if "/" not in spec and (candidate / "policy.yaml").exists():
+        meta = load_meta(candidate / "policy.yaml")
+        source = candidate / f"{spec}.bpf.c"
+        if meta.name != spec:
+            raise ConfigError(f"{candidate}/policy.yaml says name {meta.name!r}; it must equal "
+                              f"the directory name {spec!r}")
+        return PolicySource(name=spec, source=source, meta=meta)
+    path = Path(spec)
+    if path.suffix == ".c" or path.exists():
+        if not path.is_file():
+            raise PolicyNotFound(spec, builtin_names(root))
+        try:
+            path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"cannot read {path}: {err.strerror}; check the path and its "
+                              "permissions") from err
+        return PolicySource(name=path.name.removesuffix(".bpf.c").removesuffix(".c"),
+                            source=path.resolve())
+    raise PolicyNotFound(spec, builtin_names(root))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, int]:
+    """``["slice_ns=5000000", "x=0x10"]`` -> ``{"slice_ns": 5000000, "x": 16}``."""
+    out: dict[str, int] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set slice_ns=5000000")
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            out[key.strip()] = int(text == "true")
+            continue
+        try:
+            out[key.strip()] = int(text.replace("_", ""), 0)
+        except ValueError as err:
+            raise TunableError("(cli)", key, f"{value!r} is not an integer") from err
+    return out

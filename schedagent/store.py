@@ -1,0 +1,208 @@
+"""Persistent state in SQLite: the active policy, events, quarantine and audit.
+
+Every write is its own transaction, so a crash never loses what was already
+reported. ``recover()`` runs at start-up: it finds an active record whose owner
+died, notes that the kernel fell back to EEVDF, and gives any threads left on
+SCHED_EXT their previous policy back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedagent.config import state_dir
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS active (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    policy TEXT NOT NULL, source_hash TEXT NOT NULL, owner_pid INTEGER NOT NULL,
+    enable_seq INTEGER NOT NULL, target TEXT, tunables TEXT NOT NULL, started REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS switched (
+    tid INTEGER PRIMARY KEY, policy INTEGER NOT NULL, priority INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
+    policy TEXT, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    policy TEXT NOT NULL, source_hash TEXT NOT NULL, kernel TEXT NOT NULL,
+    reason TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (policy, source_hash, kernel));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, args TEXT NOT NULL, result TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRecord:
+    """The policy schedagent has loaded, and which process holds its link."""
+
+    policy: str
+    source_hash: str
+    owner_pid: int
+    enable_seq: int
+    target: str | None
+    tunables: dict[str, int]
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One load/unload/guard event."""
+
+    id: int
+    ts: float
+    kind: str
+    policy: str | None
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """A policy that failed on this kernel, and why."""
+
+    policy: str
+    source_hash: str
+    kernel: str
+    reason: str
+    ts: float
+
+
+class Store:
+    """The SQLite store. One connection per instance; safe to reopen after a crash."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "schedagent.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)  # idempotent DDL; executescript commits by itself
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    # --- active policy --------------------------------------------------------------
+
+    def set_active(self, rec: ActiveRecord) -> None:
+        """Record the loaded policy (replacing any previous record)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                       (rec.policy, rec.source_hash, rec.owner_pid, rec.enable_seq, rec.target,
+                        json.dumps(rec.tunables), rec.started))
+
+    def active(self) -> ActiveRecord | None:
+        """The active record, if any."""
+        row = self._db.execute("SELECT policy, source_hash, owner_pid, enable_seq, target, "
+                               "tunables, started FROM active WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return ActiveRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+
+    def clear_active(self) -> None:
+        """Forget the active policy."""
+        with self._tx() as db:
+            db.execute("DELETE FROM active")
+
+    # --- partial-mode journal -------------------------------------------------------
+
+    def record_switched(self, tasks: list[tuple[int, int, int]]) -> None:
+        """Journal threads moved to SCHED_EXT with their previous (policy, priority)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO switched VALUES (?, ?, ?)", tasks)
+
+    def switched(self) -> list[tuple[int, int, int]]:
+        """Threads still journaled as moved."""
+        return [tuple(r) for r in self._db.execute("SELECT tid, policy, priority FROM switched")]
+
+    def clear_switched(self) -> None:
+        """Forget the journal (after restoring)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM switched")
+
+    # --- events, quarantine, audit ----------------------------------------------------
+
+    def add_event(self, kind: str, policy: str | None, **detail: object) -> int:
+        """Append an event; return its id."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO events (ts, kind, policy, detail) VALUES (?, ?, ?, ?)",
+                             (time.time(), kind, policy, json.dumps(detail, default=str)))
+            return int(cur.lastrowid or 0)
+
+    def events(self, limit: int = 50) -> list[Event]:
+        """The most recent events, oldest first."""
+        rows = self._db.execute("SELECT id, ts, kind, policy, detail FROM events "
+                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in reversed(rows)]
+
+    def quarantine(self, policy: str, source_hash: str, kernel: str, reason: str) -> None:
+        """Quarantine a policy build on this kernel."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
+                       (policy, source_hash, kernel, reason, time.time()))
+
+    def quarantined(self, policy: str, source_hash: str, kernel: str) -> QuarantineEntry | None:
+        """The quarantine entry for this exact build on this kernel, if any."""
+        row = self._db.execute("SELECT policy, source_hash, kernel, reason, ts FROM quarantine "
+                               "WHERE policy = ? AND source_hash = ? AND kernel = ?",
+                               (policy, source_hash, kernel)).fetchone()
+        return QuarantineEntry(*row) if row else None
+
+    def quarantine_list(self) -> list[QuarantineEntry]:
+        """Every quarantined policy."""
+        return [QuarantineEntry(*r) for r in self._db.execute(
+            "SELECT policy, source_hash, kernel, reason, ts FROM quarantine ORDER BY ts")]
+
+    def unquarantine(self, policy: str) -> int:
+        """Remove a policy from quarantine; return how many entries were removed."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM quarantine WHERE policy = ?", (policy,)).rowcount
+
+    def audit(self, actor: str, action: str, args: dict[str, object],
+              result: dict[str, object]) -> None:
+        """Record who asked for what, and the result."""
+        with self._tx() as db:
+            db.execute("INSERT INTO audit (ts, actor, action, args, result) VALUES (?, ?, ?, ?, ?)",
+                       (time.time(), actor, action, json.dumps(args, default=str),
+                        json.dumps(result, default=str)))
+
+    def audit_records(self, limit: int = 50) -> list[dict[str, object]]:
+        """Recent audit records, oldest first."""
+        rows = self._db.execute("SELECT ts, actor, action, args, result FROM audit "
+                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [{"ts": r[0], "actor": r[1], "action": r[2], "args": json.loads(r[3]),
+                 "result": json.loads(r[4])} for r in reversed(rows)]
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
