@@ -68,8 +68,6 @@ _ALLOWED_INCLUDE = re.compile(r'^(vmlinux\.h|bpf/[\w.-]+\.h|schedagent/[\w.-]+\.
 _CALL = re.compile(r'\b((?:scx_bpf|bpf)_\w+)\s*\(')
 _ASM = re.compile(r'\b(asm|__asm__|__asm)\b')
 _SECTION = re.compile(r'\bSEC\s*\(\s*"([^"]*)"\s*\)')
-_STRUCT_OPS = re.compile(r'SEC\s*\(\s*"\.struct_ops(\.link)?"\s*\)\s*'
-                         r'|struct\s+sched_ext_ops\s+\w+\s*(SEC\s*\(\s*"\.struct_ops(\.link)?"\s*\))?\s*=')
 _OPS_DEF = re.compile(r'\b(?:SCX_OPS_DEFINE\s*\(\s*(\w+)|struct\s+sched_ext_ops\s+(\w+))')
 _OPS_NAME = re.compile(r'\.name\s*=\s*"([^"]*)"')
 _PREPROC_DEFINE = re.compile(r'^\s*#\s*define\s+(\w+)')
@@ -137,7 +135,8 @@ def check_source(text: str, source: str = "<source>") -> GateReport:
             raise GateRejection(source, lineno, "inline assembly",
                                 f"{raw_lines[lineno - 1].strip()!r}: inline asm is not allowed")
         for match in _CALL.finditer(line):
-            name = match.group(1)
+            # kfunc "flavours" (name___v2) resolve to the name before the ___
+            name = match.group(1).split("___")[0]
             if name in defined:
                 continue
             if name not in ALLOWED_SCX and name not in ALLOWED_BPF:

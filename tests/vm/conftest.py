@@ -55,6 +55,7 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     proc.kill()
     proc.wait()
+    proc.stdout.close()
 
 
 @pytest.fixture

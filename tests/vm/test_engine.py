@@ -41,6 +41,7 @@ def test_sigkill_of_link_holder_returns_kernel_to_eevdf() -> None:
     child.send_signal(signal.SIGKILL)
     ok, snap = scx.wait_for(lambda s: s.state == "disabled", 10.0, poll_s=0.001)
     child.wait()
+    child.stdout.close()
     assert ok, snap
     report("sigkill_to_disabled_ms", round((time.monotonic() - killed) * 1000, 1))
 
@@ -187,6 +188,7 @@ def test_killed_cli_leaves_eevdf_and_restart_recovers_threads(
     assert all(os.sched_getscheduler(t) == scx.SCHED_EXT for t in tids)
     child.send_signal(signal.SIGKILL)
     child.wait()
+    child.stderr.close()
     ok, _ = scx.wait_for(lambda s: s.state == "disabled", 10.0)
     assert ok
     store = Store(tmp_path / "schedagent.db")

@@ -1,0 +1,37 @@
+# schedagent: the two commands for a fresh machine are `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VM_PYTEST := python -m pytest -m vm tests/vm -v -rA -p no:cacheprovider
+
+.PHONY: test demo deps venv image unit vm clean
+
+## test: install what is missing, run the host unit tests, then the VM tests in the testbed
+test: deps venv unit vm
+
+## demo: boot the sched_ext testbed and run the demo inside it
+demo: deps venv image
+	$(BIN)/schedagent sandbox run -- sh scripts/demo.sh
+
+deps:
+	sh scripts/install-host-deps.sh
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test,testbed]'
+	touch $@
+
+image: deps venv
+	$(BIN)/schedagent sandbox build
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit tests/mcp -q -p no:cacheprovider
+
+vm: image
+	sh scripts/sandbox-selftest.sh
+	SCHEDAGENT_REQUIRE_VM=1 $(BIN)/schedagent sandbox run -- $(VM_PYTEST)
+
+clean:
+	rm -rf $(VENV) out build *.egg-info
