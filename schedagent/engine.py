@@ -24,7 +24,8 @@ from schedagent.errors import (
     SchedulerExited,
     SchedulerLoadError,
 )
-from schedagent.kernel import partial, scx, toolchain
+from schedagent.kernel import btf as kbtf
+from schedagent.kernel import partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
 from schedagent.kernel.loader import BpfObject, LoadOptions, attach
 from schedagent.policy import gate
@@ -77,6 +78,7 @@ def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple
         PolicySource, gate.GateReport, toolchain.BuiltObject, BpfObject, dict[str, int]]:
     policy = resolve(spec)
     tunables = policy.resolve_tunables(overrides)
+    _check_requires(policy)
     text = policy.source.read_text(errors="replace")
     report = gate.check_source(text, str(policy.source))
     if store is not None:
@@ -91,6 +93,17 @@ def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple
         obj.close()
         raise
     return policy, report, built, obj, tunables
+
+
+def _check_requires(policy: PolicySource) -> None:
+    """Every kfunc or constant the policy's YAML requires must be in this kernel's BTF."""
+    if policy.meta is None or not policy.meta.requires:
+        return
+    index = kbtf.load()
+    missing = [r for r in policy.meta.requires if not index.has_func(r) and r not in index.enums]
+    if missing:
+        raise FeatureMissing(f"{policy.name}'s requirements", f"{', '.join(missing)} not in "
+                             "this kernel's BTF", "use a newer kernel, or pick another policy")
 
 
 def _require_sched_ext() -> scx.ScxState:
@@ -113,7 +126,7 @@ def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> 
         rodata = obj.rodata_names()
     finally:
         obj.close()
-    return VerifyResult(policy.name, report.ops_name, str(policy.source), built.source_hash,
+    return VerifyResult(policy.name, report.ops_name, str(policy.source), policy.source_hash(),
                         str(built.path), built.cached, tunables, rodata,
                         ["static gate", "clang", "kernel verifier"])
 
@@ -163,19 +176,19 @@ def run_policy(req: RunRequest, store: Store,
     tids = partial.target_tids(req.target) if req.target else []
     options = LoadOptions(tunables, partial=req.target is not None, timeout_ms=req.timeout_ms)
     try:
-        sched = attach(obj, options)
+        sched = attach(obj, options, lambda o: fill_maps(o, req.target))
     except (SchedulerExited, SchedulerLoadError) as err:
         obj.close()
         store.add_event("load-failed", policy.name, error=str(err))
         if isinstance(err, SchedulerExited):
-            store.quarantine(policy.name, built.source_hash, toolchain.kernel_build_id(),
+            store.quarantine(policy.name, policy.source_hash(), toolchain.kernel_build_id(),
                              f"{err.kind_name}: {err.reason} {err.message}".strip())
         raise
     except BaseException:
         obj.close()
         raise
     outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
-    store.set_active(ActiveRecord(policy.name, built.source_hash, os.getpid(), sched.enable_seq,
+    store.set_active(ActiveRecord(policy.name, policy.source_hash(), os.getpid(), sched.enable_seq,
                                   target_text, tunables, time.time()))
     store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
                     tunables=tunables, actor=req.actor)
@@ -191,7 +204,8 @@ def run_policy(req: RunRequest, store: Store,
         outcome.switched_threads = len(switched)
         if on_attached is not None:
             on_attached(outcome)
-        outcome.guard_event = _wait(guard, req.duration_s)
+        outcome.guard_event = _wait(guard, req.duration_s,
+                                    lambda: store.set_active_stats(obj.percpu_stats()))
         if outcome.guard_event is not None:
             outcome.reason = outcome.guard_event.kind.value
     except KeyboardInterrupt:
@@ -208,19 +222,33 @@ def run_policy(req: RunRequest, store: Store,
         obj.close()
         outcome.final_state = scx.read_state().state
         store.clear_active()
-        _record_end(store, built.source_hash, outcome)
+        _record_end(store, policy.source_hash(), outcome)
     return outcome
 
 
-def _wait(guard: Guard, duration_s: float | None) -> GuardEvent | None:
+def fill_maps(obj: BpfObject, target: partial.Target | None) -> None:
+    """Write the engine-owned maps a policy declares: its target set and the topology."""
+    maps = obj.maps()
+    if "target_tgids" in maps and target is not None:
+        for tgid in partial.target_tgids(target):
+            obj.update_map("target_tgids", tgid.to_bytes(4, "little"), b"\x01")
+    if "cpu_llc" in maps:
+        for cpu, llc in topology.llc_ids().items():
+            obj.update_map("cpu_llc", cpu.to_bytes(4, "little"), llc.to_bytes(4, "little"))
+
+
+def _wait(guard: Guard, duration_s: float | None,
+          tick: Callable[[], None]) -> GuardEvent | None:
+    """Wait for the duration or a guard event, calling ``tick`` about once a second."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
     while True:
-        left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
         if left <= 0:
             return None
         event = guard.wait(left)
         if event is not None:
             return event
+        tick()
 
 
 def _record_end(store: Store, source_hash: str, outcome: RunOutcome) -> None:

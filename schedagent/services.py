@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
 from schedagent.kernel import capabilities, scx
 from schedagent.kernel.capabilities import Check
+from schedagent.policy import repo
 from schedagent.store import ActiveRecord, Event, QuarantineEntry, Store, pid_alive
 
 
@@ -142,5 +144,69 @@ def unquarantine(policy: str) -> int:
     store = open_store()
     try:
         return store.unquarantine(policy)
+    finally:
+        store.close()
+
+
+# --- policy repository ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySummary:
+    """One line of ``policies list``."""
+
+    name: str
+    summary: str
+    good_for: list[str]
+    status: str
+    history: dict[str, dict[str, int]]
+
+
+def list_policies() -> list[PolicySummary]:
+    """Every built-in policy with its win/loss history by workload class."""
+    store = open_store()
+    try:
+        out = []
+        for name in repo.builtin_names():
+            meta = repo.resolve(name).meta
+            assert meta is not None  # builtin policies always have policy.yaml
+            out.append(PolicySummary(name, meta.summary, list(meta.good_for), meta.status,
+                                     store.verdict_summary(name)))
+        return out
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDetail:
+    """Metadata of one policy, plus live counters when it is the active one."""
+
+    name: str
+    meta: dict[str, object]
+    source: str
+    active: bool
+    live_stats: dict[str, int]
+    stats_age_s: float | None
+    history: dict[str, dict[str, int]]
+
+
+def show_policy(name: str) -> PolicyDetail:
+    """``policies show``: the YAML, the source path, live stats when active."""
+    policy = repo.resolve(name)
+    store = open_store()
+    try:
+        rec = store.active()
+        active = rec is not None and rec.policy == policy.name and pid_alive(rec.owner_pid)
+        live: dict[str, int] = {}
+        age = None
+        if active:
+            values, ts = store.active_stats()
+            labels = policy.meta.stats if policy.meta else []
+            live = {labels[i] if i < len(labels) else f"stat{i}": v
+                    for i, v in enumerate(values) if i < max(len(labels), 1) or v}
+            age = round(time.time() - ts, 1) if ts else None
+        meta = policy.meta.model_dump(mode="json") if policy.meta else {}
+        return PolicyDetail(policy.name, meta, str(policy.source), active, live, age,
+                            store.verdict_summary(policy.name))
     finally:
         store.close()

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS active (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     policy TEXT NOT NULL, source_hash TEXT NOT NULL, owner_pid INTEGER NOT NULL,
-    enable_seq INTEGER NOT NULL, target TEXT, tunables TEXT NOT NULL, started REAL NOT NULL);
+    enable_seq INTEGER NOT NULL, target TEXT, tunables TEXT NOT NULL, started REAL NOT NULL,
+    stats TEXT NOT NULL DEFAULT '[]', stats_ts REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS switched (
     tid INTEGER PRIMARY KEY, policy INTEGER NOT NULL, priority INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS quarantine (
     policy TEXT NOT NULL, source_hash TEXT NOT NULL, kernel TEXT NOT NULL,
     reason TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (policy, source_hash, kernel));
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, policy TEXT NOT NULL,
+    workload_class TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, args TEXT NOT NULL, result TEXT NOT NULL);
@@ -110,7 +114,8 @@ class Store:
     def set_active(self, rec: ActiveRecord) -> None:
         """Record the loaded policy (replacing any previous record)."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO active VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO active (id, policy, source_hash, owner_pid, "
+                       "enable_seq, target, tunables, started) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
                        (rec.policy, rec.source_hash, rec.owner_pid, rec.enable_seq, rec.target,
                         json.dumps(rec.tunables), rec.started))
 
@@ -121,6 +126,17 @@ class Store:
         if row is None:
             return None
         return ActiveRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+
+    def set_active_stats(self, stats: list[int]) -> None:
+        """Publish the active scheduler's counters (read by ``policies show``)."""
+        with self._tx() as db:
+            db.execute("UPDATE active SET stats = ?, stats_ts = ? WHERE id = 1",
+                       (json.dumps(stats), time.time()))
+
+    def active_stats(self) -> tuple[list[int], float]:
+        """The last published counters and when they were published."""
+        row = self._db.execute("SELECT stats, stats_ts FROM active WHERE id = 1").fetchone()
+        return (json.loads(row[0]), row[1]) if row else ([], 0.0)
 
     def clear_active(self) -> None:
         """Forget the active policy."""
@@ -180,6 +196,24 @@ class Store:
         """Remove a policy from quarantine; return how many entries were removed."""
         with self._tx() as db:
             return db.execute("DELETE FROM quarantine WHERE policy = ?", (policy,)).rowcount
+
+    def add_verdict(self, policy: str, workload_class: str, verdict: str,
+                    **detail: object) -> None:
+        """Record an A/B verdict (better/worse/no-difference) for a policy on a class."""
+        with self._tx() as db:
+            db.execute("INSERT INTO verdicts (ts, policy, workload_class, verdict, detail) "
+                       "VALUES (?, ?, ?, ?, ?)", (time.time(), policy, workload_class, verdict,
+                                                  json.dumps(detail, default=str)))
+
+    def verdict_summary(self, policy: str) -> dict[str, dict[str, int]]:
+        """``{class: {"wins": n, "losses": n, "ties": n}}`` for one policy."""
+        out: dict[str, dict[str, int]] = {}
+        for cls, verdict, n in self._db.execute(
+                "SELECT workload_class, verdict, COUNT(*) FROM verdicts WHERE policy = ? "
+                "GROUP BY workload_class, verdict", (policy,)):
+            key = {"better": "wins", "worse": "losses"}.get(verdict, "ties")
+            out.setdefault(cls, {"wins": 0, "losses": 0, "ties": 0})[key] += n
+        return out
 
     def audit(self, actor: str, action: str, args: dict[str, object],
               result: dict[str, object]) -> None:

@@ -104,6 +104,35 @@ static __always_inline u64 sa_now(void)
 #endif
 }
 
+/*
+ * Set a task's vtime. 6.19 added a setter kfunc; before it, struct_ops
+ * programs wrote p->scx.dsq_vtime directly.
+ */
+static __always_inline void sa_set_vtime(struct task_struct *p, u64 vtime)
+{
+#if defined(SA_HAVE_scx_bpf_task_set_dsq_vtime)
+	scx_bpf_task_set_dsq_vtime(p, vtime);
+#else
+	p->scx.dsq_vtime = vtime;
+#endif
+}
+
+/* True if a comes before b, robust to u64 wrap-around. */
+static __always_inline bool sa_before(u64 a, u64 b)
+{
+	return (s64)(a - b) < 0;
+}
+
+/*
+ * Pick a CPU the default way (prev_cpu if idle, else an idle CPU nearby);
+ * *is_idle says whether the CPU returned was idle and is now claimed.
+ */
+static __always_inline s32 sa_select_cpu_dfl(struct task_struct *p, s32 prev_cpu, u64 wake_flags,
+					     bool *is_idle)
+{
+	return scx_bpf_select_cpu_dfl(p, prev_cpu, wake_flags, is_idle);
+}
+
 /* ---- exit info: the loader reads this after ops.exit has run ---- */
 
 #define SA_EXIT_REASON_LEN	128

@@ -110,6 +110,49 @@ def load(
         raise typer.Exit(24 if outcome.reason == "ejected" else 26)
 
 
+@policies_app.command("list")
+def list_(json_out: JsonOpt = False) -> None:
+    """List the built-in policies: summary, good fit, status and win/loss history."""
+    rows = services.list_policies()
+    if json_out:
+        emit_json(rows)
+        return
+    for row in rows:
+        wins = sum(h["wins"] for h in row.history.values())
+        losses = sum(h["losses"] for h in row.history.values())
+        print(f"{row.name:<10} {row.status:<12} good for {', '.join(row.good_for) or '-':<32} "
+              f"{wins}W/{losses}L")
+        print(f"{'':10} {row.summary}")
+
+
+@policies_app.command("show")
+def show(policy: Annotated[str, typer.Argument(help="Policy name.")],
+         json_out: JsonOpt = False) -> None:
+    """Show a policy's metadata and tunables, and its live counters when it is active."""
+    try:
+        detail = services.show_policy(policy)
+    except Exception as err:  # mapped to an exit code and message
+        fail(err, json_out)
+    if json_out:
+        emit_json(detail)
+        return
+    meta = detail.meta
+    print(f"{detail.name}: {meta.get('summary', '(no policy.yaml)')}")
+    print(f"  source   {detail.source}")
+    for key in ("intent", "good_for", "bad_for", "status", "requires"):
+        if key in meta:
+            print(f"  {key:<8} {meta[key]}")
+    tunables = meta.get("tunables", {})
+    assert isinstance(tunables, dict)
+    for key, spec in tunables.items():
+        print(f"  tunable  {key} = {spec['default']} {spec['unit']} "
+              f"[{spec['min']}, {spec['max']}]: {spec['description']}")
+    if detail.active:
+        print(f"  ACTIVE, counters ({detail.stats_age_s} s old): {detail.live_stats}")
+    else:
+        print("  not active")
+
+
 @policies_app.command("unquarantine")
 def unquarantine(policy: Annotated[str, typer.Argument(help="Policy name.")],
                  json_out: JsonOpt = False) -> None:

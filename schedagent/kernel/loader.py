@@ -12,6 +12,7 @@ import ctypes
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,8 +339,13 @@ class AttachedScheduler:
         return snap
 
 
-def attach(obj: BpfObject, options: LoadOptions) -> AttachedScheduler:
-    """Load ``obj`` with ``options`` and attach it; return once it is really enabled."""
+def attach(obj: BpfObject, options: LoadOptions,
+           before_attach: Callable[[BpfObject], None] | None = None) -> AttachedScheduler:
+    """Load ``obj`` with ``options`` and attach it; return once it is really enabled.
+
+    ``before_attach`` runs after the verifier accepted the object, when its maps
+    exist, and before the scheduler goes live (the engine fills maps there).
+    """
     before = scx.read_state()
     if not before.present:
         raise FeatureMissing("sched_ext", "/sys/kernel/sched_ext does not exist",
@@ -359,6 +365,8 @@ def attach(obj: BpfObject, options: LoadOptions) -> AttachedScheduler:
         obj.set_ops_field("timeout_ms", options.timeout_ms)
     if not obj.loaded:
         obj.load()
+    if before_attach is not None:
+        before_attach(obj)
     link = libbpf.lib().bpf_map__attach_struct_ops(obj.ops_map)
     if not link:
         err = libbpf.last_errno()

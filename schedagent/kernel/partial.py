@@ -69,6 +69,22 @@ def target_tids(target: Target) -> list[int]:
     raise ConfigError("a target needs a pid or a cgroup")
 
 
+def target_tgids(target: Target) -> list[int]:
+    """Process ids (tgids) of the target: the pid and its children, or the cgroup's procs."""
+    if target.pid is not None:
+        try:
+            proc = psutil.Process(target.pid)
+            return sorted({proc.pid, *(c.pid for c in proc.children(recursive=True))})
+        except psutil.NoSuchProcess as err:
+            raise TargetGone(target.pid) from err
+    path = Path("/sys/fs/cgroup") / (target.cgroup or "").lstrip("/") / "cgroup.procs"
+    try:
+        return sorted(int(t) for t in path.read_text().split())
+    except OSError as err:
+        raise ConfigError(f"cannot read {path} ({err.strerror}); pass a cgroup v2 path "
+                          "relative to /sys/fs/cgroup") from err
+
+
 def plan_switch(tids: list[int]) -> list[SwitchedTask]:
     """Each thread's current policy, read before anything changes (for the journal)."""
     planned: list[SwitchedTask] = []

@@ -30,7 +30,8 @@ BPF_INCLUDE_DIR = PROJECT_ROOT / "bpf"
 COMPAT_KFUNCS = (
     "scx_bpf_dsq_insert", "scx_bpf_dsq_insert_vtime",
     "scx_bpf_dsq_move_to_local", "scx_bpf_now",
-    "scx_bpf_select_cpu_and", "scx_bpf_cpu_node",
+    "scx_bpf_select_cpu_and", "scx_bpf_select_cpu_dfl", "scx_bpf_cpu_node",
+    "scx_bpf_task_set_dsq_vtime", "scx_bpf_task_set_slice",
 )
 
 CFLAGS = ("-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-mcpu=v3",

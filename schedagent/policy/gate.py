@@ -33,6 +33,7 @@ scx_bpf_get_online_cpumask scx_bpf_get_possible_cpumask scx_bpf_put_cpumask
 scx_bpf_nr_cpu_ids scx_bpf_nr_node_ids scx_bpf_cpu_node scx_bpf_task_running
 scx_bpf_task_cpu scx_bpf_cpu_rq scx_bpf_task_cgroup scx_bpf_now scx_bpf_events
 scx_bpf_cpuperf_cap scx_bpf_cpuperf_cur scx_bpf_cpuperf_set
+scx_bpf_task_set_dsq_vtime scx_bpf_task_set_slice scx_bpf_dsq_reenq scx_bpf_cpu_curr
 scx_bpf_error scx_bpf_error_bstr scx_bpf_exit scx_bpf_exit_bstr scx_bpf_dump scx_bpf_dump_bstr
 """.split())
 

@@ -62,6 +62,8 @@ class PolicyMeta(BaseModel):
     good_for: list[WorkloadClass] = []
     bad_for: list[WorkloadClass] = []
     tunables: dict[str, Tunable] = {}
+    #: names of the sa_stats counter slots, in enum order
+    stats: list[str] = []
     requires: list[str] = []
     status: Literal["experimental", "stable"] = "experimental"
     provenance: Provenance = Provenance()
