@@ -159,6 +159,9 @@ class RunRequest:
     duration_s: float | None = None
     timeout_ms: int | None = None
     actor: str = "cli"
+    #: with a target: True runs every task on the policy (the target only fills its
+    #: maps); False is the partial-mode canary where only the target moves
+    switch_all: bool = False
 
 
 def run_policy(req: RunRequest, store: Store,
@@ -173,8 +176,9 @@ def run_policy(req: RunRequest, store: Store,
         raise SchedExtBusy(snap.ops)
     policy, _report, built, obj, tunables = _prepare(req.spec, req.overrides, store)
     target_text = req.target.describe() if req.target else None
-    tids = partial.target_tids(req.target) if req.target else []
-    options = LoadOptions(tunables, partial=req.target is not None, timeout_ms=req.timeout_ms)
+    canary = req.target is not None and not req.switch_all
+    tids = partial.target_tids(req.target) if req.target and canary else []
+    options = LoadOptions(tunables, partial=canary, timeout_ms=req.timeout_ms)
     try:
         sched = attach(obj, options, lambda o: fill_maps(o, req.target))
     except (SchedulerExited, SchedulerLoadError) as err:

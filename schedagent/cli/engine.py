@@ -63,13 +63,15 @@ def load(
                                                    "Ctrl-C.")] = None,
     timeout_ms: Annotated[int | None, typer.Option(min=100, max=30000,
                                                    help="Kernel watchdog timeout.")] = None,
+    switch_all: Annotated[bool, typer.Option(
+        "--switch-all", help="With --pid/--cgroup: run every task on the policy and use the "
+        "target only for the policy's target map (no canary).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Attach a policy with the guard on until the duration ends or Ctrl-C, then restore."""
     if pid is not None and cgroup is not None:
         fail(ConfigError("pass --pid or --cgroup, not both"), json_out)
     target = partial.Target(pid=pid, cgroup=cgroup) if (pid or cgroup) else None
-    req = engine.RunRequest(policy, {}, target, duration, timeout_ms)
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
     def attached(outcome: engine.RunOutcome) -> None:
@@ -81,7 +83,8 @@ def load(
                   f"guard on {until}", file=sys.stderr, flush=True)
 
     try:
-        req = engine.RunRequest(policy, parse_overrides(set_ or []), target, duration, timeout_ms)
+        req = engine.RunRequest(policy, parse_overrides(set_ or []), target, duration, timeout_ms,
+                                switch_all=switch_all)
         outcome = services.run_policy(req, attached)
     except Exception as err:  # mapped to an exit code and message
         fail(err, json_out)

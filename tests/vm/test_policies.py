@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from schedagent import engine
-from schedagent.kernel import scx
+from schedagent.kernel import partial, scx
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
+from tests.vm.conftest import report
 
 NAMES = builtin_names()
 
@@ -55,3 +57,48 @@ def test_policy_runs_cpu_and_messaging_load_for_10s(name: str, store: Store,
     assert outcome.final_state == "disabled"
     assert not Path("/sys/kernel/sched_ext/root/ops").exists()
     assert store.events()[-1].detail["reason"] == "duration"
+
+
+SLEEPER = """
+import os, sys, time
+os.sched_setaffinity(0, {0})
+def run_delay():
+    return int(open('/proc/self/schedstat').read().split()[1])
+prev, worst = run_delay(), 0
+print('ready', flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    time.sleep(0.01)
+    cur = run_delay()
+    worst, prev = max(worst, cur - prev), cur
+print(worst, flush=True)
+"""
+
+
+def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
+    """A pinned target hog and a pinned sleeper: the sleeper's longest runnable wait,
+    read from its own schedstat run_delay, stays below max_other_wait_ns plus one
+    target slice and scheduling-tick slack."""
+    meta = resolve("target").meta
+    assert meta is not None
+    max_wait_ns, slice_ns = 20_000_000, meta.tunables["target_slice_ns"].default
+    hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", "0", "--timeout", "120s",
+                            "-q"])
+    sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER, "8"], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
+        req = engine.RunRequest("target", {"max_other_wait_ns": max_wait_ns},
+                                partial.Target(pid=hog.pid), duration_s=10.0, switch_all=True)
+        outcome = engine.run_policy(req, store)
+        worst_ns = int(sleeper.stdout.readline())
+    finally:
+        for proc in (hog, sleeper):
+            proc.kill()
+            proc.wait()
+        if sleeper.stdout is not None:
+            sleeper.stdout.close()
+    assert outcome.reason == "duration" and outcome.stats[0] > 0  # targets were served
+    bound_ns = max_wait_ns + slice_ns + 20_000_000  # + ticks and emulation slack
+    report("target_sleeper_worst_wait_ms", worst_ns / 1e6)
+    assert 0 < worst_ns < bound_ns, f"sleeper waited {worst_ns / 1e6:.1f} ms"
