@@ -174,7 +174,7 @@ def run_policy(req: RunRequest, store: Store,
     recover(store)
     if snap.state != "disabled":
         raise SchedExtBusy(snap.ops)
-    policy, _report, built, obj, tunables = _prepare(req.spec, req.overrides, store)
+    policy, _report, _built, obj, tunables = _prepare(req.spec, req.overrides, store)
     target_text = req.target.describe() if req.target else None
     canary = req.target is not None and not req.switch_all
     tids = partial.target_tids(req.target) if req.target and canary else []

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schedagent.kernel import scx  # noqa: E402
-from schedagent.policy.repo import builtin_names  # noqa: E402
+from schedagent.kernel import scx
+from schedagent.policy.repo import builtin_names
 
 
 def messaging_s() -> float:
@@ -91,14 +91,15 @@ def main() -> None:
     args = parser.parse_args()
     names = builtin_names() if args.policies == "all" else args.policies.split(",")
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in ["eevdf", *names]}
+    half = (len(names) + 1) // 2
+    order = ["eevdf", *names[:half], "eevdf", *names[half:]]
     for rnd in range(args.rounds):
-        for name in names:
-            # interleave: an EEVDF measurement right before each policy's
-            for which in ("eevdf", name):
-                started = time.monotonic()
-                samples[which].append(measure(which))
-                print(f"round {rnd + 1} {which}: {samples[which][-1]} "
-                      f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        # interleaved: EEVDF is measured twice per round, between the policies
+        for which in order if rnd % 2 == 0 else order[::-1]:
+            started = time.monotonic()
+            samples[which].append(measure(which))
+            print(f"round {rnd + 1} {which}: {samples[which][-1]} "
+                  f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
     med = {n: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
            for n, runs in samples.items()}
     base = med["eevdf"]

@@ -61,8 +61,14 @@ void SA_OPS(target_enqueue, struct task_struct *p, u64 enq_flags)
 	if (is_target(p)) {
 		sa_stat_add(TGT_STAT_TARGET, 1);
 		sa_dsq_insert(p, TARGET_DSQ, target_slice_ns, enq_flags);
-		/* a target waking behind a hog should not wait out the hog's slice */
-		scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
+		/*
+		 * A target waking behind a hog should not wait out the hog's slice.
+		 * Only on wakeup: kicking on every re-enqueue at slice expiry would
+		 * preempt the non-target task that max_other_wait_ns just let in,
+		 * and starve it (the starvation test caught exactly that).
+		 */
+		if (enq_flags & SCX_ENQ_WAKEUP)
+			scx_bpf_kick_cpu(scx_bpf_task_cpu(p), SCX_KICK_PREEMPT);
 		return;
 	}
 	if (vtime_now > other_slice_ns && sa_before(vtime, vtime_now - other_slice_ns))

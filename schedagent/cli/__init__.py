@@ -34,5 +34,5 @@ def main() -> None:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         app()
-    except Exception as err:  # the CLI entry converts every error to a message + exit code
+    except Exception as err:  # noqa: BLE001  (CLI entry: every error becomes a message + exit code)
         fail(err, json_out="--json" in sys.argv)

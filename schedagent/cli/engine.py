@@ -32,7 +32,7 @@ def verify(policy: Annotated[str, typer.Argument(help="Policy name or path to a 
     """Run the gates up to the kernel verifier (static gate, clang, load) without attaching."""
     try:
         result = services.verify_policy(policy, parse_overrides(set_ or []))
-    except Exception as err:  # mapped to an exit code and message
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
         emit_json({"ok": True, **vars_of(result)})
@@ -86,7 +86,7 @@ def load(
         req = engine.RunRequest(policy, parse_overrides(set_ or []), target, duration, timeout_ms,
                                 switch_all=switch_all)
         outcome = services.run_policy(req, attached)
-    except Exception as err:  # mapped to an exit code and message
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     event = outcome.guard_event
     if json_out:
@@ -134,7 +134,7 @@ def show(policy: Annotated[str, typer.Argument(help="Policy name.")],
     """Show a policy's metadata and tunables, and its live counters when it is active."""
     try:
         detail = services.show_policy(policy)
-    except Exception as err:  # mapped to an exit code and message
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
         emit_json(detail)
@@ -198,7 +198,7 @@ def rollback(json_out: JsonOpt = False) -> None:
     """Detach schedagent's active policy and return to EEVDF (escalating if needed)."""
     try:
         result = services.rollback()
-    except Exception as err:  # mapped to an exit code and message
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
         emit_json(vars_of(result))

@@ -27,7 +27,8 @@ def _version_of(cmd: list[str], pattern: str) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20,
+                             check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(pattern, out)

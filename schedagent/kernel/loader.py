@@ -72,9 +72,9 @@ class _Var:
 
 
 def _btf_type(btf: int, type_id: int) -> tuple[int, int, int, int]:
-    """(name_off, kind, vlen, size_or_type) of a BTF type, plus its address."""
+    """(name_off, kind, vlen, address) of a BTF type; members follow the 12-byte header."""
     ptr = libbpf.lib().btf__type_by_id(btf, type_id)
-    name_off, info, size = struct_unpack(ptr, "<III")
+    name_off, info, _size_or_type = struct_unpack(ptr, "<III")
     return name_off, (info >> 24) & 0x1F, info & 0xFFFF, ptr
 
 
@@ -106,7 +106,8 @@ class BpfObject:
 
     def maps(self) -> dict[str, int]:
         """Map name -> ``struct bpf_map *`` for every map in the object."""
-        lib, found, cur = libbpf.lib(), {}, None
+        lib, cur = libbpf.lib(), None
+        found: dict[str, int] = {}
         while True:
             cur = lib.bpf_object__next_map(self._obj, cur)
             if not cur:

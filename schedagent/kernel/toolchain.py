@@ -129,7 +129,7 @@ def compile_source(source: Path, extra_flags: tuple[str, ...] = ()) -> BuiltObje
     obj.parent.mkdir(parents=True, exist_ok=True)
     tmp = obj.with_suffix(".tmp")
     proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(tmp)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise _compile_error(source, proc.stderr)

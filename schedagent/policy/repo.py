@@ -7,8 +7,8 @@ its tunables are whatever ``const volatile`` globals it declares.
 
 from __future__ import annotations
 
-import hashlib
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Literal
 

@@ -10,7 +10,7 @@ from schedagent.policy.gate import check_source
 from schedagent.policy.repo import POLICIES_DIR, builtin_names, resolve
 
 NAMES = builtin_names()
-_RODATA = re.compile(r"^const volatile (u64|u32|s64|s32|bool) (\w+)\s*=", re.M)
+_RODATA = re.compile(r"^const volatile (u64|u32|s64|s32|bool) (\w+)\s*=", re.MULTILINE)
 _CTYPE = {"u64": "u64", "u32": "u32", "s64": "s64", "s32": "s32", "bool": "bool"}
 
 

@@ -32,10 +32,9 @@ def test_records_survive_reopen(tmp_path: Path) -> None:
 
 def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
-    with pytest.raises(RuntimeError):
-        with store._tx() as db:
-            db.execute("INSERT INTO events (ts, kind, policy, detail) VALUES (1, 'x', NULL, '{}')")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), store._tx() as db:
+        db.execute("INSERT INTO events (ts, kind, policy, detail) VALUES (1, 'x', NULL, '{}')")
+        raise RuntimeError("crash mid-write")
     assert store.events() == []
     store.close()
 

@@ -83,4 +83,5 @@ def cli(*args: str, env: dict[str, str] | None = None,
     """Run the schedagent CLI as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "schedagent", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=PROJECT)
+                          text=True, env=full_env, timeout=timeout, cwd=PROJECT,
+                          check=False)
