@@ -17,7 +17,10 @@ from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
 from schedagent.kernel import capabilities, scx
 from schedagent.kernel.capabilities import Check
+from schedagent.kernel import partial, procstat
 from schedagent.policy import repo
+from schedagent.profile.classify import build_profile
+from schedagent.profile.model import WorkloadProfile, parse_slo
 from schedagent.store import ActiveRecord, Event, QuarantineEntry, Store, pid_alive
 
 
@@ -210,3 +213,14 @@ def show_policy(name: str) -> PolicyDetail:
                             store.verdict_summary(policy.name))
     finally:
         store.close()
+
+
+# --- workload analysis ------------------------------------------------------------------
+
+
+def profile_workload(target: partial.Target, duration_s: float,
+                     explicit_slo: str | None = None) -> WorkloadProfile:
+    """Observe a target for ``duration_s`` and infer its class and SLO."""
+    slo = parse_slo(explicit_slo) if explicit_slo else None
+    window = procstat.observe(target, duration_s)
+    return build_profile(window, procstat.read_topology(), target.describe(), slo)

@@ -10,6 +10,7 @@ import typer
 
 from schedagent.cli import doctor as doctor_cmd
 from schedagent.cli import engine as engine_cmd
+from schedagent.cli import profile as profile_cmd
 from schedagent.cli import sandbox as sandbox_cmd
 from schedagent.cli.output import fail
 
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(engine_cmd.policies_app, name="policies")
 app.command("doctor")(doctor_cmd.doctor)
+app.command("profile")(profile_cmd.profile)
 app.command("status")(engine_cmd.status)
 app.command("rollback")(engine_cmd.rollback)
 

@@ -74,6 +74,8 @@ def target_tgids(target: Target) -> list[int]:
     if target.pid is not None:
         try:
             proc = psutil.Process(target.pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                raise TargetGone(target.pid)  # exited, not yet reaped by its parent
             return sorted({proc.pid, *(c.pid for c in proc.children(recursive=True))})
         except psutil.NoSuchProcess as err:
             raise TargetGone(target.pid) from err

@@ -1,0 +1,164 @@
+"""Cheap, always-on observation of a target from procfs (read-only).
+
+A target is a pid with all its threads and children, or a cgroup. A window
+takes a snapshot at its start and end and samples in between, so threads and
+child processes that come and go during the window are still counted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from schedagent.errors import TargetGone
+from schedagent.kernel import partial
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSample:
+    """One thread's cumulative counters at one instant."""
+
+    tid: int
+    tgid: int
+    run_ns: int          # /proc/.../schedstat field 1: time on CPU
+    wait_ns: int         # field 2: time runnable but waiting (run_delay)
+    slices: int          # field 3: timeslices run
+    voluntary: int       # voluntary_ctxt_switches
+    involuntary: int     # nonvoluntary_ctxt_switches
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    """Whole-system counters at one instant."""
+
+    loadavg_1m: float
+    procs_running: int
+    psi_cpu_some_us: int | None
+    psi_mem_some_us: int | None
+    psi_io_some_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """CPUs, SMT, LLC and NUMA domains."""
+
+    cpus: int
+    smt: bool
+    llc_domains: int
+    numa_nodes: int
+
+
+@dataclass(slots=True)
+class Window:
+    """What was seen of a target over one observation window."""
+
+    duration_s: float
+    first: dict[int, ThreadSample] = field(default_factory=dict)
+    last: dict[int, ThreadSample] = field(default_factory=dict)
+    tids_seen: set[int] = field(default_factory=set)
+    tgids_seen: set[int] = field(default_factory=set)
+    tgids_exited: set[int] = field(default_factory=set)
+    max_threads: int = 0
+    target_exited: bool = False
+    system_start: SystemSample | None = None
+    system_end: SystemSample | None = None
+
+
+def read_thread(tgid: int, tid: int) -> ThreadSample | None:
+    """Counters of one thread, or None if it is gone."""
+    base = Path(f"/proc/{tgid}/task/{tid}")
+    try:
+        run, wait, slices = (int(x) for x in (base / "schedstat").read_text().split()[:3])
+        vol = invol = 0
+        for line in (base / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches"):
+                vol = int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                invol = int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return ThreadSample(tid, tgid, run, wait, slices, vol, invol)
+
+
+def _psi(kind: str) -> int | None:
+    try:
+        line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    total = line.rsplit("total=", 1)[-1]
+    return int(total) if total.isdigit() else None
+
+
+def read_system() -> SystemSample:
+    """Load, runnable count and PSI totals."""
+    running = 0
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("procs_running"):
+                running = int(line.split()[1])
+    except OSError:
+        pass
+    return SystemSample(os.getloadavg()[0], running, _psi("cpu"), _psi("memory"), _psi("io"))
+
+
+def read_topology(root: Path = Path("/sys/devices/system/cpu")) -> Topology:
+    """CPU count, SMT, number of LLC domains and NUMA nodes."""
+    from schedagent.kernel.topology import llc_ids
+
+    cpus = os.cpu_count() or 1
+    smt = False
+    try:
+        smt = "," in (root / "cpu0/topology/thread_siblings_list").read_text() or \
+            "-" in (root / "cpu0/topology/thread_siblings_list").read_text()
+    except OSError:
+        pass
+    nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
+    return Topology(cpus, smt, len(set(llc_ids(root).values())) or 1, nodes)
+
+
+def _target_threads(target: partial.Target) -> list[tuple[int, int]]:
+    """(tgid, tid) pairs of the target right now."""
+    pairs: list[tuple[int, int]] = []
+    for tgid in partial.target_tgids(target):
+        try:
+            pairs.extend((tgid, int(t)) for t in os.listdir(f"/proc/{tgid}/task"))
+        except OSError:
+            continue
+    return pairs
+
+
+def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) -> Window:
+    """Watch the target for ``duration_s``; raise TargetGone if it is gone at the start."""
+    if target.pid is not None and not psutil.pid_exists(target.pid):
+        raise TargetGone(target.pid)
+    window = Window(duration_s, system_start=read_system())
+    started = time.monotonic()
+    deadline = started + duration_s
+    while True:
+        try:
+            pairs = _target_threads(target)
+        except TargetGone:
+            # the target exited mid-window: keep what was recorded, say so
+            window.target_exited = True
+            window.duration_s = max(time.monotonic() - started, 1e-3)
+            break
+        current_tgids = {tgid for tgid, _ in pairs}
+        window.tgids_exited |= window.tgids_seen - current_tgids
+        window.tgids_seen |= current_tgids
+        window.max_threads = max(window.max_threads, len(pairs))
+        for tgid, tid in pairs:
+            sample = read_thread(tgid, tid)
+            if sample is None:
+                continue
+            window.first.setdefault(tid, sample)
+            window.last[tid] = sample
+            window.tids_seen.add(tid)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(sample_s, max(0.0, deadline - time.monotonic())))
+    window.system_end = read_system()
+    return window

@@ -1,0 +1,1 @@
+"""Stage 1: from observations to a WorkloadProfile and its SLO."""

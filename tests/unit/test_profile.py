@@ -1,0 +1,134 @@
+"""Issue 5: the classifier on recorded observations, boundaries, SLO and phase changes."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import time
+
+import pytest
+
+from schedagent.errors import ConfigError, TargetGone
+from schedagent.kernel import partial, procstat
+from schedagent.kernel.procstat import SystemSample, ThreadSample, Topology, Window
+from schedagent.profile import classify as cl
+from schedagent.profile.model import Features, parse_slo
+
+TOPO = Topology(cpus=2, smt=False, llc_domains=1, numa_nodes=1)
+SYS = SystemSample(1.0, 1, 0, 0, 0)
+
+
+def _window(threads: list[tuple[float, float, int]], duration_s: float = 2.0,
+            exited: int = 0) -> Window:
+    """Build a window from (cpu_fraction, wakeups_per_s, slices) per thread."""
+    w = Window(duration_s, system_start=SYS, system_end=SYS, max_threads=len(threads))
+    for tid, (util, wakeups, slices) in enumerate(threads, start=100):
+        w.first[tid] = ThreadSample(tid, 100, 0, 0, 0, 0, 0)
+        run = int(util * duration_s * 1e9)
+        w.last[tid] = ThreadSample(tid, 100, run, run // 10, slices, int(wakeups * duration_s), 5)
+    w.tgids_seen = {100} | {1000 + i for i in range(exited)}
+    w.tgids_exited = {1000 + i for i in range(exited)}
+    return w
+
+
+def _cls(window: Window) -> str:
+    return cl.build_profile(window, TOPO, "t").workload_class
+
+
+# Recorded shapes of real workloads (per-thread CPU share, wakeups/s, slices in 2 s).
+STRESS_CPU = [(0.98, 0.5, 200), (0.97, 0.5, 190)]
+MESSAGING = [(0.05, 3000, 6000)] * 8
+CYCLICTEST = [(0.01, 1000, 2000), (0.0, 0.1, 1)]
+MIXED = [(0.95, 1, 150), (0.02, 200, 400)]
+JOBSET = [(0.9, 1, 100)]
+
+
+@pytest.mark.parametrize(("shape", "exited", "expected"), [
+    (STRESS_CPU, 0, "throughput"),
+    (MESSAGING, 0, "messaging"),
+    (CYCLICTEST, 0, "latency-critical"),
+    (MIXED, 0, "mixed"),
+    (JOBSET, 5, "batch"),
+])
+def test_recorded_workloads_get_their_class(shape: list[tuple[float, float, int]], exited: int,
+                                            expected: str) -> None:
+    assert _cls(_window(shape, exited=exited)) == expected
+
+
+def test_messaging_boundary_on_wakeup_rate() -> None:
+    below = [(0.05, (cl.MESSAGING_WAKEUPS_PER_S - 1) / 8, 6000)] * 8
+    above = [(0.05, (cl.MESSAGING_WAKEUPS_PER_S + 1) / 8, 6000)] * 8
+    assert _cls(_window(above)) == "messaging"
+    assert _cls(_window(below)) != "messaging"
+
+
+def test_busy_boundary_is_eighty_percent() -> None:
+    assert _cls(_window([(cl.BUSY_UTIL + 0.01, 0.5, 100)])) == "throughput"
+    assert cl.features_from_window(_window([(cl.BUSY_UTIL - 0.01, 0.5, 100)]),
+                                   TOPO).busy_threads == 0
+
+
+def test_batch_needs_enough_finished_jobs() -> None:
+    assert _cls(_window(JOBSET, exited=cl.BATCH_MIN_EXITED)) == "batch"
+    assert _cls(_window(JOBSET, exited=cl.BATCH_MIN_EXITED - 1)) == "throughput"
+
+
+def test_idle_target_is_low_confidence() -> None:
+    prof = cl.build_profile(_window([(0.0, 0.2, 1)]), TOPO, "t")
+    assert prof.workload_class == "interactive" and prof.confidence < 0.5
+
+
+def test_slo_inference_and_explicit_override() -> None:
+    prof = cl.build_profile(_window(CYCLICTEST), TOPO, "t")
+    assert prof.slo.metric == "p99_wakeup_latency" and prof.slo.direction == "<="
+    assert prof.slo.target is not None and prof.slo.target >= 1000
+    explicit = parse_slo("p99_latency<=2ms")
+    prof = cl.build_profile(_window(CYCLICTEST), TOPO, "t", explicit)
+    assert (prof.slo.metric, prof.slo.target, prof.slo.source) == ("p99_latency", 2000.0,
+                                                                   "explicit")
+    assert cl.build_profile(_window(STRESS_CPU), TOPO, "t").slo.direction == "max"
+
+
+def test_bad_slo_text_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected METRIC<=VALUE"):
+        parse_slo("p99 < fast")
+
+
+def test_phase_change_idle_to_cpu_bound() -> None:
+    idle = cl.build_profile(_window([(0.0, 0.2, 1)]), TOPO, "t")
+    busy = cl.build_profile(_window(STRESS_CPU), TOPO, "t")
+    change = cl.detect_phase_change(idle, busy)
+    assert change is not None and change.after == "throughput"
+    assert cl.detect_phase_change(busy, busy) is None
+    hotter = dataclasses.replace(busy, features=dataclasses.replace(busy.features,
+                                                                    wakeups_per_s=5000))
+    assert cl.detect_phase_change(busy, hotter) is not None
+
+
+def test_profile_json_has_class_key() -> None:
+    data = cl.build_profile(_window(MIXED), TOPO, "t").to_json()
+    assert data["class"] == "mixed" and "workload_class" not in data
+    assert isinstance(data["features"], dict)
+    assert set(data["features"]) == {f.name for f in dataclasses.fields(Features)}
+
+
+def test_observe_real_process_and_target_exit() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    time.sleep(0.1)
+    window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.05)
+    proc.wait()
+    assert window.target_exited and window.duration_s < 3.0
+    assert proc.pid in window.tgids_seen and window.first
+    with pytest.raises(TargetGone):
+        procstat.observe(partial.Target(pid=proc.pid), 0.5)
+
+
+def test_classifier_never_reads_names() -> None:
+    import inspect
+
+    import re
+
+    source = inspect.getsource(cl)
+    for forbidden in (r"cmdline", r"\bcomm\b", r"\.name\(", r"\bexe\("):
+        assert not re.search(forbidden, source), forbidden
