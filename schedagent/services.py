@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from schedagent import engine
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
-from schedagent.kernel import capabilities, scx
+from schedagent.kernel import capabilities, partial, procstat, scx
 from schedagent.kernel.capabilities import Check
-from schedagent.kernel import partial, procstat
 from schedagent.policy import repo
 from schedagent.profile.classify import build_profile
 from schedagent.profile.model import WorkloadProfile, parse_slo

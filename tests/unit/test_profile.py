@@ -126,7 +126,6 @@ def test_observe_real_process_and_target_exit() -> None:
 
 def test_classifier_never_reads_names() -> None:
     import inspect
-
     import re
 
     source = inspect.getsource(cl)
