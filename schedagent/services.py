@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from schedagent import engine
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
-from schedagent.kernel import capabilities, partial, procstat, scx
+from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import repo
 from schedagent.profile.classify import build_profile
@@ -215,6 +215,11 @@ def show_policy(name: str) -> PolicyDetail:
 
 
 # --- workload analysis ------------------------------------------------------------------
+
+
+def deep_probe(target: partial.Target, duration_s: float) -> bccprobes.DeepReport:
+    """bcc histograms of wakeup latency and burst length for a target."""
+    return bccprobes.run_deep(target, duration_s)
 
 
 def profile_workload(target: partial.Target, duration_s: float,

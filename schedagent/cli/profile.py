@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from schedagent import services
-from schedagent.cli.output import emit_json, fail
-from schedagent.errors import ConfigError
+from schedagent.cli.output import emit_json, fail, to_jsonable
+from schedagent.errors import ConfigError, SchedagentError
 from schedagent.kernel import partial
+from schedagent.kernel.bccprobes import DeepReport
 
 
 def profile(
@@ -19,18 +20,29 @@ def profile(
     duration: Annotated[float, typer.Option(min=0.2, max=3600, help="Seconds to watch.")] = 5.0,
     slo: Annotated[str | None, typer.Option(help="Explicit SLO, e.g. p99_latency<=2ms; "
                                             "overrides the inferred one.")] = None,
+    deep: Annotated[bool, typer.Option(help="Add bcc histograms of wakeup latency and burst "
+                                       "length (needs bcc and root).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Watch a pid or cgroup and print its workload class, features and SLO."""
     try:
         if (pid is None) == (cgroup is None):
             raise ConfigError("pass exactly one target: a PID argument or --cgroup PATH")
-        result = services.profile_workload(partial.Target(pid=pid, cgroup=cgroup), duration,
-                                           slo)
+        target = partial.Target(pid=pid, cgroup=cgroup)
+        result = services.profile_workload(target, duration, slo)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
+    deep_report, deep_error = None, None
+    if deep:
+        try:
+            deep_report = services.deep_probe(target, duration)
+        except SchedagentError as err:
+            deep_error = str(err)  # say so clearly, keep the cheap profile
     if json_out:
-        emit_json(result.to_json())
+        data = result.to_json()
+        if deep:
+            data["deep"] = to_jsonable(deep_report) if deep_report else {"error": deep_error}
+        emit_json(data)
         return
     f = result.features
     print(f"{result.target}: {result.workload_class} (confidence {result.confidence:.0%})")
@@ -43,9 +55,24 @@ def profile(
           f"({f.wait_ratio:.0%} of runnable time)")
     print(f"  system   {f.system_cpus} CPUs, load {f.system_load:.2f}, PSI cpu "
           f"{_pct(f.psi_cpu_some_pct)} io {_pct(f.psi_io_some_pct)}")
+    if deep_error:
+        print(f"  deep     unavailable: {deep_error}")
+    elif deep_report is not None:
+        _print_deep(deep_report)
     if result.target_exited:
         print(f"  note     the target exited after {result.duration_s:.1f} s; this profile "
               "covers only that part")
+
+
+def _print_deep(rep: DeepReport) -> None:
+    print(f"  deep     bcc probes on {', '.join(rep.attach_points)} for {rep.duration_s:.1f} s: "
+          f"{rep.wakeups} wakeups, {rep.migrations} migrations; probe overhead "
+          f"{rep.overhead_pct_of_one_cpu:.2f}% of one CPU ({rep.probe_events} events)")
+    print(f"  wakeup-to-run latency (p50 {rep.wakeup_latency.percentile(50):.0f} µs, "
+          f"p99 {rep.wakeup_latency.percentile(99):.0f} µs):")
+    print(rep.wakeup_latency.render())
+    print("  on-CPU burst length:")
+    print(rep.burst.render())
 
 
 def _pct(value: float | None) -> str:

@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * schedlat: read-only bcc probe of a target's scheduling behaviour.
+ *
+ * Attach points (raw tracepoints, no kprobes):
+ *   sched_wakeup, sched_wakeup_new  record when a target thread became runnable
+ *   sched_switch                    wakeup-to-run latency, on-CPU burst length
+ *   sched_migrate_task              migrations of target threads
+ * Output: log2 histograms in µs (wake_lat, burst) and counters (wakeups, migrations).
+ * Overhead: one hash lookup per event on any CPU, plus two for target threads;
+ * the loader reports the programs' measured run time (kernel.bpf_stats_enabled).
+ */
+#include <linux/sched.h>
+
+BPF_HASH(targets, u32, u8, 4096);	/* tgid -> 1, written by user space */
+BPF_HASH(woken_at, u32, u64, 65536);	/* tid -> ns it became runnable */
+BPF_HASH(on_cpu_at, u32, u64, 65536);	/* tid -> ns it got the CPU */
+BPF_HISTOGRAM(wake_lat, int, 64);
+BPF_HISTOGRAM(burst, int, 64);
+BPF_ARRAY(counts, u64, 2);		/* 0: wakeups, 1: migrations */
+
+static __always_inline bool is_target(struct task_struct *p)
+{
+	u32 tgid = p->tgid;
+
+	return targets.lookup(&tgid) != NULL;
+}
+
+static __always_inline void count(int idx)
+{
+	u64 *c = counts.lookup(&idx);
+
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline int on_wakeup(struct task_struct *p)
+{
+	u32 tid = p->pid;
+	u64 now = bpf_ktime_get_ns();
+
+	if (!is_target(p))
+		return 0;
+	woken_at.update(&tid, &now);
+	count(0);
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sched_wakeup)
+{
+	return on_wakeup((struct task_struct *)ctx->args[0]);
+}
+
+RAW_TRACEPOINT_PROBE(sched_wakeup_new)
+{
+	return on_wakeup((struct task_struct *)ctx->args[0]);
+}
+
+RAW_TRACEPOINT_PROBE(sched_switch)
+{
+	struct task_struct *prev = (struct task_struct *)ctx->args[1];
+	struct task_struct *next = (struct task_struct *)ctx->args[2];
+	u64 now = bpf_ktime_get_ns(), *ts;
+	u32 tid;
+
+	if (is_target(prev)) {
+		tid = prev->pid;
+		ts = on_cpu_at.lookup(&tid);
+		if (ts) {
+			burst.increment(bpf_log2l((now - *ts) / 1000));
+			on_cpu_at.delete(&tid);
+		}
+	}
+	if (is_target(next)) {
+		tid = next->pid;
+		ts = woken_at.lookup(&tid);
+		if (ts) {
+			wake_lat.increment(bpf_log2l((now - *ts) / 1000));
+			woken_at.delete(&tid);
+		}
+		on_cpu_at.update(&tid, &now);
+	}
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(sched_migrate_task)
+{
+	if (is_target((struct task_struct *)ctx->args[0]))
+		count(1);
+	return 0;
+}

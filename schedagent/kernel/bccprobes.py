@@ -1,0 +1,136 @@
+"""Deep, on-demand probes through bcc (read-only).
+
+The probe program is ``bpf/probes/schedlat.bcc.c``: wakeup-to-run latency and
+on-CPU burst histograms per target, plus wakeup and migration counts. It
+reports its own overhead: the kernel's BPF run-time statistics for its
+programs over the window (``kernel.bpf_stats_enabled`` is switched on for the
+window and restored afterwards).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedagent.config import PROJECT_ROOT
+from schedagent.errors import FeatureMissing
+from schedagent.kernel import partial
+
+PROBE_SOURCE = PROJECT_ROOT / "bpf" / "probes" / "schedlat.bcc.c"
+ATTACH_POINTS = ("sched_wakeup", "sched_wakeup_new", "sched_switch", "sched_migrate_task")
+_BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A log2 histogram: ``buckets[i]`` counts values in [2^i, 2^(i+1)) µs."""
+
+    unit: str
+    buckets: list[int]
+
+    def percentile(self, q: float) -> float:
+        """Upper edge (µs) of the bucket holding the q-th percentile."""
+        total = sum(self.buckets)
+        if not total:
+            return 0.0
+        seen = 0
+        for i, n in enumerate(self.buckets):
+            seen += n
+            if seen >= q / 100 * total:
+                return float(2 ** (i + 1))
+        return float(2 ** len(self.buckets))
+
+    def render(self, width: int = 40) -> str:
+        """A terminal histogram, one line per non-empty bucket."""
+        top = max(self.buckets, default=0)
+        lines = []
+        for i, n in enumerate(self.buckets):
+            if n:
+                bar = "#" * max(1, round(width * n / top))
+                lines.append(f"  {2 ** i:>8}-{2 ** (i + 1) - 1:<8} {self.unit} {n:>8} {bar}")
+        return "\n".join(lines) or "  (no events)"
+
+
+@dataclass(frozen=True, slots=True)
+class DeepReport:
+    """What the bcc probes saw over one window, and what they cost."""
+
+    attach_points: tuple[str, ...]
+    wakeup_latency: Histogram
+    burst: Histogram
+    wakeups: int
+    migrations: int
+    duration_s: float
+    probe_run_ns: int
+    probe_events: int
+
+    @property
+    def overhead_pct_of_one_cpu(self) -> float:
+        """The probe programs' own run time as a share of one CPU over the window."""
+        return 100.0 * self.probe_run_ns / (self.duration_s * 1e9)
+
+
+def bcc_available() -> bool:
+    """Whether bcc's Python module can be imported here."""
+    return importlib.util.find_spec("bcc") is not None
+
+
+def _prog_stats(fds: list[int]) -> tuple[int, int]:
+    run_ns = events = 0
+    for fd in fds:
+        try:
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        run = re.search(r"run_time_ns:\s*(\d+)", info)
+        cnt = re.search(r"run_cnt:\s*(\d+)", info)
+        run_ns += int(run.group(1)) if run else 0
+        events += int(cnt.group(1)) if cnt else 0
+    return run_ns, events
+
+
+def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
+    """Attach the probes for ``duration_s`` and return histograms and overhead."""
+    if not bcc_available():
+        raise FeatureMissing("bcc", "the python module 'bcc' is not importable",
+                             "apt-get install python3-bpfcc and use a venv with "
+                             "--system-site-packages; the cheap profile still works")
+    from bcc import BPF  # type: ignore[import-not-found]  # Debian's bcc ships no stubs
+
+    previous = _BPF_STATS.read_text().strip() if _BPF_STATS.exists() else None
+    if previous is not None:
+        _BPF_STATS.write_text("1")
+    try:
+        bpf = BPF(text=PROBE_SOURCE.read_text())
+        targets = bpf["targets"]
+        for tgid in partial.target_tgids(target):
+            targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+        # bcc auto-attaches RAW_TRACEPOINT_PROBE functions and keeps their fds
+        fds = [bpf.funcs[f"raw_tracepoint__{tp}"].fd for tp in ATTACH_POINTS]
+        started = time.monotonic()
+        time.sleep(duration_s)
+        elapsed = time.monotonic() - started
+        run_ns, events = _prog_stats([fd for fd in fds if fd is not None])
+        counts = bpf["counts"]
+        report = DeepReport(
+            ATTACH_POINTS, _hist(bpf["wake_lat"]), _hist(bpf["burst"]),
+            int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
+            run_ns, events)
+        bpf.cleanup()
+        return report
+    finally:
+        if previous is not None:
+            _BPF_STATS.write_text(previous)
+
+
+def _hist(table: object) -> Histogram:
+    buckets = [0] * 64
+    for key, value in table.items():  # type: ignore[attr-defined]  # bcc table
+        buckets[int(key.value)] = int(value.value)
+    last = max((i for i, n in enumerate(buckets) if n), default=0)
+    return Histogram("us", buckets[:last + 1])
+

@@ -1,0 +1,105 @@
+"""Issue 5: profiling real workloads by behaviour, whatever they are called."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from schedagent import services
+from schedagent.kernel import bccprobes, partial
+from tests.vm.conftest import report
+
+WINDOW_S = 4.0
+JOBSET = ("for round in 1 2 3 4 5 6 7 8; do "
+          "for j in 1 2; do sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done' & done; "
+          "wait; done")
+
+
+@contextmanager
+def running(argv: list[str], name: str | None = None) -> Iterator[int]:
+    """Start a workload (under another name if given); yield its pid."""
+    if name is not None:
+        # the same program under a misleading name: argv[0] and comm both change
+        link = Path("/tmp") / name
+        link.unlink(missing_ok=True)
+        real = shutil.which(argv[0]) or argv[0]
+        shutil.copy(real, link)
+        argv = [str(link), *argv[1:]]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it reach its steady state
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        subprocess.run(["pkill", "-f", "perf bench sched messaging"], check=False)
+
+
+WORKLOADS = {
+    "stress-cpu": (["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
+    "messaging": (["perf", "bench", "sched", "messaging", "-t", "-g", "2", "-l", "100000"],
+                  "messaging"),
+    "cyclictest": (["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
+                   "latency-critical"),
+    "jobset": (["sh", "-c", JOBSET], "batch"),
+}
+
+
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: str) -> None:
+    argv, expected = WORKLOADS[workload]
+    classes = []
+    for name in (None, "nginx-worker"):
+        with running(argv, name) as pid:
+            prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
+        report(f"profile_{workload}{'_renamed' if name else ''}",
+               {"class": prof.workload_class, "why": prof.rationale})
+        classes.append(prof.workload_class)
+    assert classes == [expected, expected]
+
+
+def test_latency_sensitive_target_beside_cpu_hogs() -> None:
+    hogs = subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "60s", "-q"])
+    try:
+        argv, _ = WORKLOADS["cyclictest"]
+        with running(argv) as pid:
+            prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
+    finally:
+        hogs.kill()
+        hogs.wait()
+    assert prof.workload_class == "latency-critical", prof.rationale
+    assert prof.slo.metric == "p99_wakeup_latency"
+    assert prof.features.wait_ratio > 0.0
+
+
+def test_deep_probe_histograms_and_overhead() -> None:
+    assert bccprobes.bcc_available(), "the testbed venv must see Debian's bcc"
+    argv, _ = WORKLOADS["cyclictest"]
+    with running(argv) as pid:
+        deep = services.deep_probe(partial.Target(pid=pid), 3.0)
+    assert deep.wakeups > 100, deep
+    assert sum(deep.wakeup_latency.buckets) > 100 and sum(deep.burst.buckets) > 100
+    assert deep.probe_events > 0 and deep.probe_run_ns > 0
+    report("deep_probe_overhead_pct_of_one_cpu", round(deep.overhead_pct_of_one_cpu, 3))
+    report("deep_probe_wakeup_p99_us", deep.wakeup_latency.percentile(99))
+
+
+def test_profile_cli_reports_a_pid_that_exits_mid_window(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
+    out = subprocess.run([sys.executable, "-m", "schedagent", "profile", str(proc.pid),
+                          "--duration", "30", "--json"], capture_output=True, text=True,
+                         check=False, env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path)})
+    proc.wait()
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["target_exited"] is True and data["duration_s"] < 30
+    assert Path("/sys/kernel/sched_ext/state").read_text().strip() == "disabled"
