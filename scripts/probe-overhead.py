@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schedagent.kernel import bccprobes, partial  # noqa: E402
+from schedagent.kernel import bccprobes, partial
 
 CMD = ["perf", "bench", "sched", "messaging", "-g", "2", "-l", "100"]
 
