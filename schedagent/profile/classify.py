@@ -19,7 +19,9 @@ SLEEPER_WAKEUPS_PER_S = 20.0
 SHORT_BURST_US = 5000.0
 #: Total wakeups per second above which short-burst work counts as messaging.
 MESSAGING_WAKEUPS_PER_S = 2000.0
-MESSAGING_BURST_US = 500.0
+#: Generous on purpose: bursts are ~20 µs on hardware but ~10x longer under emulation.
+MESSAGING_BURST_US = 2000.0
+MESSAGING_MIN_THREADS = 4
 #: Processes that finish inside the window mark a job set.
 BATCH_MIN_EXITED = 3
 
@@ -79,9 +81,11 @@ def classify(f: Features) -> Verdict:
     if f.busy_threads and f.sleeper_threads:
         return Verdict("mixed", 0.7, f"{f.busy_threads} CPU-bound and {f.sleeper_threads} "
                        "short-burst sleeper threads in the same target")
-    if f.wakeups_per_s >= MESSAGING_WAKEUPS_PER_S and f.avg_burst_us < MESSAGING_BURST_US:
-        return Verdict("messaging", 0.8, f"{f.wakeups_per_s:.0f} wakeups/s with "
-                       f"{f.avg_burst_us:.0f} µs bursts: wakeup-heavy producer/consumer work")
+    if (f.wakeups_per_s >= MESSAGING_WAKEUPS_PER_S and f.avg_burst_us < MESSAGING_BURST_US
+            and f.sleeper_threads >= MESSAGING_MIN_THREADS):
+        return Verdict("messaging", 0.8, f"{f.wakeups_per_s:.0f} wakeups/s across "
+                       f"{f.sleeper_threads} threads with {f.avg_burst_us:.0f} µs bursts: "
+                       "wakeup-heavy producer/consumer work")
     if f.busy_threads and f.wakeups_per_s < 50 * max(f.threads, 1):
         conf = 0.9 if f.avg_burst_us >= 1000 else 0.7
         return Verdict("throughput", conf, f"{f.busy_threads} thread(s) above "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from schedagent import engine
+from schedagent import engine, services
 from schedagent.kernel import partial, scx
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
@@ -102,3 +104,26 @@ def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
     bound_ns = max_wait_ns + slice_ns + 20_000_000  # + ticks and emulation slack
     report("target_sleeper_worst_wait_ms", worst_ns / 1e6)
     assert 0 < worst_ns < bound_ns, f"sleeper waited {worst_ns / 1e6:.1f} ms"
+
+
+def test_policies_show_reports_live_counters_of_the_active_policy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    loader = subprocess.Popen([sys.executable, "-m", "schedagent", "policies", "load", "fifo",
+                               "--duration", "120"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert loader.stderr is not None and "enabled" in loader.stderr.readline()
+        deadline = time.monotonic() + 30
+        detail = services.show_policy("fifo")
+        while not sum(detail.live_stats.values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            detail = services.show_policy("fifo")
+        assert detail.active and detail.live_stats["enqueued"] > 0, detail
+        assert not services.show_policy("vtime").active
+    finally:
+        loader.send_signal(signal.SIGTERM)
+        loader.wait()
+        if loader.stderr is not None:
+            loader.stderr.close()
+    assert loader.returncode == 0
+    assert scx.read_state().state == "disabled"

@@ -1,0 +1,1 @@
+"""Measurement: A/B protocol, statistics, workloads and reports."""
