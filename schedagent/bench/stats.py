@@ -49,7 +49,7 @@ def bootstrap_ratio_ci(base: list[float], cand: list[float], confidence: float =
         for _ in range(resamples))
     alpha = (1 - confidence) / 2
     lo = ratios[int(alpha * (resamples - 1))]
-    hi = ratios[int(math.ceil((1 - alpha) * (resamples - 1)))]
+    hi = ratios[math.ceil((1 - alpha) * (resamples - 1))]
     return lo, hi
 
 
@@ -99,7 +99,7 @@ def _exact_u_p(u: float, n1: int, n2: int) -> float:
             for k in range(i * j + 1):
                 counts[i][j][k] = (counts[i - 1][j][k - j] if k >= j else 0) + counts[i][j - 1][k]
     total = math.comb(n1 + n2, n1)
-    tail = sum(counts[n1][n2][: int(math.floor(u)) + 1])
+    tail = sum(counts[n1][n2][: math.floor(u) + 1])
     return min(1.0, 2 * tail / total)
 
 
