@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -34,10 +35,18 @@ def run(
 ) -> None:
     """Boot the testbed, run CMD as root in this directory, and exit with its exit code."""
     spec = runner.VmSpec(cpus=cpus, memory=memory, timeout_s=timeout_s, cwd=Path.cwd())
+    # SIGTERM/SIGHUP (a CI timeout, a closed terminal) must still power the guest off:
+    # raising lets the runner's cleanup kill the VM's process group.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     result = runner.run(cmd, spec, progress=_progress)
     _progress(f"command exited with {result.exit_code} after {result.total_s:.1f} s "
               f"(boot {result.boot_s:.1f} s); console log: {result.console_log}")
     raise typer.Exit(result.exit_code)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

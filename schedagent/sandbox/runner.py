@@ -169,6 +169,10 @@ def _env_script(spec: VmSpec, shares: list[Path]) -> str:
         lines.append(f"mkdir -p {q} && mount --bind {share_mount(slot)} {q}")
     lines += [
         "set +e",
+        # virtme-ng links /lib/modules/<release> to /run/virtme/modules, which breaks the
+        # relative build -> ../../../src/linux-headers-* link that bcc needs for headers;
+        # /src makes it resolve again (the guest root is a throwaway snapshot).
+        'kv=$(uname -r); [ -e "/lib/modules/$kv/build" ] || ln -sfn usr/src /src',
         f"export PATH={GUEST_VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         f"export PYTHONPATH={shlex.quote(str(PROJECT_ROOT))}",
         "export HOME=/root LANG=C.UTF-8",

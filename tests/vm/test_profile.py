@@ -19,9 +19,12 @@ from schedagent.kernel import bccprobes, partial
 from tests.vm.conftest import report
 
 WINDOW_S = 4.0
-JOBSET = ("for round in 1 2 3 4 5 6 7 8; do "
-          "for j in 1 2; do sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done' & done; "
-          "wait; done")
+# one long CPU job beside 60 rounds of two short CPU jobs started together
+JOBSET = ("sh -c 'i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done' & "
+          "for round in $(seq 60); do "
+          "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done' & a=$!; "
+          "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done' & b=$!; "
+          "wait $a $b; done; wait")
 
 
 @contextmanager
@@ -35,7 +38,7 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         shutil.copy(real, link)
         argv = [str(link), *argv[1:]]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # let it reach its steady state
+    time.sleep(3.0)  # let it reach its steady state (thread setup is slow under emulation)
     try:
         yield proc.pid
     finally:
@@ -46,7 +49,9 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
 
 WORKLOADS = {
     "stress-cpu": (["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
-    "messaging": (["perf", "bench", "sched", "messaging", "-t", "-g", "2", "-l", "100000"],
+    # one group of 20 senders and 20 receivers (threads); two groups leave the emulated
+    # guest too little CPU to run the profiler beside them
+    "messaging": (["perf", "bench", "sched", "messaging", "-t", "-g", "1", "-l", "1000000"],
                   "messaging"),
     "cyclictest": (["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
                    "latency-critical"),
