@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from schedagent.kernel import bccprobes, partial
 
-CMD = ["perf", "bench", "sched", "messaging", "-g", "2", "-l", "100"]
+CMD = ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "100"]
 
 
 def messaging(probe: bool) -> tuple[float, float | None]:

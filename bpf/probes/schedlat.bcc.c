@@ -19,9 +19,26 @@ BPF_HISTOGRAM(wake_lat, int, 64);
 BPF_HISTOGRAM(burst, int, 64);
 BPF_ARRAY(counts, u64, 2);		/* 0: wakeups, 1: migrations */
 
+/* raw tracepoint arguments are plain scalars: read task fields explicitly */
+static __always_inline u32 task_tgid(struct task_struct *p)
+{
+	u32 tgid = 0;
+
+	bpf_probe_read_kernel(&tgid, sizeof(tgid), &p->tgid);
+	return tgid;
+}
+
+static __always_inline u32 task_tid(struct task_struct *p)
+{
+	u32 tid = 0;
+
+	bpf_probe_read_kernel(&tid, sizeof(tid), &p->pid);
+	return tid;
+}
+
 static __always_inline bool is_target(struct task_struct *p)
 {
-	u32 tgid = p->tgid;
+	u32 tgid = task_tgid(p);
 
 	return targets.lookup(&tgid) != NULL;
 }
@@ -36,7 +53,7 @@ static __always_inline void count(int idx)
 
 static __always_inline int on_wakeup(struct task_struct *p)
 {
-	u32 tid = p->pid;
+	u32 tid = task_tid(p);
 	u64 now = bpf_ktime_get_ns();
 
 	if (!is_target(p))
@@ -64,7 +81,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 	u32 tid;
 
 	if (is_target(prev)) {
-		tid = prev->pid;
+		tid = task_tid(prev);
 		ts = on_cpu_at.lookup(&tid);
 		if (ts) {
 			burst.increment(bpf_log2l((now - *ts) / 1000));
@@ -72,7 +89,7 @@ RAW_TRACEPOINT_PROBE(sched_switch)
 		}
 	}
 	if (is_target(next)) {
-		tid = next->pid;
+		tid = task_tid(next);
 		ts = woken_at.lookup(&tid);
 		if (ts) {
 			wake_lat.increment(bpf_log2l((now - *ts) / 1000));

@@ -105,7 +105,7 @@ def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
     if previous is not None:
         _BPF_STATS.write_text("1")
     try:
-        bpf = BPF(text=PROBE_SOURCE.read_text())
+        bpf = BPF(text=PROBE_SOURCE.read_bytes())
         targets = bpf["targets"]
         for tgid in partial.target_tgids(target):
             targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
