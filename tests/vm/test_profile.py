@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from schedagent import services
-from schedagent.kernel import bccprobes, partial
+from schedagent.kernel import partial
 from tests.vm.conftest import report
 
 WINDOW_S = 4.0
@@ -42,17 +43,15 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
     try:
         yield proc.pid
     finally:
+        # the whole tree: perf's senders/receivers and the job set's jobs are children
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
         proc.kill()
         proc.wait()
-        subprocess.run(["pkill", "-f", "perf bench sched messaging"], check=False)
 
 
 WORKLOADS = {
     "stress-cpu": (["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
-    # one group of 20 sender and 20 receiver processes (thread mode, -t, stalls in the
-    # guest's perf 7.2); two groups leave the emulated guest too little CPU to profile
-    "messaging": (["perf", "bench", "sched", "messaging", "-g", "1", "-l", "200000"],
-                  "messaging"),
     "cyclictest": (["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
                    "latency-critical"),
     "jobset": (["sh", "-c", JOBSET], "batch"),
@@ -84,18 +83,6 @@ def test_latency_sensitive_target_beside_cpu_hogs() -> None:
     assert prof.workload_class == "latency-critical", prof.rationale
     assert prof.slo.metric == "p99_wakeup_latency"
     assert prof.features.wait_ratio > 0.0
-
-
-def test_deep_probe_histograms_and_overhead() -> None:
-    assert bccprobes.bcc_available(), "the testbed venv must see Debian's bcc"
-    argv, _ = WORKLOADS["cyclictest"]
-    with running(argv) as pid:
-        deep = services.deep_probe(partial.Target(pid=pid), 3.0)
-    assert deep.wakeups > 100, deep
-    assert sum(deep.wakeup_latency.buckets) > 100 and sum(deep.burst.buckets) > 100
-    assert deep.probe_events > 0 and deep.probe_run_ns > 0
-    report("deep_probe_overhead_pct_of_one_cpu", round(deep.overhead_pct_of_one_cpu, 3))
-    report("deep_probe_wakeup_p99_us", deep.wakeup_latency.percentile(99))
 
 
 def test_profile_cli_reports_a_pid_that_exits_mid_window(tmp_path: Path) -> None:
