@@ -57,7 +57,9 @@ class GuardEvent:
         if self.kind is GuardEventKind.FOREIGN and self.exit_info is None:
             return f"foreign scheduler {self.active_ops!r} is active"
         if self.exit_info is not None:
-            text = f"{self.exit_info.kind_name}: {self.exit_info.reason}"
+            text = self.exit_info.kind_name
+            if self.exit_info.reason and self.exit_info.reason != text:
+                text += f": {self.exit_info.reason}"
             if self.exit_info.message:
                 text += f": {self.exit_info.message}"
             return text
