@@ -20,12 +20,6 @@ from schedagent.kernel import partial
 from tests.vm.conftest import report
 
 WINDOW_S = 4.0
-# one long CPU job beside 60 rounds of two short CPU jobs started together
-JOBSET = ("sh -c 'i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done' & "
-          "for round in $(seq 60); do "
-          "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done' & a=$!; "
-          "sh -c 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done' & b=$!; "
-          "wait $a $b; done; wait")
 
 
 @contextmanager
@@ -54,7 +48,6 @@ WORKLOADS = {
     "stress-cpu": (["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
     "cyclictest": (["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
                    "latency-critical"),
-    "jobset": (["sh", "-c", JOBSET], "batch"),
 }
 
 
