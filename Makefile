@@ -2,7 +2,6 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-VM_PYTEST := python -m pytest -m vm tests/vm -v -rA -p no:cacheprovider
 
 .PHONY: test demo deps venv image unit vm clean
 
@@ -31,7 +30,7 @@ unit: venv
 
 vm: image
 	sh scripts/sandbox-selftest.sh
-	SCHEDAGENT_REQUIRE_VM=1 $(BIN)/schedagent sandbox run -- $(VM_PYTEST)
+	sh scripts/run-vm-tests.sh
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
