@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from schedagent.errors import (
@@ -27,7 +28,8 @@ from schedagent.errors import (
 from schedagent.kernel import btf as kbtf
 from schedagent.kernel import partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
-from schedagent.kernel.loader import BpfObject, LoadOptions, attach
+from schedagent.kernel.kmsg import KmsgReader
+from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, attach
 from schedagent.policy import gate
 from schedagent.policy.repo import PolicySource, resolve
 from schedagent.store import ActiveRecord, Store, pid_alive
@@ -116,6 +118,11 @@ def _require_sched_ext() -> scx.ScxState:
     return snap
 
 
+def require_sched_ext() -> scx.ScxState:
+    """The sched_ext state, or a FeatureMissing error that says how to get sched_ext."""
+    return _require_sched_ext()
+
+
 def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> VerifyResult:
     """Run the gates up to the kernel verifier (load without attach)."""
     resolve(spec)  # an unknown name is reported before anything about the kernel
@@ -164,9 +171,40 @@ class RunRequest:
     switch_all: bool = False
 
 
-def run_policy(req: RunRequest, store: Store,
-               on_attached: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
-    """Attach a policy with the guard on until the duration ends, Ctrl-C, or the guard fires."""
+class Session:
+    """A policy attached with the guard on, for code that runs work while it is active."""
+
+    def __init__(self, obj: BpfObject, guard: Guard, outcome: RunOutcome) -> None:
+        self._obj = obj
+        self._guard = guard
+        self.outcome = outcome
+
+    def set_targets(self, tgids: list[int]) -> None:
+        """Add processes to the policy's target set (policies without one ignore this)."""
+        if "target_tgids" not in self._obj.maps():
+            return
+        for tgid in tgids:
+            self._obj.update_map("target_tgids", tgid.to_bytes(4, "little"), b"\x01")
+
+    def problem(self) -> str | None:
+        """Why the scheduler is no longer ours (ejected, replaced), or None while it is."""
+        event = self._guard.event
+        if event is not None and self.outcome.guard_event is None:
+            self.outcome.guard_event = event
+            self.outcome.reason = event.kind.value
+        return event.reason() if event is not None else None
+
+    def stats(self) -> list[int]:
+        return self._obj.percpu_stats()
+
+    def wait(self, duration_s: float | None, tick: Callable[[], None]) -> GuardEvent | None:
+        """Block for ``duration_s`` (None: forever) or until the guard fires."""
+        return _wait(self._guard, duration_s, tick)
+
+
+@contextmanager
+def session(req: RunRequest, store: Store) -> Iterator[Session]:
+    """Attach a policy with the guard on for the ``with`` block; always detach and record."""
     resolve(req.spec)
     if req.target is not None:
         partial.target_tids(req.target)  # a missing pid or cgroup is reported first
@@ -179,10 +217,14 @@ def run_policy(req: RunRequest, store: Store,
     canary = req.target is not None and not req.switch_all
     tids = partial.target_tids(req.target) if req.target and canary else []
     options = LoadOptions(tunables, partial=canary, timeout_ms=req.timeout_ms)
+    # the kernel log is followed from before attach: a scheduler that errors within its
+    # first few callbacks must not have its ejection line missed
+    kernel_log = KmsgReader()
     try:
         sched = attach(obj, options, lambda o: fill_maps(o, req.target))
     except (SchedulerExited, SchedulerLoadError) as err:
         obj.close()
+        kernel_log.close()
         store.add_event("load-failed", policy.name, error=str(err))
         if isinstance(err, SchedulerExited):
             store.quarantine(policy.name, policy.source_hash(), toolchain.kernel_build_id(),
@@ -190,13 +232,14 @@ def run_policy(req: RunRequest, store: Store,
         raise
     except BaseException:
         obj.close()
+        kernel_log.close()
         raise
     outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
     store.set_active(ActiveRecord(policy.name, policy.source_hash(), os.getpid(), sched.enable_seq,
                                   target_text, tunables, time.time()))
     store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
                     tunables=tunables, actor=req.actor)
-    guard = Guard(sched).start()
+    guard = Guard(sched, kmsg=kernel_log).start()
     started = time.monotonic()
     switched: list[partial.SwitchedTask] = []
     try:
@@ -206,27 +249,71 @@ def run_policy(req: RunRequest, store: Store,
             store.record_switched([(t.tid, t.policy, t.priority) for t in planned])
             switched.extend(partial.switch_to_ext(planned))
         outcome.switched_threads = len(switched)
-        if on_attached is not None:
-            on_attached(outcome)
-        outcome.guard_event = _wait(guard, req.duration_s,
-                                    lambda: store.set_active_stats(obj.percpu_stats()))
-        if outcome.guard_event is not None:
-            outcome.reason = outcome.guard_event.kind.value
-    except KeyboardInterrupt:
-        outcome.reason = "interrupted"
+        yield Session(obj, guard, outcome)
     finally:
+        _teardown(outcome, obj, sched, guard, switched, store, policy.source_hash(), started)
+
+
+def _teardown(outcome: RunOutcome, obj: BpfObject, sched: AttachedScheduler, guard: Guard,
+              switched: list[partial.SwitchedTask], store: Store, source_hash: str,
+              started: float) -> None:
+    """Every step runs even when an earlier one fails: a bookkeeping error must never
+    leave the scheduler attached. The first error is raised after the last step."""
+    errors: list[BaseException] = []
+
+    def step(fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as err:
+            log.exception("teardown step failed")
+            errors.append(err)
+
+    def note_guard() -> None:
         outcome.ran_s = time.monotonic() - started
+        if outcome.guard_event is None and guard.event is not None:
+            outcome.guard_event = guard.event
+            if outcome.reason == "duration":
+                outcome.reason = guard.event.kind.value
         outcome.stats = obj.percpu_stats() if obj.loaded else []
-        guard.stop()
+
+    def restore() -> None:
         outcome.restored_threads = partial.restore(switched)
         store.clear_switched()
+
+    def remove() -> None:
         if outcome.guard_event is None or outcome.guard_event.kind is GuardEventKind.EJECTED:
             outcome.rollback = rollback(sched)
-        sched.detach(timeout_s=0)
-        obj.close()
+
+    def record() -> None:
         outcome.final_state = scx.read_state().state
         store.clear_active()
-        _record_end(store, policy.source_hash(), outcome)
+        _record_end(store, source_hash, outcome)
+
+    step(note_guard)
+    step(guard.stop)
+    step(restore)
+    step(remove)
+    step(lambda: sched.detach(timeout_s=0))
+    step(obj.close)
+    step(record)
+    if errors:
+        raise errors[0]
+
+
+def run_policy(req: RunRequest, store: Store,
+               on_attached: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
+    """Attach a policy with the guard on until the duration ends, Ctrl-C, or the guard fires."""
+    with session(req, store) as sess:
+        outcome = sess.outcome
+        if on_attached is not None:
+            on_attached(outcome)
+        try:
+            event = sess.wait(req.duration_s, lambda: store.set_active_stats(sess.stats()))
+            if event is not None:
+                outcome.guard_event = event
+                outcome.reason = event.kind.value
+        except KeyboardInterrupt:
+            outcome.reason = "interrupted"
     return outcome
 
 

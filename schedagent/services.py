@@ -6,15 +6,21 @@ these functions and only adapt arguments and output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from schedagent import engine
+from schedagent.agent import tune as tune_mod
+from schedagent.bench import runner as bench_runner
+from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
+from schedagent.errors import ConfigError
 from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import repo
@@ -229,3 +235,95 @@ def profile_workload(target: partial.Target, duration_s: float,
     slo = parse_slo(explicit_slo) if explicit_slo else None
     window = procstat.observe(target, duration_s)
     return build_profile(window, procstat.read_topology(), target.describe(), slo)
+
+
+# --- benchmarks -------------------------------------------------------------------------
+
+
+def bench_workloads() -> list[dict[str, object]]:
+    """``bench list``: every built-in workload definition."""
+    return [bench_workload.describe(w) for w in bench_workload.all_workloads()]
+
+
+def _bench_sessions(store: Store) -> bench_runner.SessionFactory:
+    @contextlib.contextmanager
+    def factory(arm: bench_runner.Arm) -> Iterator[engine.Session | None]:
+        if arm.policy is None:
+            yield None
+            return
+        req = engine.RunRequest(arm.policy, arm.overrides, switch_all=True, actor="bench")
+        with engine.session(req, store) as sess:
+            yield sess
+    return factory
+
+
+def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
+                  baseline: bench_runner.Arm | None = None, quick: bool = False,
+                  levels: list[str] | None = None, seed: int = 0, confidence: float = 0.95,
+                  progress: bench_runner.Progress | None = None) -> bench_runner.BenchResult:
+    """A/B(/C...) comparison of arms on one workload, interleaved in this boot.
+
+    Every policy arm passes the gates first, so a bad candidate is one clear error
+    rather than N invalid runs. Verdicts go to the store for the planners.
+    """
+    wl = bench_workload.resolve(workload)
+    if levels:
+        for level in levels:
+            wl.variables(level, quick, Path("/tmp"), None)  # unknown level: clear error now
+    store = open_store()
+    try:
+        for arm in [*arms, *([baseline] if baseline else [])]:
+            if arm.policy is not None:
+                engine.verify(arm.policy, arm.overrides, store)
+        result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
+                                           baseline=baseline, quick=quick, seed=seed,
+                                           confidence=confidence, levels=levels,
+                                           progress=progress)
+        for arm_result in result.arms:
+            policy = arm_result.arm.split("[", 1)[0]
+            if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
+                continue
+            cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
+                       None)
+            store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
+                              workload=wl.name, level=arm_result.level, arm=arm_result.arm,
+                              baseline=result.baseline, metric=result.primary_metric,
+                              ratio=cmp.ratio if cmp else None,
+                              ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
+                              reason=arm_result.reason)
+        return result
+    finally:
+        store.close()
+
+
+def bench_suite(policies: list[str] | None = None, workloads: list[str] | None = None,
+                runs: int = 5, *, quick: bool = False, seed: int = 0,
+                progress: bench_runner.Progress | None = None) -> list[bench_runner.BenchResult]:
+    """Every workload × policy against EEVDF, in this boot."""
+    names = policies or repo.builtin_names()
+    arms = [bench_runner.Arm(p) for p in names]
+    chosen = workloads or [w.name for w in bench_workload.all_workloads()]
+    return [bench_compare(w, arms, runs, quick=quick, seed=seed, progress=progress)
+            for w in chosen]
+
+
+# --- tuning -----------------------------------------------------------------------------
+
+
+def tune(req: tune_mod.TuneRequest, slo: str | None = None,
+         progress: tune_mod.Progress | None = None) -> tune_mod.TuneReport:
+    """Profile a target, try candidates live against EEVDF, keep only a proven winner."""
+    if req.agent != "offline":
+        raise ConfigError(f"--agent {req.agent}: only the offline planner is available in this "
+                          "version; run again with --agent offline")
+    explicit = parse_slo(slo) if slo else None  # a malformed --slo fails before anything runs
+    partial.target_tids(req.target)             # so does a missing pid or cgroup
+    engine.require_sched_ext()                  # and a kernel without sched_ext
+    store = open_store()
+    try:
+        return tune_mod.tune(
+            req, store, lambda: build_profile(procstat.observe(req.target, req.observe_s),
+                                              procstat.read_topology(),
+                                              req.target.describe(), explicit), progress)
+    finally:
+        store.close()

@@ -8,10 +8,12 @@ import sys
 
 import typer
 
+from schedagent.cli import bench as bench_cmd
 from schedagent.cli import doctor as doctor_cmd
 from schedagent.cli import engine as engine_cmd
 from schedagent.cli import profile as profile_cmd
 from schedagent.cli import sandbox as sandbox_cmd
+from schedagent.cli import tune as tune_cmd
 from schedagent.cli.output import fail
 
 app = typer.Typer(
@@ -23,8 +25,10 @@ app = typer.Typer(
 )
 app.add_typer(sandbox_cmd.app, name="sandbox")
 app.add_typer(engine_cmd.policies_app, name="policies")
+app.add_typer(bench_cmd.app, name="bench")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("profile")(profile_cmd.profile)
+app.command("tune")(tune_cmd.tune)
 app.command("status")(engine_cmd.status)
 app.command("rollback")(engine_cmd.rollback)
 

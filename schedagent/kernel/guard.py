@@ -69,9 +69,10 @@ class GuardEvent:
 class Guard:
     """A background thread that watches one attached scheduler."""
 
-    def __init__(self, sched: AttachedScheduler, poll_s: float = 0.05) -> None:
+    def __init__(self, sched: AttachedScheduler, poll_s: float = 0.05,
+                 kmsg: KmsgReader | None = None) -> None:
         self.sched, self.poll_s = sched, poll_s
-        self._kmsg = KmsgReader()
+        self._kmsg = kmsg if kmsg is not None else KmsgReader()
         self._log: list[KmsgLine] = []
         self._event: GuardEvent | None = None
         self._fired = threading.Event()
@@ -120,7 +121,15 @@ class Guard:
             info = self.sched.obj.exit_info()
             if info is None:
                 time.sleep(0.01)
-        self._log.extend(self._kmsg.read(prefixes))
+        # the kernel prints "... disabled (reason)" from its disable work, which may run
+        # after the state flips; give it a moment so the event carries the kernel's words
+        deadline = time.monotonic() + (0.5 if self._kmsg.available else 0.0)
+        while True:
+            self._log.extend(self._kmsg.read(prefixes))
+            if any("disabled" in line.text for line in self._log) or \
+                    time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
         ts = next((line.ts_us for line in self._log if "disabled" in line.text), None)
         foreign = snap.is_enabled and (snap.ops != self.sched.name
                                        or snap.enable_seq != self.sched.enable_seq)

@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 FORWARDED_ENV_PREFIXES = ("SCHEDAGENT_", "PYTEST_ADDOPTS", "ANTHROPIC_")
 
 _POLL_S = 0.2
+#: boots tried when the guest dies before the command starts
+BOOT_ATTEMPTS = 3
+
+
+class GuestDiedBeforeStart(SandboxError):
+    """The guest kernel died while booting; the command never ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,8 @@ class VmSpec:
     memory: str = "4G"
     timeout_s: float = 1800.0
     cwd: Path = field(default_factory=Path.cwd)
+    #: TCG threading when KVM is unusable: "single" or "multi" (one host thread per vCPU).
+    tcg_thread: str = field(default_factory=lambda: os.environ.get("SCHEDAGENT_TCG_THREAD", "multi"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +111,17 @@ def run(cmd: list[str], spec: VmSpec, progress: Progress = print) -> RunResult:
         raise SandboxError("no command given; usage: schedagent sandbox run -- CMD [ARGS...]")
     image = build_image(progress=progress)
     kvm = kvm_usable(image, progress)
-    result = _boot(image, cmd, spec, kvm=kvm, quiet=False, progress=progress)
-    return result
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        try:
+            return _boot(image, cmd, spec, kvm=kvm, quiet=False, progress=progress)
+        except GuestDiedBeforeStart as err:
+            # Under TCG the guest kernel occasionally dies in boot-time code patching
+            # (an int3 oops); nothing of the command ran yet, so booting again is safe.
+            if attempt == BOOT_ATTEMPTS:
+                raise
+            progress(f"{err}\nthe guest died before the command started; booting again "
+                     f"(attempt {attempt + 1} of {BOOT_ATTEMPTS})")
+    raise AssertionError("unreachable")
 
 
 def shell(spec: VmSpec, progress: Progress = print) -> int:
@@ -195,15 +212,17 @@ def _vng_argv(image: GuestImage, spec: VmSpec, shares: list[Path], kvm: bool) ->
             "-r", str(image.kernel), "--cpus", str(spec.cpus), "-m", spec.memory,
             # The disk image is never written: -snapshot sends writes to a temp file,
             # and --rw lets the guest script create mount points anywhere.
-            "--rw", "--qemu-opts=-snapshot",
+            "--rw",
             # virtiofsd fails here ("fuse: invalid argument") and each of its retries
             # costs seconds before vng falls back to 9p anyway.
             "--force-9p"]
+    qemu_opts = ["-snapshot"]
     if not kvm:
         argv.append("--disable-kvm")
+        qemu_opts += ["-accel", f"tcg,thread={spec.tcg_thread}"]
     for slot, path in enumerate(shares):
         argv += ["--rwdir", f"{share_mount(slot)}={path}"]
-    return argv
+    return argv + [f"--qemu-opts={opt}" for opt in qemu_opts]
 
 
 def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: bool,
@@ -235,6 +254,10 @@ def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: 
     rc_file = rundir / "rc"
     if not rc_file.exists():
         tail = _tail(console)
+        if boot_s < 0:
+            raise GuestDiedBeforeStart(
+                f"the testbed guest exited (vng rc {proc.returncode}) before the command "
+                f"started. Last console lines:\n{tail}\nFull log: {console}")
         raise SandboxError(
             f"the testbed guest exited (vng rc {proc.returncode}) without running the "
             f"command to completion. Last console lines:\n{tail}\nFull log: {console}"

@@ -45,7 +45,7 @@ def test_plain_hand_written_scheduler_passes() -> None:
 def test_project_fixtures_pass() -> None:
     names = {check_source(p.read_text()).ops_name for p in FIXTURES.glob("*.bpf.c")
              if p.name != "gate_reject.bpf.c"}
-    assert names == {"minimal", "stall", "error", "verifier_reject"}
+    assert names == {"minimal", "stall", "error", "verifier_reject", "lastserve"}
 
 
 def test_disallowed_helper_is_named_with_its_line() -> None:

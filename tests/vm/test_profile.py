@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from schedagent import services
+from schedagent.bench import workload
 from schedagent.kernel import partial
 from tests.vm.conftest import report
 
@@ -44,22 +45,34 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         proc.wait()
 
 
+def _jobset() -> str:
+    built = workload.build(workload.resolve("jobset"))
+    assert built is not None
+    return str(built)
+
+
 WORKLOADS = {
-    "stress-cpu": (["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
-    "cyclictest": (["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
-                   "latency-critical"),
+    "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
+    "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
+                            "60"], "latency-critical"),
+    # one group of 20 senders and 20 receivers; about 10 s of messages under emulation
+    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "600"],
+                  "messaging"),
+    # 200 short jobs (50 ms of CPU each) and one long one (8 s), all started at once
+    "jobset": (lambda: [_jobset(), "-s", "200", "-S", "50", "-l", "1", "-L", "8000"], "batch"),
 }
 
 
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: str) -> None:
-    argv, expected = WORKLOADS[workload]
+    make_argv, expected = WORKLOADS[workload]
     classes = []
     for name in (None, "nginx-worker"):
-        with running(argv, name) as pid:
+        with running(make_argv(), name) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
         report(f"profile_{workload}{'_renamed' if name else ''}",
-               {"class": prof.workload_class, "why": prof.rationale})
+               {"class": prof.workload_class, "why": prof.rationale,
+                "features": prof.to_json()["features"]})
         classes.append(prof.workload_class)
     assert classes == [expected, expected]
 
@@ -67,8 +80,8 @@ def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: st
 def test_latency_sensitive_target_beside_cpu_hogs() -> None:
     hogs = subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "60s", "-q"])
     try:
-        argv, _ = WORKLOADS["cyclictest"]
-        with running(argv) as pid:
+        make_argv, _ = WORKLOADS["cyclictest"]
+        with running(make_argv()) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
     finally:
         hogs.kill()

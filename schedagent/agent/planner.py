@@ -1,0 +1,87 @@
+"""The offline planner: rules from a profile to ranked candidates, plus history.
+
+Deterministic and network-free. The rules say which policies suit a workload
+class; the machine's own history (A/B verdicts recorded by ``bench`` and
+``tune`` for the same class) reorders them, so what won here before is tried
+first and what lost is tried last. Tunable variants of the leading policy are
+generated inside each tunable's declared bounds, never outside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schedagent.policy import repo
+from schedagent.profile.model import WorkloadClass, WorkloadProfile
+
+#: which policies to try first for each class (ideas, in order of expected fit)
+RULES: dict[WorkloadClass, list[str]] = {
+    "mixed": ["target", "latency", "vtime"],
+    "latency-critical": ["target", "latency", "vtime"],
+    "interactive": ["latency", "vtime", "target"],
+    "messaging": ["locality", "fifo", "vtime"],
+    "throughput": ["batch", "vtime", "locality"],
+    "batch": ["batch", "fifo", "vtime"],
+    "io-bound": ["latency", "vtime"],
+}
+
+#: policies that only make sense with a target to serve
+NEEDS_TARGET = {"target"}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A policy with tunables, and why it is on the list."""
+
+    policy: str
+    overrides: dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        sets = ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return f"{self.policy}[{sets}]" if sets else self.policy
+
+
+def rank(profile: WorkloadProfile, history: dict[str, dict[str, dict[str, int]]],
+         limit: int = 3) -> list[Candidate]:
+    """Up to ``limit`` policies for this profile, best first.
+
+    ``history`` is ``{policy: {class: {"wins": n, "losses": n, "ties": n}}}``.
+    """
+    cls = profile.workload_class
+    base = [p for p in RULES.get(cls, ["vtime"]) if p in repo.builtin_names()]
+
+    def score(item: tuple[int, str]) -> tuple[int, int]:
+        index, name = item
+        h = history.get(name, {}).get(cls, {})
+        return (h.get("losses", 0) - h.get("wins", 0), index)
+
+    ordered = [name for _, name in sorted(enumerate(base), key=score)]
+    out = []
+    for name in ordered[:limit]:
+        h = history.get(name, {}).get(cls, {})
+        why = f"rule: {name} suits {cls} work"
+        if h:
+            why += (f"; history on this machine for {cls}: {h.get('wins', 0)} wins, "
+                    f"{h.get('losses', 0)} losses, {h.get('ties', 0)} ties")
+        out.append(Candidate(name, {}, why))
+    return out
+
+
+def variants(cand: Candidate, limit: int = 2) -> list[Candidate]:
+    """Tunable variants of a candidate: its main time knob halved and doubled, in bounds."""
+    meta = repo.resolve(cand.policy).meta
+    if meta is None or not meta.tunables:
+        return []
+    name = next((k for k in meta.tunables if k.endswith("slice_ns")), next(iter(meta.tunables)))
+    spec = meta.tunables[name]
+    current = cand.overrides.get(name, spec.default)
+    out = []
+    for factor, word in ((0.5, "halved"), (2.0, "doubled")):
+        value = int(min(spec.max, max(spec.min, current * factor)))
+        if value != current:
+            out.append(Candidate(cand.policy, {**cand.overrides, name: value},
+                                 f"{name} {word} from {current} ({spec.unit}, range "
+                                 f"{spec.min}..{spec.max})"))
+    return out[:limit]

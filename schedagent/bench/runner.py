@@ -1,0 +1,443 @@
+"""The A/B protocol: interleaved runs in one boot, validity checks, verdicts.
+
+Each comparison runs a workload under several arms (EEVDF, policies, and for
+latency workloads the idle-system floor) in rounds. Every round runs each arm
+once, in a seeded random order, after one warm-up run per arm. A run is
+**invalid** when:
+
+- any thread of the workload was runnable but got no CPU for ``stall_s``
+  (a scheduler starving part of the workload, including the measuring thread);
+- its "work done" differs from the baseline's (it finished by doing less);
+- its metrics could not be read, it timed out, or the scheduler was ejected.
+
+Invalid runs never enter the statistics. An arm with fewer than two valid runs
+gets the verdict ``invalid``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import psutil
+
+from schedagent.bench import stats
+from schedagent.bench.workload import (
+    ExtractError,
+    Workload,
+    build,
+    extract_metrics,
+    extract_work_done,
+)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+ArmVerdict = Literal["better", "worse", "no-difference", "invalid"]
+
+EEVDF = "eevdf"
+FLOOR = "floor"
+#: a runnable thread with no CPU progress for this long makes the run invalid
+STALL_S = 2.0
+_SAMPLE_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Arm:
+    """One side of a comparison: EEVDF, the idle floor, or a policy with tunables."""
+
+    policy: str | None
+    overrides: dict[str, int] = field(default_factory=dict)
+    floor: bool = False
+    #: tells apart two arms of the same scheduler (an A/A run)
+    tag: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.floor:
+            return FLOOR
+        name = EEVDF if self.policy is None else self.policy
+        sets = ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return f"{name}[{sets}]{self.tag}" if sets else f"{name}{self.tag}"
+
+    @staticmethod
+    def parse(spec: str, overrides: dict[str, int] | None = None) -> Arm:
+        """``eevdf`` names the kernel's default scheduler wherever a policy is expected."""
+        if spec == EEVDF:
+            if overrides:
+                raise ValueError("eevdf has no tunables; drop --set or name a policy")
+            return Arm(None)
+        return Arm(spec, dict(overrides or {}))
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One run of one arm."""
+
+    arm: str
+    level: str
+    round: int
+    warmup: bool
+    valid: bool = True
+    invalid_reason: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    work_done: str | None = None
+    wall_s: float = 0.0
+    threads_seen: int = 0
+    worst_stall_ms: float = 0.0
+
+    def invalidate(self, reason: str) -> None:
+        if self.valid:
+            self.valid, self.invalid_reason = False, reason
+
+
+class PolicySession(Protocol):
+    """What the runner needs from an attached scheduler (see engine.session)."""
+
+    def set_targets(self, tgids: list[int]) -> None: ...
+
+    def problem(self) -> str | None: ...
+
+
+#: attaches an arm's policy for one run; yields None for EEVDF and the floor
+SessionFactory = Callable[[Arm], contextlib.AbstractContextManager[PolicySession | None]]
+
+
+@dataclass(slots=True)
+class _ThreadTrack:
+    run_ns: int
+    state: str
+    stuck_since: float | None = None
+    worst_stall_s: float = 0.0
+
+
+class ProgressWatch:
+    """Samples every thread of a process tree and finds runnable threads that got no CPU."""
+
+    def __init__(self, roots: list[int]) -> None:
+        self.roots = roots
+        self.threads: dict[int, _ThreadTrack] = {}
+
+    def _tids(self) -> list[tuple[int, int]]:
+        pids: set[int] = set()
+        for root in self.roots:
+            try:
+                proc = psutil.Process(root)
+                pids |= {root, *(c.pid for c in proc.children(recursive=True))}
+            except psutil.Error:
+                continue
+        pairs = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                pairs += [(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")]
+        return pairs
+
+    def sample(self, now: float) -> None:
+        for pid, tid in self._tids():
+            base = f"/proc/{pid}/task/{tid}"
+            try:
+                run_ns = int(Path(f"{base}/schedstat").read_text().split()[0])
+                state = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError, ValueError):
+                continue
+            track = self.threads.get(tid)
+            if track is None:
+                self.threads[tid] = _ThreadTrack(run_ns, state)
+                continue
+            if state == "R" and track.state == "R" and run_ns == track.run_ns:
+                track.stuck_since = track.stuck_since or now
+                track.worst_stall_s = max(track.worst_stall_s, now - track.stuck_since)
+            else:
+                track.stuck_since = None
+            track.run_ns, track.state = run_ns, state
+
+    @property
+    def worst_stall_s(self) -> float:
+        return max((t.worst_stall_s for t in self.threads.values()), default=0.0)
+
+
+def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT, grace_s: float = 10.0) -> str:
+    """Stop a process group politely, then firmly; return its stdout."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        out, _ = proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | None,
+             record: RunRecord, with_background: bool = True,
+             stall_s: float = STALL_S) -> RunRecord:
+    """One run: background up, command to completion under watch, background down."""
+    background = None
+    if wl.spec.background and with_background:
+        background = subprocess.Popen(wl.argv(wl.spec.background, variables), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.5)  # let the hogs spread over the CPUs first
+    started = time.monotonic()
+    proc = subprocess.Popen(wl.argv(wl.spec.command, variables), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    roots = [proc.pid] + ([background.pid] if background else [])
+    watch = ProgressWatch(roots)
+    try:
+        if session is not None:
+            session.set_targets([proc.pid])
+        out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGKILL, grace_s=5.0)
+        if background is not None:
+            _stop(background)
+    record.wall_s = time.monotonic() - started
+    record.threads_seen = len(watch.threads)
+    record.worst_stall_ms = round(watch.worst_stall_s * 1000, 1)
+    if watch.worst_stall_s >= stall_s:
+        stuck = max(watch.threads.items(), key=lambda kv: kv[1].worst_stall_s)[0]
+        record.invalidate(f"thread {stuck} was runnable for {watch.worst_stall_s:.1f} s "
+                          "without getting a CPU (starved)")
+    stdout, stderr = out_chunks
+    if proc.returncode not in (0, None) and record.valid:
+        record.invalidate(f"the command exited with {proc.returncode}: "
+                          f"{(stderr or stdout).strip()[-300:]}")
+    if record.valid:
+        try:
+            record.metrics = extract_metrics(wl, stdout + stderr, variables, with_background)
+            record.work_done = extract_work_done(wl, stdout + stderr, variables)
+        except ExtractError as err:
+            record.invalidate(f"could not read the output: {err}")
+    return record
+
+
+def _wait_watching(proc: subprocess.Popen[str], watch: ProgressWatch,
+                   session: PolicySession | None, record: RunRecord, timeout_s: float,
+                   started: float) -> tuple[str, str]:
+    while True:
+        try:
+            return proc.communicate(timeout=_SAMPLE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        watch.sample(now)
+        problem = session.problem() if session is not None else None
+        if problem is not None:
+            record.invalidate(f"the scheduler left during the run: {problem}")
+            _stop(proc, signal.SIGKILL, grace_s=5.0)
+        elif now - started > timeout_s:
+            record.invalidate(f"timed out after {timeout_s:.0f} s")
+            _stop(proc, signal.SIGKILL, grace_s=5.0)
+
+
+@dataclass(slots=True)
+class MetricComparison:
+    """One metric of one arm against the baseline."""
+
+    metric: str
+    unit: str
+    direction: str
+    baseline_median: float
+    candidate_median: float
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: str
+    floor_median: float | None = None
+
+    @property
+    def distance_from_floor(self) -> float | None:
+        if self.floor_median is None:
+            return None
+        return self.candidate_median - self.floor_median
+
+
+@dataclass(slots=True)
+class ArmResult:
+    """One arm at one level: its runs, its comparisons and its verdict."""
+
+    arm: str
+    level: str
+    valid_runs: int
+    invalid_runs: int
+    verdict: ArmVerdict
+    reason: str
+    comparisons: list[MetricComparison] = field(default_factory=list)
+    medians: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BenchResult:
+    """Everything one ``bench run`` or one workload of ``bench suite`` measured."""
+
+    workload: str
+    slo_class: str
+    primary_metric: str
+    baseline: str
+    confidence: float
+    runs_per_arm: int
+    quick: bool
+    seed: int
+    kernel: str = field(default_factory=lambda: os.uname().release)
+    arms: list[ArmResult] = field(default_factory=list)
+    #: per level: the baseline's and (latency workloads) the idle floor's medians
+    baseline_medians: dict[str, dict[str, float]] = field(default_factory=dict)
+    floor_medians: dict[str, dict[str, float]] = field(default_factory=dict)
+    records: list[RunRecord] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        for arm_data, arm in zip(data["arms"], self.arms, strict=True):
+            for cmp_data, cmp in zip(arm_data["comparisons"], arm.comparisons, strict=True):
+                cmp_data["distance_from_floor"] = cmp.distance_from_floor
+        return data
+
+
+def _medians(records: list[RunRecord]) -> dict[str, float]:
+    by_metric: dict[str, list[float]] = collections.defaultdict(list)
+    for r in records:
+        for k, v in r.metrics.items():
+            by_metric[k].append(v)
+    return {k: statistics.median(v) for k, v in by_metric.items()}
+
+
+def judge(wl: Workload, level: str, arm: str, base: list[RunRecord], cand: list[RunRecord],
+          floor: list[RunRecord], confidence: float) -> ArmResult:
+    """Compare one arm's valid runs with the baseline's on every metric."""
+    valid = [r for r in cand if r.valid]
+    base_valid = [r for r in base if r.valid]
+    result = ArmResult(arm, level, len(valid), len(cand) - len(valid), "invalid", "",
+                       medians=_medians(valid))
+    if len(valid) < 2 or len(base_valid) < 2:
+        reasons = sorted({r.invalid_reason or "" for r in [*cand, *base] if not r.valid})
+        result.reason = (f"{len(valid)} valid runs against {len(base_valid)} baseline runs; "
+                         f"need 2 each. {'; '.join(reasons)[:400]}")
+        return result
+    floor_med = _medians([r for r in floor if r.valid])
+    for m in wl.spec.metrics:
+        b = [r.metrics[m.name] for r in base_valid if m.name in r.metrics]
+        c = [r.metrics[m.name] for r in valid if m.name in r.metrics]
+        if len(b) < 2 or len(c) < 2:
+            continue
+        cmp = stats.compare(b, c, m.direction, confidence)
+        result.comparisons.append(MetricComparison(
+            m.name, m.unit, m.direction, cmp.baseline_median, cmp.candidate_median, cmp.ratio,
+            cmp.ci_low, cmp.ci_high, cmp.p_value, cmp.verdict, floor_med.get(m.name)))
+    primary = next((c for c in result.comparisons if c.metric == wl.spec.primary.name), None)
+    if primary is None:
+        result.reason = f"the primary metric {wl.spec.primary.name} was not measured"
+        return result
+    result.verdict = primary.verdict  # type: ignore[assignment]
+    result.reason = (f"{primary.metric}: median {primary.candidate_median:.4g} vs "
+                     f"{primary.baseline_median:.4g} {primary.unit}, ratio {primary.ratio:.3f} "
+                     f"[{primary.ci_low:.3f}, {primary.ci_high:.3f}], p={primary.p_value:.3g}")
+    return result
+
+
+def _check_work_done(records: list[RunRecord], baseline: str) -> None:
+    """Invalidate runs whose work-done count differs from the baseline's usual count."""
+    counts = collections.Counter(r.work_done for r in records
+                                 if r.valid and r.arm == baseline and r.work_done is not None)
+    if not counts:
+        counts = collections.Counter(r.work_done for r in records if r.valid)
+    if not counts:
+        return
+    expected = counts.most_common(1)[0][0]
+    for r in records:
+        if r.valid and r.work_done != expected:
+            r.invalidate(f"work done {r.work_done!r} differs from the baseline's {expected!r}")
+
+
+@contextlib.contextmanager
+def _tmpdir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="schedagent-bench-") as d:
+        yield Path(d)
+
+
+def compare_arms(wl: Workload, arms: list[Arm], sessions: SessionFactory, runs: int = 5,
+                 *, baseline: Arm | None = None, quick: bool = False, seed: int = 0,
+                 confidence: float = 0.95, warmup: bool = True,
+                 levels: list[str] | None = None,
+                 progress: Progress | None = None) -> BenchResult:
+    """Run every arm ``runs`` times per level, interleaved, and judge each against baseline."""
+    if runs < 2:
+        raise ValueError(f"--runs must be at least 2 for a comparison, got {runs}")
+    baseline = baseline or Arm(None)
+    # the same scheduler on both sides is an A/A run: keep both arms, tell them apart
+    everyone = [baseline, *[Arm(a.policy, a.overrides, a.floor, "'") if a.label == baseline.label
+                            else a for a in arms]]
+    if len({a.label for a in everyone}) != len(everyone):
+        raise ValueError(f"arms must differ: {[a.label for a in everyone]}")
+    if wl.spec.latency and wl.spec.background:
+        everyone.append(Arm(None, floor=True))
+    binary = build(wl)
+    result = BenchResult(wl.name, wl.spec.slo_class, wl.spec.primary.name, baseline.label,
+                         confidence, runs, quick, seed)
+    rng = random.Random(seed)
+    levels = levels or wl.level_names()
+    total = len(levels) * len(everyone) * (runs + int(warmup))
+    done = 0
+    started = time.monotonic()
+    for level in levels:
+        rounds = [list(everyone)] if warmup else []
+        for _ in range(runs):
+            order = list(everyone)
+            rng.shuffle(order)
+            rounds.append(order)
+        level_records: list[RunRecord] = []
+        for index, order in enumerate(rounds):
+            is_warmup = warmup and index == 0
+            for arm in order:
+                if progress is not None:
+                    progress(f"{wl.name}/{level} {arm.label}"
+                             f"{' (warm-up)' if is_warmup else ''}", done, total)
+                rec = RunRecord(arm.label, level, index, is_warmup)
+                with _tmpdir() as tmp:
+                    variables = wl.variables(level, quick, tmp, binary)
+                    try:
+                        with sessions(arm) as session:
+                            run_once(wl, variables, session, rec, with_background=not arm.floor)
+                    except Exception as err:
+                        log.warning("%s run of %s failed", arm.label, wl.name, exc_info=True)
+                        rec.invalidate(f"{type(err).__name__}: {err}")
+                level_records.append(rec)
+                done += 1
+        measured = [r for r in level_records if not r.warmup]
+        _check_work_done([r for r in measured if r.arm != FLOOR], baseline.label)
+        result.records += level_records
+        by_arm: dict[str, list[RunRecord]] = collections.defaultdict(list)
+        for r in measured:
+            by_arm[r.arm].append(r)
+        floor_runs = by_arm[FLOOR]
+        if wl.spec.latency and not wl.spec.background and baseline.policy is None:
+            floor_runs = by_arm[baseline.label]  # it already runs alone on an idle system
+        for arm in everyone:
+            if arm.label == baseline.label or arm.floor:
+                continue
+            result.arms.append(judge(wl, level, arm.label, by_arm[baseline.label],
+                                     by_arm[arm.label], floor_runs, confidence))
+        result.baseline_medians[level] = _medians(
+            [r for r in by_arm[baseline.label] if r.valid])
+        result.floor_medians[level] = _medians([r for r in floor_runs if r.valid])
+    if progress is not None:
+        progress(f"{wl.name} done", total, total)
+    result.wall_s = time.monotonic() - started
+    return result

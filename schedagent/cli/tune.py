@@ -1,0 +1,102 @@
+"""``schedagent tune``: find a scheduler that beats EEVDF for one workload, or keep EEVDF."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+
+from schedagent import services
+from schedagent.agent.tune import TuneReport, TuneRequest
+from schedagent.cli.bench import ProgressBar
+from schedagent.cli.output import emit_json, fail
+from schedagent.errors import ConfigError
+from schedagent.kernel import partial
+
+
+def tune(
+    pid: Annotated[int | None, typer.Argument(help="Target pid (with threads and children).")]
+    = None,
+    cgroup: Annotated[str | None, typer.Option(help="Target cgroup (v2 path).")] = None,
+    slo: Annotated[str | None, typer.Option(help="Explicit SLO, e.g. p99_latency<=2ms; "
+                                            "overrides the inferred one.")] = None,
+    agent: Annotated[str, typer.Option(help="offline (default, no network) or anthropic.")]
+    = "offline",
+    budget_s: Annotated[float, typer.Option(min=10, max=86400, help="Wall-time budget.")]
+    = 600.0,
+    max_evals: Annotated[int, typer.Option(min=1, max=1000, help="Most candidate windows.")]
+    = 24,
+    rounds: Annotated[int, typer.Option(min=2, max=50, help="A/B window pairs per candidate.")]
+    = 4,
+    window_s: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds per window.")]
+    = 2.0,
+    observe_s: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds of profiling.")]
+    = 5.0,
+    dry_run: Annotated[bool, typer.Option(help="Propose and gate candidates only.")] = False,
+    keep: Annotated[bool, typer.Option(help="Hold a winning policy until Ctrl-C.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Profile a workload, try policies live against EEVDF, keep only a proven winner."""
+    try:
+        if (pid is None) == (cgroup is None):
+            raise ConfigError("pass exactly one target: a PID argument or --cgroup PATH")
+        if agent not in ("offline", "anthropic"):
+            raise ConfigError(f"--agent {agent!r}: expected offline or anthropic")
+        chosen: Literal["offline", "anthropic"] = "offline" if agent == "offline" else "anthropic"
+        target = partial.Target(pid=pid, cgroup=cgroup)
+        req = TuneRequest(target, chosen, budget_s, max_evals, dry_run, observe_s, window_s,
+                          rounds)
+        report = services.tune(req, slo, ProgressBar(enabled=True))
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
+        fail(err, json_out)
+    if json_out:
+        emit_json(report.to_json())
+    else:
+        _print(report)
+    if keep and report.decision is not None and report.decision.policy != "eevdf":
+        _hold(report, target)
+
+
+def _print(report: TuneReport) -> None:
+    prof = report.profile
+    print(f"target    {report.target}")
+    print(f"profile   {prof['class']} (confidence {float(prof['confidence']):.0%}): "  # type: ignore[arg-type]
+          f"{prof['rationale']}")
+    print(f"SLO       {report.slo}")
+    print(f"measured  {report.metric['name']} ({report.metric['unit']}, "
+          f"{report.metric['direction']} is better): {report.metric['explains']}")
+    base = report.baseline_samples
+    if base:
+        print(f"EEVDF     {len(base)} windows, median {sorted(base)[len(base) // 2]:.4g}")
+    print("candidates:")
+    for t in report.trials:
+        if t.ratio is not None and t.ci is not None:
+            detail = (f"{t.verdict}: ratio {t.ratio:.3f} [{t.ci[0]:.3f}, {t.ci[1]:.3f}] "
+                      f"p={t.p_value:.3g}, {len(t.samples)} windows")
+        else:
+            detail = t.error or t.status
+        print(f"  {t.label:<34} {detail}")
+        print(f"  {'':<34} why tried: {t.reason}")
+    d = report.decision
+    assert d is not None
+    print(f"decision  {d.policy}{' ' + str(d.tunables) if d.tunables else ''}: {d.why}")
+    if report.ended not in ("complete", "dry-run"):
+        print(f"ended     {report.ended}: {report.end_note}")
+    print(f"cost      {report.evaluations} evaluations in {report.wall_s:.0f} s; "
+          "the system is back on EEVDF")
+    if d.reapply:
+        print(f"re-apply  {d.reapply}")
+
+
+def _hold(report: TuneReport, target: partial.Target) -> None:
+    from schedagent.engine import RunRequest
+
+    d = report.decision
+    assert d is not None
+    print(f"keeping {d.policy} on the system until Ctrl-C")
+    try:
+        outcome = services.run_policy(RunRequest(d.policy, d.tunables, target, None,
+                                                 switch_all=True, actor="tune --keep"))
+    except Exception as err:  # noqa: BLE001
+        fail(err)
+    print(f"{d.policy} ended ({outcome.reason}); sched_ext is {outcome.final_state}")

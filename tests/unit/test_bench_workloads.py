@@ -1,0 +1,168 @@
+"""Issue 6: workload definitions, output extraction, validity rules and reports."""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from schedagent.bench import report, runner, workload
+from schedagent.bench.runner import Arm, RunRecord
+from schedagent.errors import ConfigError
+
+PERF_OUT = """# Running 'sched/messaging' benchmark:
+# 20 sender and receiver processes per group
+# 2 groups == 80 processes run
+
+     Total time: 1.234 [sec]
+"""
+
+
+def test_every_builtin_workload_parses_and_names_its_directory() -> None:
+    names = [w.name for w in workload.all_workloads()]
+    assert names == ["jobset", "messaging", "mixed", "throughput", "wakelat"]
+    for wl in workload.all_workloads():
+        assert wl.spec.primary.direction in ("lower", "higher")
+        for level in wl.level_names():
+            argv = wl.argv(wl.spec.command, wl.variables(level, True, Path("/tmp/x"),
+                                                         Path("/bin/true")))
+            assert all("{" not in a for a in argv), argv
+
+
+def test_wakelat_levels_change_only_the_rate() -> None:
+    wl = workload.resolve("wakelat")
+    low = wl.variables("low", False, Path("/t"), None)
+    high = wl.variables("high", False, Path("/t"), None)
+    assert {k for k in low if low[k] != high[k]} == {"rate"}
+    with pytest.raises(ConfigError, match="no load level 'extreme'; its levels are low, mid"):
+        wl.variables("extreme", False, Path("/t"), None)
+
+
+def _write(tmp_path: Path, text: str, name: str = "demo") -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "workload.yaml").write_text(text)
+    return d
+
+
+GOOD = """
+name: demo
+summary: s
+slo_class: throughput
+command: [echo, hi]
+metrics: [{name: t, unit: s, direction: lower, primary: true, regex: 'x=([0-9.]+)'}]
+work_done: {regex: 'n=(\\d+)'}
+"""
+
+
+def test_malformed_definitions_get_errors_naming_file_and_field(tmp_path: Path) -> None:
+    assert workload.load(_write(tmp_path, GOOD)).name == "demo"
+    bad_yaml = _write(tmp_path, "name: [unclosed", "a")
+    with pytest.raises(ConfigError, match=r"a/workload.yaml is not valid YAML"):
+        workload.load(bad_yaml)
+    no_group = _write(tmp_path, GOOD.replace("name: demo", "name: b").replace(
+        "x=([0-9.]+)", "x=[0-9.]+"), "b")
+    with pytest.raises(ConfigError, match="needs one capturing group"):
+        workload.load(no_group)
+    two_primary = _write(tmp_path, GOOD.replace("name: demo", "name: c").replace(
+        "metrics: [", "metrics: [{name: u, unit: s, direction: lower, primary: true, "
+        "regex: 'u=(1)'}, "), "c")
+    with pytest.raises(ConfigError, match="exactly one metric must be primary"):
+        workload.load(two_primary)
+    wrong_dir = _write(tmp_path, GOOD, "elsewhere")
+    with pytest.raises(ConfigError, match="must equal its directory name 'elsewhere'"):
+        workload.load(wrong_dir)
+    with pytest.raises(ConfigError, match="unknown workload 'nope'; built-in workloads are"):
+        workload.resolve("nope")
+
+
+def test_extraction_from_perf_text_json_and_stress_ng_yaml(tmp_path: Path) -> None:
+    perf = workload.resolve("messaging")
+    assert workload.extract_metrics(perf, PERF_OUT, {}) == {"completion_time": 1.234}
+    assert workload.extract_work_done(perf, PERF_OUT, {}) == "2 80"
+
+    mixed = workload.resolve("mixed")
+    out = json.dumps({"completed": 300, "request_us": {"p50": 10.0, "p99": 99.5, "max": 150.0},
+                      "wakeup_us": {"p99": 40.0}})
+    (tmp_path / "hogs.yaml").write_text(
+        "---\nmetrics:\n    - stressor: cpu\n      bogo-ops: 1000\n"
+        "      bogo-ops-per-second-real-time: 250.5\n")
+    values = workload.extract_metrics(mixed, out, {"tmp": str(tmp_path)})
+    assert values["p99_request_latency"] == 99.5 and values["hog_ops_per_s"] == 250.5
+    # run alone (the floor), the hogs' metric is not expected
+    alone = workload.extract_metrics(mixed, out, {"tmp": str(tmp_path / "none")},
+                                     with_background=False)
+    assert "hog_ops_per_s" not in alone and alone["p50_request_latency"] == 10.0
+    with pytest.raises(workload.ExtractError, match="was not written"):
+        workload.extract_metrics(mixed, out, {"tmp": str(tmp_path / "none")})
+    with pytest.raises(workload.ExtractError, match="no key 'request_us'"):
+        workload.extract_metrics(mixed, "{}", {"tmp": str(tmp_path)})
+    with pytest.raises(workload.ExtractError, match="did not match"):
+        workload.extract_metrics(perf, "garbage", {})
+
+
+def _rec(arm: str, value: float, work: str = "300", valid: bool = True) -> RunRecord:
+    r = RunRecord(arm, "default", 1, False, metrics={"completion_time": value}, work_done=work)
+    if not valid:
+        r.invalidate("starved")
+    return r
+
+
+def test_work_done_mismatch_invalidates_the_short_run() -> None:
+    records = [_rec("eevdf", 1.0), _rec("eevdf", 1.1), _rec("p", 0.5, work="150"), _rec("p", 1.0)]
+    runner._check_work_done(records, "eevdf")
+    assert [r.valid for r in records] == [True, True, False, True]
+    assert "differs from the baseline's '300'" in (records[2].invalid_reason or "")
+
+
+def test_judge_verdicts_and_invalid_arms() -> None:
+    wl = workload.resolve("messaging")
+    rng = random.Random(1)
+    base = [_rec("eevdf", 1.0 + rng.random() * 0.05) for _ in range(6)]
+    fast = [_rec("p", 0.7 + rng.random() * 0.05) for _ in range(6)]
+    slow = [_rec("q", 1.5 + rng.random() * 0.05) for _ in range(6)]
+    assert runner.judge(wl, "default", "p", base, fast, [], 0.95).verdict == "better"
+    assert runner.judge(wl, "default", "q", base, slow, [], 0.95).verdict == "worse"
+    same = [_rec("r", v.metrics["completion_time"]) for v in base]
+    assert runner.judge(wl, "default", "r", base, same, [], 0.95).verdict == "no-difference"
+    starved = [_rec("s", 0.1, valid=False) for _ in range(5)] + [_rec("s", 0.1)]
+    res = runner.judge(wl, "default", "s", base, starved, [], 0.95)
+    assert res.verdict == "invalid" and "1 valid runs" in res.reason and "starved" in res.reason
+
+
+def test_arm_labels_and_the_aa_arm() -> None:
+    assert Arm.parse("eevdf").label == "eevdf"
+    assert Arm.parse("vtime", {"slice_ns": 1000}).label == "vtime[slice_ns=1000]"
+    with pytest.raises(ValueError, match="eevdf has no tunables"):
+        Arm.parse("eevdf", {"slice_ns": 1})
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_markdown_and_png_report(tmp_path: Path) -> None:
+    wl = workload.resolve("messaging")
+    base = [_rec("eevdf", 1.0 + i / 100) for i in range(5)]
+    cand = [_rec("vtime", 0.8 + i / 100) for i in range(5)]
+    result = runner.BenchResult("messaging", "messaging", "completion_time", "eevdf", 0.95, 5,
+                                True, 0, records=base + cand)
+    result.arms.append(runner.judge(wl, "default", "vtime", base, cand, [], 0.95))
+    result.baseline_medians["default"] = {"completion_time": 1.02}
+    md = report.markdown([result])
+    assert "| messaging | default | vtime | completion_time (s) | 1.02 | 0.82 | 0.804 [" in md
+    assert "**better**" in md
+    path = tmp_path / "p.png"
+    report.plot(result, path)
+    data = path.read_bytes()
+    width, height = _png_size(data)
+    assert width == 1100 and height > 100
+    # the image is not blank: decompressed rows hold more than the background colour
+    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    assert set(zlib.decompress(idat)) - {0, 255}
