@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedagent import engine
+from schedagent.agent import llm
 from schedagent.agent import tune as tune_mod
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
-from schedagent.errors import ConfigError
 from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import repo
@@ -311,11 +311,11 @@ def bench_suite(policies: list[str] | None = None, workloads: list[str] | None =
 
 
 def tune(req: tune_mod.TuneRequest, slo: str | None = None,
-         progress: tune_mod.Progress | None = None) -> tune_mod.TuneReport:
+         progress: tune_mod.Progress | None = None,
+         budget: llm.Budget | None = None) -> tune_mod.TuneReport:
     """Profile a target, try candidates live against EEVDF, keep only a proven winner."""
-    if req.agent != "offline":
-        raise ConfigError(f"--agent {req.agent}: only the offline planner is available in this "
-                          "version; run again with --agent offline")
+    if req.agent == "anthropic":
+        return tune_with_agent(req, None, budget, slo, progress)[0]
     explicit = parse_slo(slo) if slo else None  # a malformed --slo fails before anything runs
     partial.target_tids(req.target)             # so does a missing pid or cgroup
     engine.require_sched_ext()                  # and a kernel without sched_ext
@@ -325,5 +325,25 @@ def tune(req: tune_mod.TuneRequest, slo: str | None = None,
             req, store, lambda: build_profile(procstat.observe(req.target, req.observe_s),
                                               procstat.read_topology(),
                                               req.target.describe(), explicit), progress)
+    finally:
+        store.close()
+
+
+def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None = None,
+                    budget: llm.Budget | None = None, slo: str | None = None,
+                    progress: tune_mod.Progress | None = None
+                    ) -> tuple[tune_mod.TuneReport, dict[str, object]]:
+    """``tune --agent anthropic``: Claude chooses through the same typed operations."""
+    explicit = parse_slo(slo) if slo else None
+    partial.target_tids(req.target)
+    engine.require_sched_ext()
+    transport = transport or llm.AnthropicTransport()
+    store = open_store()
+    try:
+        return llm.tune_with_llm(
+            req, store, lambda: build_profile(procstat.observe(req.target, req.observe_s),
+                                              procstat.read_topology(),
+                                              req.target.describe(), explicit),
+            transport, budget, progress)
     finally:
         store.close()

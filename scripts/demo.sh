@@ -3,28 +3,41 @@
 # Python runs under CPU emulation here, so each command takes a few seconds to start.
 set -u
 step() { printf '\n== %s ==\n' "$*"; }
+cleanup() { kill "$hogs" "$client" 2>/dev/null; }
+hogs=""; client=""
+trap cleanup EXIT
+mkdir -p out
 
 step "1. what this machine can do"
 schedagent doctor
 
-step "2. the policy repository"
+step "2. the policy repository and the benchmark workloads"
 schedagent policies list
+schedagent bench list
 
-step "3. every gate: static check, clang, the kernel's BPF verifier (no attach)"
-schedagent policies verify latency --set slice_ns=2000000
-
-step "4. canary: the latency policy on one process only (partial mode), 5 s, under CPU load"
-stress-ng --cpu 2 --timeout 120s -q &
+step "3. the mixed workload: a request server that needs ~1.2 CPUs, beside 4 CPU hogs on 2 CPUs"
+wakelat=$(python3 -c 'from schedagent.bench import workload as w; print(w.build(w.resolve("mixed")))')
+stress-ng --cpu 4 --timeout 1800s -q &
 hogs=$!
-sleep 300 &
-target=$!
-schedagent policies load latency --pid "$target" --duration 5
+"$wakelat" -w 4 -n 10000000 -r 400 -b 3000 >/dev/null &
+client=$!
+echo "client pid $client (wakelat), hogs pid $hogs (stress-ng); under EEVDF the hogs get a fair"
+echo "share, so the client falls behind. Now tune for the client, with the offline planner:"
 
-step "5. a faulty scheduler: the kernel ejects it, the guard reports why, EEVDF is back"
+step "4. schedagent tune $client: profile, SLO, candidates through the gates, live A/B vs EEVDF"
+schedagent tune "$client" --observe-s 3 --window-s 2 --rounds 4 --budget-s 900
+kill "$client" "$hogs" 2>/dev/null
+client=""; hogs=""
+
+step "5. the same question asked by the benchmark: the client's own p99, A/B with the floor"
+schedagent bench run mixed --policy target --runs 4 --quick --md out/demo-mixed.md \
+    --plot out/demo-mixed.png --out-dir out/bench
+echo "plot: $(pwd)/out/demo-mixed.png   table: $(pwd)/out/demo-mixed.md"
+
+step "6. a faulty scheduler: the kernel ejects it, the guard reports why, EEVDF is back"
 schedagent policies load tests/vm/fixtures/error.bpf.c --set error_after=100 --duration 30
 echo "(exit code $?: non-zero because the kernel ejected the scheduler)"
 
-step "6. status and the recorded events"
+step "7. status and the recorded events"
 schedagent status
-kill "$hogs" "$target" 2>/dev/null
-cat /sys/kernel/sched_ext/state
+echo "sched_ext state: $(cat /sys/kernel/sched_ext/state)"

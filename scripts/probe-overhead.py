@@ -16,31 +16,43 @@ import re
 import statistics
 import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schedagent.kernel import bccprobes, partial
+import psutil
+
+from schedagent.kernel import bccprobes
 
 CMD = ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "100"]
 
 
-def messaging(probe: bool) -> tuple[float, float | None]:
-    proc = subprocess.Popen(CMD, stdout=subprocess.PIPE, text=True)
-    overhead: list[float] = []
-    if probe:
-        def watch() -> None:
-            rep = bccprobes.run_deep(partial.Target(pid=proc.pid), 4.0)
-            overhead.append(rep.overhead_pct_of_one_cpu)
-        thread = threading.Thread(target=watch)
-        thread.start()
-    out, _ = proc.communicate()
-    if probe:
-        thread.join()
+def _tree(pid: int) -> list[int]:
+    try:
+        proc = psutil.Process(pid)
+        return [pid, *(c.pid for c in proc.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def _seconds(out: str) -> float:
     match = re.search(r"Total time: ([\d.]+) \[sec\]", out)
     assert match, out
-    return float(match.group(1)), overhead[0] if overhead else None
+    return float(match.group(1))
+
+
+def messaging(probe: bool) -> tuple[float, float | None]:
+    """One messaging run; with ``probe``, the bcc probes are compiled and attached first."""
+    if not probe:
+        return _seconds(subprocess.run(CMD, capture_output=True, text=True, check=True).stdout), None
+    with bccprobes.attached() as deep:
+        proc = subprocess.Popen(CMD, stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # perf forks its senders and receivers first
+        deep.add_targets(_tree(proc.pid))
+        out, _ = proc.communicate()
+        rep = deep.report()
+    return _seconds(out), rep.overhead_pct_of_one_cpu
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import typer
 
 from schedagent import services
+from schedagent.agent.llm import Budget
 from schedagent.agent.tune import TuneReport, TuneRequest
 from schedagent.cli.bench import ProgressBar
 from schedagent.cli.output import emit_json, fail
@@ -32,6 +33,15 @@ def tune(
     = 2.0,
     observe_s: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds of profiling.")]
     = 5.0,
+    model: Annotated[str | None, typer.Option(help="Model for --agent anthropic (default "
+                                              "$SCHEDAGENT_MODEL or the built-in default).")]
+    = None,
+    max_usd: Annotated[float, typer.Option(min=0.01, max=1000, help="Model cost cap (USD).")]
+    = 3.0,
+    max_tool_calls: Annotated[int, typer.Option(min=1, max=500, help="Model tool-call cap.")]
+    = 30,
+    max_tokens: Annotated[int, typer.Option(min=1000, max=10_000_000, help="Model token cap.")]
+    = 300_000,
     dry_run: Annotated[bool, typer.Option(help="Propose and gate candidates only.")] = False,
     keep: Annotated[bool, typer.Option(help="Hold a winning policy until Ctrl-C.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -45,8 +55,9 @@ def tune(
         chosen: Literal["offline", "anthropic"] = "offline" if agent == "offline" else "anthropic"
         target = partial.Target(pid=pid, cgroup=cgroup)
         req = TuneRequest(target, chosen, budget_s, max_evals, dry_run, observe_s, window_s,
-                          rounds)
-        report = services.tune(req, slo, ProgressBar(enabled=True))
+                          rounds, model=model)
+        budget = Budget(max_tool_calls, max_tokens, max_usd)
+        report = services.tune(req, slo, ProgressBar(enabled=True), budget)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
@@ -84,6 +95,11 @@ def _print(report: TuneReport) -> None:
         print(f"ended     {report.ended}: {report.end_note}")
     print(f"cost      {report.evaluations} evaluations in {report.wall_s:.0f} s; "
           "the system is back on EEVDF")
+    if report.cost:
+        c = report.cost
+        print(f"model     {c['requests']} requests, {c['tool_calls']} tool calls, "
+              f"{c['input_tokens']} input + {c['output_tokens']} output tokens "
+              f"({c['cache_read_tokens']} read from the prompt cache), ${c['usd']}")
     if d.reapply:
         print(f"re-apply  {d.reapply}")
 

@@ -9,10 +9,12 @@ window and restored afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,8 +95,33 @@ def _prog_stats(fds: list[int]) -> tuple[int, int]:
     return run_ns, events
 
 
-def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
-    """Attach the probes for ``duration_s`` and return histograms and overhead."""
+class Probe:
+    """The compiled, attached probes; targets can be added while they run."""
+
+    def __init__(self, bpf: object) -> None:
+        self._bpf = bpf
+        self._fds = [bpf.funcs[f"raw_tracepoint__{tp}"].fd  # type: ignore[attr-defined]
+                     for tp in ATTACH_POINTS]
+        self._started = time.monotonic()
+
+    def add_targets(self, tgids: list[int]) -> None:
+        targets = self._bpf["targets"]  # type: ignore[index]
+        for tgid in tgids:
+            targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+
+    def report(self) -> DeepReport:
+        elapsed = time.monotonic() - self._started
+        run_ns, events = _prog_stats([fd for fd in self._fds if fd is not None])
+        counts = self._bpf["counts"]  # type: ignore[index]
+        return DeepReport(
+            ATTACH_POINTS, _hist(self._bpf["wake_lat"]), _hist(self._bpf["burst"]),  # type: ignore[index]
+            int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
+            run_ns, events)
+
+
+@contextlib.contextmanager
+def attached() -> Iterator[Probe]:
+    """Compile and attach the probes (with BPF run-time stats on) for the ``with`` block."""
     if not bcc_available():
         raise FeatureMissing("bcc", "the python module 'bcc' is not importable",
                              "apt-get install python3-bpfcc and use a venv with "
@@ -105,26 +132,23 @@ def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
     if previous is not None:
         _BPF_STATS.write_text("1")
     try:
-        bpf = BPF(text=PROBE_SOURCE.read_bytes())
-        targets = bpf["targets"]
-        for tgid in partial.target_tgids(target):
-            targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
         # bcc auto-attaches RAW_TRACEPOINT_PROBE functions and keeps their fds
-        fds = [bpf.funcs[f"raw_tracepoint__{tp}"].fd for tp in ATTACH_POINTS]
-        started = time.monotonic()
-        time.sleep(duration_s)
-        elapsed = time.monotonic() - started
-        run_ns, events = _prog_stats([fd for fd in fds if fd is not None])
-        counts = bpf["counts"]
-        report = DeepReport(
-            ATTACH_POINTS, _hist(bpf["wake_lat"]), _hist(bpf["burst"]),
-            int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
-            run_ns, events)
-        bpf.cleanup()
-        return report
+        bpf = BPF(text=PROBE_SOURCE.read_bytes())
+        try:
+            yield Probe(bpf)
+        finally:
+            bpf.cleanup()
     finally:
         if previous is not None:
             _BPF_STATS.write_text(previous)
+
+
+def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
+    """Attach the probes for ``duration_s`` and return histograms and overhead."""
+    with attached() as probe:
+        probe.add_targets(partial.target_tgids(target))
+        time.sleep(duration_s)
+        return probe.report()
 
 
 def _hist(table: object) -> Histogram:

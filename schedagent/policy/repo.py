@@ -125,7 +125,11 @@ def builtin_names(root: Path = POLICIES_DIR) -> list[str]:
 
 
 def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
-    """A repository policy by name, or a ``.bpf.c`` file by path."""
+    """A repository policy by name, a policy directory by path, or a ``.bpf.c`` file by path."""
+    as_dir = Path(spec)
+    if "/" in spec and (as_dir / "policy.yaml").is_file():
+        # a policy directory outside the repository (e.g. a synthesized one being gated)
+        return resolve(as_dir.name, as_dir.resolve().parent)
     candidate = root / spec
     if "/" not in spec and (candidate / "policy.yaml").exists():
         meta = load_meta(candidate / "policy.yaml")

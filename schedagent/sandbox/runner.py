@@ -55,8 +55,19 @@ class VmSpec:
     memory: str = "4G"
     timeout_s: float = 1800.0
     cwd: Path = field(default_factory=Path.cwd)
-    #: TCG threading when KVM is unusable: "single" or "multi" (one host thread per vCPU).
-    tcg_thread: str = field(default_factory=lambda: os.environ.get("SCHEDAGENT_TCG_THREAD", "multi"))
+    #: TCG threading when KVM is unusable. "single" (the default) runs the vCPUs in turn on
+    #: one host thread. "multi" runs one host thread per vCPU, which is faster for parallel
+    #: guest work, but QEMU 7.2 then lets a vCPU execute stale code while the guest kernel
+    #: patches itself (static keys flip on every sched_ext enable and disable), and the guest
+    #: dies with "Oops: int3". Single-threaded TCG cannot race. Its cost: QEMU switches vCPUs
+    #: every 100 ms when both are busy, so a runnable guest task can see up to ~100 ms of
+    #: extra wait. The guest gets SCHEDAGENT_VCPU_QUANTUM_MS so tests can allow for it.
+    tcg_thread: str = field(
+        default_factory=lambda: os.environ.get("SCHEDAGENT_TCG_THREAD", "single"))
+
+    def vcpu_quantum_ms(self, kvm: bool) -> int:
+        """Extra wait a runnable guest task may see from how vCPUs are emulated."""
+        return 100 if not kvm and self.tcg_thread == "single" and self.cpus > 1 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +141,7 @@ def shell(spec: VmSpec, progress: Progress = print) -> int:
     kvm = kvm_usable(image, progress)
     rundir = _new_rundir()
     shares = _shares(spec, rundir)
-    (rundir / "env.sh").write_text(_env_script(spec, shares))
+    (rundir / "env.sh").write_text(_env_script(spec, shares, spec.vcpu_quantum_ms(kvm)))
     argv = _vng_argv(image, spec, shares, kvm)
     argv += ["--exec", f"bash --rcfile {share_mount(0)}/env.sh -i"]
     progress(f"booting the testbed shell ({'KVM' if kvm else 'TCG emulation'}); "
@@ -176,7 +187,7 @@ def _shares(spec: VmSpec, rundir: Path) -> list[Path]:
     return shares
 
 
-def _env_script(spec: VmSpec, shares: list[Path]) -> str:
+def _env_script(spec: VmSpec, shares: list[Path], quantum_ms: int = 0) -> str:
     """Shell lines that mount the shares at their host paths and set the environment."""
     lines = ["set -e"]
     for slot, path in enumerate(shares):
@@ -194,12 +205,14 @@ def _env_script(spec: VmSpec, shares: list[Path]) -> str:
         f"export PYTHONPATH={shlex.quote(str(PROJECT_ROOT))}",
         "export HOME=/root LANG=C.UTF-8",
         "export SCHEDAGENT_IN_TESTBED=1",
+        f"export SCHEDAGENT_VCPU_QUANTUM_MS={quantum_ms}",
         f"export SCHEDAGENT_CACHE_DIR={shlex.quote(str(_guest_cache()))}",
         "export SCHEDAGENT_STATE_DIR=/var/lib/schedagent",
     ]
     for key, value in sorted(os.environ.items()):
         if key.startswith(FORWARDED_ENV_PREFIXES) and key not in (
-            "SCHEDAGENT_CACHE_DIR", "SCHEDAGENT_STATE_DIR", "SCHEDAGENT_IN_TESTBED"
+            "SCHEDAGENT_CACHE_DIR", "SCHEDAGENT_STATE_DIR", "SCHEDAGENT_IN_TESTBED",
+            "SCHEDAGENT_VCPU_QUANTUM_MS"
         ):
             lines.append(f"export {key}={shlex.quote(value)}")
     lines.append(f"cd {shlex.quote(str(spec.cwd))}")
@@ -232,7 +245,7 @@ def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: 
     run = share_mount(0)
     (rundir / "cmd.sh").write_text(
         "#!/bin/sh\n"
-        + _env_script(spec, shares)
+        + _env_script(spec, shares, spec.vcpu_quantum_ms(kvm))
         + f"touch {run}/started\n"
         + f"{shlex.join(cmd)} >{run}/stdout 2>{run}/stderr </dev/null\n"
         + f"echo $? >{run}/rc\n"

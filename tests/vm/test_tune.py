@@ -51,7 +51,7 @@ def test_tune_mixed_keeps_a_policy_that_is_better_for_the_client() -> None:
     seq = scx.read_state().enable_seq
     with mixed_client() as pid:
         req = TuneRequest(partial.Target(pid=pid), observe_s=3, window_s=2, rounds=4,
-                          budget_s=900)
+                          budget_s=900, max_evals=8, max_candidates=2)
         rep = services.tune(req)
     attaches = _check_restored(seq)
     d = rep.decision
@@ -71,7 +71,8 @@ def test_tune_throughput_never_keeps_a_worse_policy() -> None:
     hog = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "900s", "-q"])
     try:
         rep = services.tune(TuneRequest(partial.Target(pid=hog.pid), observe_s=3, window_s=2,
-                                        rounds=3, budget_s=600))
+                                        rounds=4, budget_s=600, max_evals=8,
+                                        max_candidates=2))
     finally:
         hog.kill()
         hog.wait()
