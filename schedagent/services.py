@@ -233,6 +233,7 @@ def profile_workload(target: partial.Target, duration_s: float,
                      explicit_slo: str | None = None) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
+    procstat.raise_priority()
     window = procstat.observe(target, duration_s)
     return build_profile(window, procstat.read_topology(), target.describe(), slo)
 

@@ -104,9 +104,19 @@ void SA_OPS(target_stopping, struct task_struct *p, bool runnable)
 {
 	u64 used = p->scx.slice < other_slice_ns ? other_slice_ns - p->scx.slice : 0;
 	u32 weight = p->scx.weight ? p->scx.weight : 100;
+	u64 charge = used * 100 / weight;
 
+	/*
+	 * Others share what the target leaves, which can be very little. A nice-19
+	 * task (weight 1) would be charged 100x its run time and then wait for the
+	 * rest to catch up in that scarcity, long enough for the sched_ext watchdog
+	 * to eject the scheduler (seen: khugepaged, 41 s). Capping the charge at four
+	 * slices keeps weights meaningful and every waiter within a few rounds.
+	 */
+	if (charge > 4 * other_slice_ns)
+		charge = 4 * other_slice_ns;
 	if (!is_target(p))
-		sa_set_vtime(p, p->scx.dsq_vtime + used * 100 / weight);
+		sa_set_vtime(p, p->scx.dsq_vtime + charge);
 }
 
 void SA_OPS(target_enable, struct task_struct *p)

@@ -8,7 +8,6 @@ budget, the target exiting, a phase change, an error or Ctrl-C.
 
 from __future__ import annotations
 
-import os
 import shlex
 import statistics
 import time
@@ -20,7 +19,7 @@ from schedagent import engine
 from schedagent.agent import live, planner
 from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
-from schedagent.kernel import partial
+from schedagent.kernel import partial, procstat
 from schedagent.policy import repo
 from schedagent.profile.classify import detect_phase_change
 from schedagent.profile.model import WorkloadProfile
@@ -198,20 +197,6 @@ class _Loop:
             self.judge(trial)
 
 
-def raise_priority(nice: int = -10) -> None:
-    """Run the measuring process ahead of the workload's other tasks.
-
-    A candidate that serves the target first leaves little CPU for everyone else,
-    including this process; its windows would stretch and its bookkeeping lag. Weighted
-    policies honour nice values, so -10 keeps the measurement on time. Needs root; without
-    it the process keeps its priority.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, min(os.getpriority(os.PRIO_PROCESS, 0), nice))
-    except OSError:
-        pass
-
-
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
     measured = [t for t in trials if t.ratio is not None]
     return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
@@ -221,7 +206,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
          progress: Progress | None = None) -> TuneReport:
     """Run the whole loop once; the system is back on EEVDF when this returns."""
     started = time.monotonic()
-    raise_priority()
+    procstat.raise_priority()
     progress = progress or (lambda what, done, total: None)
     progress(f"observing {req.target.describe()} for {req.observe_s:.0f} s", 0, 1)
     prof = profile()

@@ -24,12 +24,11 @@ from schedagent.policy import repo
 from tests.vm.conftest import report
 
 FIFO = (repo.POLICIES_DIR / "fifo" / "fifo.bpf.c").read_text()
-GOOD = FIFO.replace("fifo", "fifo_boost")
-# reads through a scalar: the kernel verifier refuses it ("invalid mem access")
-BAD = GOOD.replace("sa_stat_add(FIFO_STAT_ENQUEUED, 1);",
-                   "sa_stat_add(FIFO_STAT_ENQUEUED, *(u64 *)(long)enq_flags);".replace(
-                       "FIFO", "FIFO_BOOST")).replace("FIFO", "FIFO_BOOST")
-GOOD = GOOD.replace("FIFO", "FIFO_BOOST")
+GOOD = FIFO.replace("fifo", "fifo_boost").replace("FIFO", "FIFO_BOOST")
+# reads through a scalar: clang accepts it, the kernel verifier refuses it
+BAD = GOOD.replace("sa_stat_add(FIFO_BOOST_STAT_ENQUEUED, 1);",
+                   "sa_stat_add(FIFO_BOOST_STAT_ENQUEUED, *(u64 *)(long)enq_flags);")
+assert BAD != GOOD
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +94,7 @@ def test_synthesis_that_never_passes_exhausts_its_budget_and_changes_nothing() -
                                               llm.Budget(max_tool_calls=5, max_synth_attempts=3))
     res = _results(transport)
     assert all(res[f"s{i}"]["is_error"] for i in range(4))
-    assert "3 synthesis attempts" in res["s3"]["content"]  # the 4th is refused by budget
+    assert "synthesis budget used (3 attempts)" in res["s3"]["content"]  # the 4th: refused
     assert rep.ended == "budget" and rep.decision is not None
     assert rep.decision.policy == "eevdf"
     snap = scx.read_state()
@@ -122,7 +121,8 @@ def test_clean_pick_on_the_mixed_workload_is_measured_and_kept_only_if_better() 
             proc.kill()
             proc.wait()
     res = _results(transport)
-    report("agent_clean_pick", {"measure": res["m"]["content"], "decision": rep.decision,
+    report("agent_clean_pick", {"measure": res["m"]["content"],
+                                "decision": rep.to_json()["decision"],
                                 "usd": cost["usd"]})
     assert not res["v"]["is_error"] and not res["m"]["is_error"], res["m"]["content"]
     d = rep.decision

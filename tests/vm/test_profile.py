@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -39,8 +40,10 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         yield proc.pid
     finally:
         # the whole tree: perf's senders/receivers and the job set's jobs are children
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
         proc.kill()
         proc.wait()
 
@@ -55,8 +58,8 @@ WORKLOADS = {
     "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
     "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
                             "60"], "latency-critical"),
-    # one group of 20 senders and 20 receivers; about 10 s of messages under emulation
-    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "600"],
+    # one group of 20 senders and 20 receivers, running well past the window
+    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "3000"],
                   "messaging"),
     # 200 short jobs (50 ms of CPU each) and one long one (8 s), all started at once
     "jobset": (lambda: [_jobset(), "-s", "200", "-S", "50", "-l", "1", "-L", "8000"], "batch"),
