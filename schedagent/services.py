@@ -25,7 +25,7 @@ from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import repo
 from schedagent.profile.classify import build_profile
-from schedagent.profile.model import WorkloadProfile, parse_slo
+from schedagent.profile.model import Slo, WorkloadProfile, parse_slo
 from schedagent.store import ActiveRecord, Event, QuarantineEntry, Store, pid_alive
 
 
@@ -233,8 +233,8 @@ def profile_workload(target: partial.Target, duration_s: float,
                      explicit_slo: str | None = None) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
-    procstat.raise_priority()
-    window = procstat.observe(target, duration_s)
+    with procstat.priority():  # a loaded machine must not stretch the sampling passes
+        window = procstat.observe(target, duration_s)
     return build_profile(window, procstat.read_topology(), target.describe(), slo)
 
 
@@ -272,29 +272,39 @@ def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
         for level in levels:
             wl.variables(level, quick, Path("/tmp"), None)  # unknown level: clear error now
     store = open_store()
-    try:
-        for arm in [*arms, *([baseline] if baseline else [])]:
-            if arm.policy is not None:
-                engine.verify(arm.policy, arm.overrides, store)
-        result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
-                                           baseline=baseline, quick=quick, seed=seed,
-                                           confidence=confidence, levels=levels,
-                                           progress=progress)
-        for arm_result in result.arms:
-            policy = arm_result.arm.split("[", 1)[0]
-            if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
-                continue
-            cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
-                       None)
-            store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
-                              workload=wl.name, level=arm_result.level, arm=arm_result.arm,
-                              baseline=result.baseline, metric=result.primary_metric,
-                              ratio=cmp.ratio if cmp else None,
-                              ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
-                              reason=arm_result.reason)
-        return result
-    finally:
-        store.close()
+    # the runner's watch and stop must not wait behind the workload it measures
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(procstat.priority())
+        stack.callback(store.close)
+        return _bench_compare(wl, arms, runs, store, baseline=baseline, quick=quick,
+                              levels=levels, seed=seed, confidence=confidence,
+                              progress=progress)
+
+
+def _bench_compare(wl: bench_workload.Workload, arms: list[bench_runner.Arm], runs: int,
+                   store: Store, *, baseline: bench_runner.Arm | None, quick: bool,
+                   levels: list[str] | None, seed: int, confidence: float,
+                   progress: bench_runner.Progress | None) -> bench_runner.BenchResult:
+    for arm in [*arms, *([baseline] if baseline else [])]:
+        if arm.policy is not None:
+            engine.verify(arm.policy, arm.overrides, store)
+    result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
+                                       baseline=baseline, quick=quick, seed=seed,
+                                       confidence=confidence, levels=levels,
+                                       progress=progress)
+    for arm_result in result.arms:
+        policy = arm_result.arm.split("[", 1)[0]
+        if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
+            continue
+        cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
+                   None)
+        store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
+                          workload=wl.name, level=arm_result.level, arm=arm_result.arm,
+                          baseline=result.baseline, metric=result.primary_metric,
+                          ratio=cmp.ratio if cmp else None,
+                          ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
+                          reason=arm_result.reason)
+    return result
 
 
 def bench_suite(policies: list[str] | None = None, workloads: list[str] | None = None,
@@ -322,12 +332,15 @@ def tune(req: tune_mod.TuneRequest, slo: str | None = None,
     engine.require_sched_ext()                  # and a kernel without sched_ext
     store = open_store()
     try:
-        return tune_mod.tune(
-            req, store, lambda: build_profile(procstat.observe(req.target, req.observe_s),
-                                              procstat.read_topology(),
-                                              req.target.describe(), explicit), progress)
+        with procstat.priority():  # windows and guard stay on time under any candidate
+            return tune_mod.tune(req, store, lambda: _profile(req, explicit), progress)
     finally:
         store.close()
+
+
+def _profile(req: tune_mod.TuneRequest, explicit: Slo | None) -> WorkloadProfile:
+    window = procstat.observe(req.target, req.observe_s)
+    return build_profile(window, procstat.read_topology(), req.target.describe(), explicit)
 
 
 def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None = None,
@@ -341,10 +354,8 @@ def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None =
     transport = transport or llm.AnthropicTransport()
     store = open_store()
     try:
-        return llm.tune_with_llm(
-            req, store, lambda: build_profile(procstat.observe(req.target, req.observe_s),
-                                              procstat.read_topology(),
-                                              req.target.describe(), explicit),
-            transport, budget, progress)
+        with procstat.priority():  # windows and guard stay on time under any candidate
+            return llm.tune_with_llm(req, store, lambda: _profile(req, explicit), transport,
+                                     budget, progress)
     finally:
         store.close()

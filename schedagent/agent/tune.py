@@ -19,7 +19,7 @@ from schedagent import engine
 from schedagent.agent import live, planner
 from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
-from schedagent.kernel import partial, procstat
+from schedagent.kernel import partial
 from schedagent.policy import repo
 from schedagent.profile.classify import detect_phase_change
 from schedagent.profile.model import WorkloadProfile
@@ -206,7 +206,6 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
          progress: Progress | None = None) -> TuneReport:
     """Run the whole loop once; the system is back on EEVDF when this returns."""
     started = time.monotonic()
-    procstat.raise_priority()
     progress = progress or (lambda what, done, total: None)
     progress(f"observing {req.target.describe()} for {req.observe_s:.0f} s", 0, 1)
     prof = profile()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from schedagent.kernel import scx
+from schedagent.kernel import procstat, scx
 from schedagent.kernel.kmsg import KmsgLine, KmsgReader
 from schedagent.kernel.loader import AttachedScheduler, ExitInfo
 
@@ -102,6 +102,9 @@ class Guard:
         return self._event
 
     def _run(self) -> None:
+        # the guard must see an ejection within a second even under a scheduler that
+        # starves everything but its favourites
+        procstat.raise_priority()
         prefixes = ("sched_ext", f"{self.sched.name}:")
         while not self._stop.is_set():
             self._log.extend(self._kmsg.read(prefixes))
