@@ -56,7 +56,7 @@ def text_table(results: list[BenchResult]) -> str:
             floor = res.floor_medians.get(arm.level, {}).get(res.primary_metric)
             ratio = (f"{cmp.ratio:.3f} [{cmp.ci_low:.3f}, {cmp.ci_high:.3f}]"
                      if cmp is not None else "-")
-            dist = (f"+{cmp.candidate_median - floor:.4g}" if cmp is not None
+            dist = (f"{cmp.candidate_median - floor:+.4g}" if cmp is not None
                     and floor is not None else "-")
             rows.append((res.workload, arm.level, arm.arm, ratio, arm.verdict, dist))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -100,8 +100,10 @@ class Probe:
 
     def __init__(self, bpf: object) -> None:
         self._bpf = bpf
-        self._fds = [bpf.funcs[f"raw_tracepoint__{tp}"].fd  # type: ignore[attr-defined]
-                     for tp in ATTACH_POINTS]
+        # bcc keys its loaded functions by bytes
+        funcs = bpf.funcs  # type: ignore[attr-defined]
+        self._fds = [fn.fd for fn in (funcs.get(f"raw_tracepoint__{tp}".encode())
+                                      for tp in ATTACH_POINTS) if fn is not None]
         self._started = time.monotonic()
 
     def add_targets(self, tgids: list[int]) -> None:

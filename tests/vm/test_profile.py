@@ -104,3 +104,20 @@ def test_profile_cli_reports_a_pid_that_exits_mid_window(tmp_path: Path) -> None
     data = json.loads(out.stdout)
     assert data["target_exited"] is True and data["duration_s"] < 30
     assert Path("/sys/kernel/sched_ext/state").read_text().strip() == "disabled"
+
+
+def test_deep_probe_histograms_and_own_overhead() -> None:
+    """bcc probes on a periodic sleeper: wakeup latencies and bursts, and what they cost."""
+    make_argv, _ = WORKLOADS["cyclictest"]
+    with running(make_argv()) as pid:
+        rep = services.deep_probe(partial.Target(pid=pid), 3.0)
+    report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
+                                     rep.wakeup_latency.percentile(99),
+                                     "overhead_pct_of_one_cpu": rep.overhead_pct_of_one_cpu,
+                                     "events": rep.probe_events})
+    assert rep.attach_points == ("sched_wakeup", "sched_wakeup_new", "sched_switch",
+                                 "sched_migrate_task")
+    # cyclictest wakes every 2 ms: hundreds of wakeups in 3 s, each with a latency sample
+    assert rep.wakeups >= 100 and sum(rep.wakeup_latency.buckets) >= 100
+    assert sum(rep.burst.buckets) > 0
+    assert rep.probe_events > 0 and rep.probe_run_ns > 0 and rep.overhead_pct_of_one_cpu > 0
