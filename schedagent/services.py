@@ -233,8 +233,7 @@ def profile_workload(target: partial.Target, duration_s: float,
                      explicit_slo: str | None = None) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
-    with procstat.priority():  # a loaded machine must not stretch the sampling passes
-        window = procstat.observe(target, duration_s)
+    window = procstat.observe(target, duration_s)
     return build_profile(window, procstat.read_topology(), target.describe(), slo)
 
 
@@ -272,13 +271,12 @@ def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
         for level in levels:
             wl.variables(level, quick, Path("/tmp"), None)  # unknown level: clear error now
     store = open_store()
-    # the runner's watch and stop must not wait behind the workload it measures
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(procstat.priority())
-        stack.callback(store.close)
+    try:
         return _bench_compare(wl, arms, runs, store, baseline=baseline, quick=quick,
                               levels=levels, seed=seed, confidence=confidence,
                               progress=progress)
+    finally:
+        store.close()
 
 
 def _bench_compare(wl: bench_workload.Workload, arms: list[bench_runner.Arm], runs: int,

@@ -107,16 +107,16 @@ class Probe:
         self._started = time.monotonic()
 
     def add_targets(self, tgids: list[int]) -> None:
-        targets = self._bpf["targets"]  # type: ignore[index]
+        targets = self._bpf[b"targets"]  # type: ignore[index]
         for tgid in tgids:
             targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
 
     def report(self) -> DeepReport:
         elapsed = time.monotonic() - self._started
         run_ns, events = _prog_stats([fd for fd in self._fds if fd is not None])
-        counts = self._bpf["counts"]  # type: ignore[index]
+        counts = self._bpf[b"counts"]  # type: ignore[index]
         return DeepReport(
-            ATTACH_POINTS, _hist(self._bpf["wake_lat"]), _hist(self._bpf["burst"]),  # type: ignore[index]
+            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), _hist(self._bpf[b"burst"]),  # type: ignore[index]
             int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
             run_ns, events)
 

@@ -17,7 +17,6 @@ import psutil
 import pytest
 
 from schedagent import services
-from schedagent.bench import workload
 from schedagent.kernel import partial
 from tests.vm.conftest import report
 
@@ -48,21 +47,10 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         proc.wait()
 
 
-def _jobset() -> str:
-    built = workload.build(workload.resolve("jobset"))
-    assert built is not None
-    return str(built)
-
-
 WORKLOADS = {
     "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
     "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
                             "60"], "latency-critical"),
-    # one group of 20 senders and 20 receivers, running well past the window
-    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "3000"],
-                  "messaging"),
-    # 200 short jobs (50 ms of CPU each) and one long one (8 s), all started at once
-    "jobset": (lambda: [_jobset(), "-s", "200", "-S", "50", "-l", "1", "-L", "8000"], "batch"),
 }
 
 
