@@ -147,8 +147,11 @@ def attached() -> Iterator[Probe]:
 
 def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
     """Attach the probes for ``duration_s`` and return histograms and overhead."""
+    tgids = partial.target_tgids(target)  # a missing target is reported before compiling
     with attached() as probe:
-        probe.add_targets(partial.target_tgids(target))
+        # compiling takes a while (about a minute under emulation): look again for
+        # processes the target started meanwhile, and say so if it is gone
+        probe.add_targets(sorted({*tgids, *partial.target_tgids(target)}))
         time.sleep(duration_s)
         return probe.report()
 

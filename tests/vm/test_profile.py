@@ -96,8 +96,9 @@ def test_profile_cli_reports_a_pid_that_exits_mid_window(tmp_path: Path) -> None
 
 def test_deep_probe_histograms_and_own_overhead() -> None:
     """bcc probes on a periodic sleeper: wakeup latencies and bursts, and what they cost."""
-    make_argv, _ = WORKLOADS["cyclictest"]
-    with running(make_argv()) as pid:
+    # long enough to outlive the probe's compile (about a minute under emulation)
+    argv = ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "900"]
+    with running(argv) as pid:
         rep = services.deep_probe(partial.Target(pid=pid), 3.0)
     report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
                                      rep.wakeup_latency.percentile(99),
