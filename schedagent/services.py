@@ -272,37 +272,28 @@ def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
             wl.variables(level, quick, Path("/tmp"), None)  # unknown level: clear error now
     store = open_store()
     try:
-        return _bench_compare(wl, arms, runs, store, baseline=baseline, quick=quick,
-                              levels=levels, seed=seed, confidence=confidence,
-                              progress=progress)
+        for arm in [*arms, *([baseline] if baseline else [])]:
+            if arm.policy is not None:
+                engine.verify(arm.policy, arm.overrides, store)
+        result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
+                                           baseline=baseline, quick=quick, seed=seed,
+                                           confidence=confidence, levels=levels,
+                                           progress=progress)
+        for arm_result in result.arms:
+            policy = arm_result.arm.split("[", 1)[0]
+            if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
+                continue
+            cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
+                       None)
+            store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
+                              workload=wl.name, level=arm_result.level, arm=arm_result.arm,
+                              baseline=result.baseline, metric=result.primary_metric,
+                              ratio=cmp.ratio if cmp else None,
+                              ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
+                              reason=arm_result.reason)
+        return result
     finally:
         store.close()
-
-
-def _bench_compare(wl: bench_workload.Workload, arms: list[bench_runner.Arm], runs: int,
-                   store: Store, *, baseline: bench_runner.Arm | None, quick: bool,
-                   levels: list[str] | None, seed: int, confidence: float,
-                   progress: bench_runner.Progress | None) -> bench_runner.BenchResult:
-    for arm in [*arms, *([baseline] if baseline else [])]:
-        if arm.policy is not None:
-            engine.verify(arm.policy, arm.overrides, store)
-    result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
-                                       baseline=baseline, quick=quick, seed=seed,
-                                       confidence=confidence, levels=levels,
-                                       progress=progress)
-    for arm_result in result.arms:
-        policy = arm_result.arm.split("[", 1)[0]
-        if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
-            continue
-        cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
-                   None)
-        store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
-                          workload=wl.name, level=arm_result.level, arm=arm_result.arm,
-                          baseline=result.baseline, metric=result.primary_metric,
-                          ratio=cmp.ratio if cmp else None,
-                          ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
-                          reason=arm_result.reason)
-    return result
 
 
 def bench_suite(policies: list[str] | None = None, workloads: list[str] | None = None,

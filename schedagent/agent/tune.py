@@ -197,6 +197,16 @@ class _Loop:
             self.judge(trial)
 
 
+def _gated(trials: list[Trial], store: Store) -> list[Trial]:
+    """Run every trial through the gates (no attach); a rejection is recorded on the trial."""
+    for trial in trials:
+        try:
+            engine.verify(trial.policy, trial.overrides, store)
+        except SchedagentError as err:
+            trial.status, trial.error = "rejected", f"gates: {err}"
+    return trials
+
+
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
     measured = [t for t in trials if t.ratio is not None]
     return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
@@ -214,12 +224,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
                         req.agent)
     history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
     cands = planner.rank(prof, history, req.max_candidates)
-    report.trials = [Trial(c.policy, c.overrides, c.reason) for c in cands]
-    for trial in report.trials:
-        try:
-            engine.verify(trial.policy, trial.overrides, store)
-        except SchedagentError as err:
-            trial.status, trial.error = "rejected", f"gates: {err}"
+    report.trials = _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store)
     if req.dry_run:
         report.ended = "dry-run"
         report.decision = Decision("eevdf", {}, "not measured", None, None,
@@ -239,14 +244,10 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
         if ranked and not report.end_note:
             # successive halving: the leader's tunable variants compete with it
             leader = ranked[0]
-            extra = [Trial(v.policy, v.overrides, v.reason)
-                     for v in planner.variants(planner.Candidate(leader.policy,
-                                                                 leader.overrides))]
-            for trial in extra:
-                try:
-                    engine.verify(trial.policy, trial.overrides, store)
-                except SchedagentError as err:
-                    trial.status, trial.error = "rejected", f"gates: {err}"
+            extra = _gated([Trial(v.policy, v.overrides, v.reason)
+                            for v in planner.variants(planner.Candidate(leader.policy,
+                                                                        leader.overrides))],
+                           store)
             report.trials += extra
             loop.measure([leader, *[t for t in extra if t.status != "rejected"]],
                          max(2, req.rounds // 2), step, total)
