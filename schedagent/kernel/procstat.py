@@ -31,6 +31,7 @@ class ThreadSample:
     slices: int          # field 3: timeslices run
     voluntary: int       # voluntary_ctxt_switches
     involuntary: int     # nonvoluntary_ctxt_switches
+    at: float = 0.0      # time.monotonic() when read
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ def read_thread(tgid: int, tid: int) -> ThreadSample | None:
                 invol = int(line.split()[1])
     except (OSError, ValueError):
         return None
-    return ThreadSample(tid, tgid, run, wait, slices, vol, invol)
+    return ThreadSample(tid, tgid, run, wait, slices, vol, invol, time.monotonic())
 
 
 def _psi(kind: str) -> int | None:

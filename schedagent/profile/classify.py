@@ -22,6 +22,9 @@ MESSAGING_WAKEUPS_PER_S = 2000.0
 #: Generous on purpose: bursts are ~20 µs on hardware but ~10x longer under emulation.
 MESSAGING_BURST_US = 2000.0
 MESSAGING_MIN_THREADS = 4
+#: A thread watched for at least this share of the window is judged over the time it was
+#: watched (it started or ended mid-window); a shorter view is judged over the whole window.
+MIN_VIEW_SHARE = 0.25
 #: Processes that finish inside the window mark a job set.
 BATCH_MIN_EXITED = 3
 
@@ -44,11 +47,13 @@ def features_from_window(window: Window, topo: Topology) -> Features:
         d_slices, d_vol = last.slices - first.slices, last.voluntary - first.voluntary
         run, wait, slices = run + d_run, wait + d_wait, slices + d_slices
         vol, invol = vol + d_vol, invol + (last.involuntary - first.involuntary)
-        util = d_run / (dur * 1e9)
+        viewed = last.at - first.at
+        span = viewed if viewed >= MIN_VIEW_SHARE * dur else dur
+        util = d_run / (span * 1e9)
         max_util = max(max_util, util)
         busy += util >= BUSY_UTIL
         burst_us = d_run / 1000 / d_slices if d_slices else 0.0
-        sleepers += d_vol / dur >= SLEEPER_WAKEUPS_PER_S and burst_us < SHORT_BURST_US
+        sleepers += d_vol / span >= SLEEPER_WAKEUPS_PER_S and burst_us < SHORT_BURST_US
     start, end = window.system_start, window.system_end
     assert start is not None and end is not None  # observe() always sets both
     return Features(

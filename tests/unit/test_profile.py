@@ -69,6 +69,24 @@ def test_busy_boundary_is_eighty_percent() -> None:
                                    TOPO).busy_threads == 0
 
 
+def test_a_thread_that_starts_mid_window_is_judged_over_the_time_it_was_watched() -> None:
+    """Two CPU hogs that appear after 60% of a 4 s window are busy, not "mostly idle"."""
+    w = Window(4.0, system_start=SYS, system_end=SYS, max_threads=3)
+    w.first[100] = ThreadSample(100, 100, 0, 0, 0, 0, 0, at=0.0)  # the idle parent
+    w.last[100] = ThreadSample(100, 100, 0, 0, 0, 0, 0, at=4.0)
+    for tid in (101, 102):
+        w.first[tid] = ThreadSample(tid, 100, 0, 0, 0, 0, 0, at=2.4)
+        w.last[tid] = ThreadSample(tid, 100, int(1.55e9), 0, 160, 0, 3, at=4.0)
+    w.tgids_seen = {100}
+    feats = cl.features_from_window(w, TOPO)
+    assert feats.busy_threads == 2 and _cls(w) == "throughput"
+    # seen for under a quarter of the window: too short a view, judged over the whole window
+    for tid in (101, 102):
+        w.first[tid] = dataclasses.replace(w.first[tid], at=3.5)
+        w.last[tid] = dataclasses.replace(w.last[tid], run_ns=int(0.45e9))
+    assert cl.features_from_window(w, TOPO).busy_threads == 0
+
+
 def test_batch_needs_enough_finished_jobs() -> None:
     assert _cls(_window(JOBSET, exited=cl.BATCH_MIN_EXITED)) == "batch"
     assert _cls(_window(JOBSET, exited=cl.BATCH_MIN_EXITED - 1)) == "throughput"

@@ -23,9 +23,17 @@ from tests.vm.conftest import report
 WINDOW_S = 4.0
 
 
+def _tree_threads(pid: int) -> int:
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        return sum(p.num_threads() for p in [root, *root.children(recursive=True)])
+    return 0
+
+
 @contextmanager
-def running(argv: list[str], name: str | None = None) -> Iterator[int]:
-    """Start a workload (under another name if given); yield its pid."""
+def running(argv: list[str], name: str | None = None, threads: int = 1) -> Iterator[int]:
+    """Start a workload (under another name if given); yield its pid once its process tree
+    has ``threads`` threads and has had a moment to settle."""
     if name is not None:
         # the same program under a misleading name: argv[0] and comm both change
         link = Path("/tmp") / name
@@ -34,8 +42,14 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         shutil.copy(real, link)
         argv = [str(link), *argv[1:]]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3.0)  # let it reach its steady state (thread setup is slow under emulation)
     try:
+        # start-up is slow under emulation, slower still on a loaded host: wait for the
+        # workers rather than for a fixed time
+        deadline = time.monotonic() + 60
+        while _tree_threads(proc.pid) < threads and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _tree_threads(proc.pid) >= threads, f"{argv[0]} did not start its workers"
+        time.sleep(2.0)  # then let it reach its steady state
         yield proc.pid
     finally:
         # the whole tree: perf's senders/receivers and the job set's jobs are children
@@ -47,19 +61,21 @@ def running(argv: list[str], name: str | None = None) -> Iterator[int]:
         proc.wait()
 
 
+#: argv, expected class, threads in its process tree once it runs
 WORKLOADS = {
-    "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput"),
+    "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput",
+                   3),
     "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
-                            "60"], "latency-critical"),
+                            "60"], "latency-critical", 2),
 }
 
 
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: str) -> None:
-    make_argv, expected = WORKLOADS[workload]
+    make_argv, expected, threads = WORKLOADS[workload]
     classes = []
     for name in (None, "nginx-worker"):
-        with running(make_argv(), name) as pid:
+        with running(make_argv(), name, threads) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
         report(f"profile_{workload}{'_renamed' if name else ''}",
                {"class": prof.workload_class, "why": prof.rationale,
@@ -71,8 +87,8 @@ def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: st
 def test_latency_sensitive_target_beside_cpu_hogs() -> None:
     hogs = subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "60s", "-q"])
     try:
-        make_argv, _ = WORKLOADS["cyclictest"]
-        with running(make_argv()) as pid:
+        make_argv, _, threads = WORKLOADS["cyclictest"]
+        with running(make_argv(), threads=threads) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
     finally:
         hogs.kill()
@@ -98,7 +114,7 @@ def test_deep_probe_histograms_and_own_overhead() -> None:
     """bcc probes on a periodic sleeper: wakeup latencies and bursts, and what they cost."""
     # long enough to outlive the probe's compile (about a minute under emulation)
     argv = ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "900"]
-    with running(argv) as pid:
+    with running(argv, threads=2) as pid:
         rep = services.deep_probe(partial.Target(pid=pid), 3.0)
     report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
                                      rep.wakeup_latency.percentile(99),
