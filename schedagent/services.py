@@ -7,6 +7,7 @@ these functions and only adapt arguments and output.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import time
@@ -14,19 +15,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedagent import engine
+from schedagent import config, engine
 from schedagent.agent import llm
 from schedagent.agent import tune as tune_mod
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
-from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx
+from schedagent.errors import GuardrailViolation, SchedagentError
+from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx, toolchain
 from schedagent.kernel.capabilities import Check
-from schedagent.policy import repo
+from schedagent.policy import gate, repo
 from schedagent.profile.classify import build_profile
 from schedagent.profile.model import Slo, WorkloadProfile, parse_slo
-from schedagent.store import ActiveRecord, Event, QuarantineEntry, Store, pid_alive
+from schedagent.store import (
+    ActiveRecord,
+    Event,
+    QuarantineEntry,
+    Store,
+    VerifiedArtifact,
+    pid_alive,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,15 @@ def status(events: int = 10) -> StatusReport:
         store.close()
 
 
+def audit(actor: str, action: str, args: dict[str, object], result: dict[str, object]) -> None:
+    """Record who asked for what, and the result."""
+    store = open_store()
+    try:
+        store.audit(actor, action, args, result)
+    finally:
+        store.close()
+
+
 def rollback() -> engine.ExternalRollback:
     """Return to EEVDF, whichever process holds the link."""
     store = open_store()
@@ -153,6 +171,85 @@ def unquarantine(policy: str) -> int:
     store = open_store()
     try:
         return store.unquarantine(policy)
+    finally:
+        store.close()
+
+
+# --- verified artifacts: what the MCP server and the daemon's clients may load ------------
+
+
+def stage_source(source: str) -> str:
+    """Write untrusted scheduler source under the state directory; return its path.
+
+    The path is keyed by the source's hash, so the same text always lands in the same
+    place and a later edit cannot pass for what was verified.
+    """
+    data = source.encode()
+    if len(data) > gate.MAX_SOURCE_BYTES:
+        raise GuardrailViolation(
+            f"the source is {len(data)} bytes; the limit is {gate.MAX_SOURCE_BYTES}. Send a "
+            "smaller scheduler, or start from a repository policy by name")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    directory = config.state_dir() / "staged" / digest
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"src_{digest}.bpf.c"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
+def verify_artifact(spec: str, overrides: dict[str, int], actor: str) -> VerifiedArtifact:
+    """The gates up to the kernel verifier; a pass is recorded as a loadable artifact."""
+    store = open_store()
+    try:
+        res = engine.verify(spec, overrides, store)
+        kernel = toolchain.kernel_build_id()
+        art = VerifiedArtifact(VerifiedArtifact.make_id(res.source_hash, kernel, res.tunables),
+                               res.policy, spec, res.source_hash, kernel, res.tunables,
+                               time.time())
+        store.add_verified(art)
+        store.audit(actor, "verify", {"policy": spec, "tunables": overrides},
+                    {"artifact_id": art.artifact_id, "gates": res.gates})
+        return art
+    finally:
+        store.close()
+
+
+def verified_artifact(ref: str, overrides: dict[str, int]) -> VerifiedArtifact:
+    """The verified artifact a load refers to, by id or by policy name and tunables.
+
+    Refuses anything that did not pass verification on this kernel, and anything whose
+    source changed since it did.
+    """
+    store = open_store()
+    try:
+        art = store.verified(ref)
+        kernel = toolchain.kernel_build_id()
+        if art is None and "/" not in ref:
+            try:
+                policy = repo.resolve(ref)
+            except SchedagentError:
+                policy = None
+            if policy is not None:
+                tunables = policy.resolve_tunables(overrides)
+                art = store.verified(VerifiedArtifact.make_id(policy.source_hash(), kernel,
+                                                              tunables))
+        if art is None:
+            raise GuardrailViolation(
+                f"{ref!r} has not passed verification with these tunables on this kernel; "
+                "call verify_policy first and load what it returns (its artifact_id)")
+        if overrides and art.tunables != repo.resolve(art.spec).resolve_tunables(overrides):
+            raise GuardrailViolation(
+                f"artifact {art.artifact_id} was verified with tunables {art.tunables}; "
+                f"verify {overrides} first")
+        now = repo.resolve(art.spec).source_hash()
+        if now != art.source_hash or art.kernel != kernel:
+            raise GuardrailViolation(
+                f"artifact {art.artifact_id} ({art.policy}) changed since it was verified "
+                f"(source or kernel differs); verify it again")
+        return art
     finally:
         store.close()
 

@@ -8,6 +8,7 @@ SCHED_EXT their previous policy back.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -39,6 +40,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS verdicts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, policy TEXT NOT NULL,
     workload_class TEXT NOT NULL, verdict TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verified (
+    artifact_id TEXT PRIMARY KEY, policy TEXT NOT NULL, spec TEXT NOT NULL,
+    source_hash TEXT NOT NULL, kernel TEXT NOT NULL, tunables TEXT NOT NULL, ts REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS proposals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, target TEXT NOT NULL,
+    policy TEXT NOT NULL, tunables TEXT NOT NULL, evidence TEXT NOT NULL,
+    status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, actor TEXT NOT NULL,
     action TEXT NOT NULL, args TEXT NOT NULL, result TEXT NOT NULL);
@@ -78,6 +87,25 @@ class QuarantineEntry:
     kernel: str
     reason: str
     ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedArtifact:
+    """A policy source and tunables that passed the gates and the kernel verifier."""
+
+    artifact_id: str
+    policy: str
+    spec: str            # what the engine resolves: a name or a staged path
+    source_hash: str
+    kernel: str
+    tunables: dict[str, int]
+    ts: float
+
+    @staticmethod
+    def make_id(source_hash: str, kernel: str, tunables: dict[str, int]) -> str:
+        """The id is a hash of exactly what passed: source, kernel and tunables."""
+        key = f"{source_hash}|{kernel}|{json.dumps(tunables, sort_keys=True)}"
+        return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 class Store:
@@ -214,6 +242,53 @@ class Store:
             key = {"better": "wins", "worse": "losses"}.get(verdict, "ties")
             out.setdefault(cls, {"wins": 0, "losses": 0, "ties": 0})[key] += n
         return out
+
+    def add_verified(self, art: VerifiedArtifact) -> None:
+        """Remember that a source, with these tunables, passed every gate on this kernel."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (art.artifact_id, art.policy, art.spec, art.source_hash, art.kernel,
+                        json.dumps(art.tunables, sort_keys=True), art.ts))
+
+    def verified(self, artifact_id: str) -> VerifiedArtifact | None:
+        """A verified artifact by id, or None."""
+        row = self._db.execute("SELECT * FROM verified WHERE artifact_id = ?",
+                               (artifact_id,)).fetchone()
+        return None if row is None else VerifiedArtifact(*row[:5], json.loads(row[5]), row[6])
+
+    def add_proposal(self, target: str, policy: str, tunables: dict[str, int],
+                     evidence: dict[str, object]) -> int:
+        """A plan waiting for ``schedagent approve``; returns its id."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO proposals (ts, target, policy, tunables, evidence, "
+                             "status) VALUES (?, ?, ?, ?, ?, 'pending')",
+                             (time.time(), target, policy, json.dumps(tunables),
+                              json.dumps(evidence, default=str)))
+            return int(cur.lastrowid or 0)
+
+    def proposals(self, status: str | None = None) -> list[dict[str, object]]:
+        """Proposals, oldest first, optionally only those with ``status``."""
+        rows = self._db.execute(
+            "SELECT id, ts, target, policy, tunables, evidence, status FROM proposals "
+            + ("WHERE status = ? " if status else "") + "ORDER BY id",
+            (status,) if status else ()).fetchall()
+        return [{"id": r[0], "ts": r[1], "target": r[2], "policy": r[3],
+                 "tunables": json.loads(r[4]), "evidence": json.loads(r[5]), "status": r[6]}
+                for r in rows]
+
+    def set_proposal_status(self, proposal_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE proposals SET status = ? WHERE id = ?", (status, proposal_id))
+
+    def kv_get(self, key: str) -> object:
+        """A JSON value stored under ``key``, or None."""
+        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def kv_set(self, key: str, value: object) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)",
+                       (key, json.dumps(value, default=str)))
 
     def audit(self, actor: str, action: str, args: dict[str, object],
               result: dict[str, object]) -> None:

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from schedagent.cli import bench as bench_cmd
+from schedagent.cli import daemon as daemon_cmd
 from schedagent.cli import doctor as doctor_cmd
 from schedagent.cli import engine as engine_cmd
 from schedagent.cli import profile as profile_cmd
@@ -31,6 +32,10 @@ app.command("profile")(profile_cmd.profile)
 app.command("tune")(tune_cmd.tune)
 app.command("status")(engine_cmd.status)
 app.command("rollback")(engine_cmd.rollback)
+app.command("daemon")(daemon_cmd.daemon)
+app.command("approve")(daemon_cmd.approve)
+app.command("history")(daemon_cmd.history)
+app.command("mcp")(daemon_cmd.mcp)
 
 
 def main() -> None:

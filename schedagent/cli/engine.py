@@ -196,7 +196,19 @@ def status(json_out: JsonOpt = False) -> None:
 
 def rollback(json_out: JsonOpt = False) -> None:
     """Detach schedagent's active policy and return to EEVDF (escalating if needed)."""
+    from schedagent.cli.daemon import daemon_client
+
     try:
+        client = daemon_client()
+        if client is not None:
+            # the daemon holds its policies in process: ask it, rather than signal it
+            released = client.call("rollback", {})
+            if json_out:
+                emit_json(released)
+            else:
+                print(f"rollback: the daemon released {released['released'] or 'nothing'}; "
+                      f"sched_ext {released['sched_ext']}")
+            return
         result = services.rollback()
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)

@@ -60,7 +60,8 @@ def features_from_window(window: Window, topo: Topology) -> Features:
         cpu_util=run / (dur * 1e9), max_thread_util=max_util, busy_threads=busy,
         threads=window.max_threads, wakeups_per_s=vol / dur, preemptions_per_s=invol / dur,
         avg_burst_us=run / 1000 / slices if slices else 0.0,
-        avg_wait_us=wait / 1000 / slices if slices else 0.0,
+        # a target that waited without running once has waited the whole time, not zero
+        avg_wait_us=wait / 1000 / max(slices, 1),
         wait_ratio=wait / (run + wait) if run + wait else 0.0,
         processes_seen=len(window.tgids_seen), processes_exited=len(window.tgids_exited),
         sleeper_threads=sleepers, system_cpus=topo.cpus, system_load=end.loadavg_1m,

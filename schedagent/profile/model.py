@@ -73,6 +73,15 @@ class WorkloadProfile:
         data["class"] = data.pop("workload_class")
         return data
 
+    @staticmethod
+    def from_json(data: dict[str, object]) -> WorkloadProfile:
+        """The inverse of ``to_json`` (profiles kept in reports and the store)."""
+        d = dict(data)
+        feats, slo = d.pop("features"), d.pop("slo")
+        assert isinstance(feats, dict) and isinstance(slo, dict)
+        d["workload_class"] = d.pop("class")
+        return WorkloadProfile(features=Features(**feats), slo=Slo(**slo), **d)  # type: ignore[arg-type]
+
 
 _SLO = re.compile(r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=)\s*(?P<value>[\d.]+)\s*"
                   r"(?P<unit>us|µs|ms|s|ns|ops/s|%)?\s*$")

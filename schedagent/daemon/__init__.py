@@ -1,0 +1,1 @@
+"""The schedagent daemon: continuous, guarded tuning of configured targets (issue 8)."""

@@ -1,0 +1,602 @@
+"""``schedagent daemon``: keep configured targets tuned, guarded, and audited.
+
+For each configured target the daemon
+
+1. finds it (unit, cgroup or command pattern; patterns never decide a class);
+2. on a trigger (a new target, a phase change, a persistent SLO violation) profiles
+   it and, by mode, reports (``observe``), plans and waits for ``schedagent approve``
+   (``propose``), or tunes and applies a proven winner (``auto``);
+3. while a policy is active, guards it: the engine's kernel watch, the target's SLO
+   metric against the EEVDF baseline, its phase, and starvation of any task on the
+   system. A regression rolls back to EEVDF, with backoff, and quarantine after
+   repeated rollbacks;
+4. records every decision in the audit trail: trigger, profile, SLO, evidence, the
+   change, outcome and rationale.
+
+Its state (applied decisions, backoff, rollback counts, proposals) lives in the store,
+so a restarted daemon carries on. SIGTERM returns the system to EEVDF before exit;
+SIGKILL closes the link fd, and the kernel does the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import logging
+import os
+import signal
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from schedagent import engine, ops, services
+from schedagent.agent import live
+from schedagent.agent.tune import TuneRequest
+from schedagent.daemon import matcher, sdnotify
+from schedagent.daemon.config import DaemonConfig, TargetConfig
+from schedagent.daemon.socketapi import ApiServer
+from schedagent.errors import ConfigError, SchedagentError, TargetGone
+from schedagent.kernel import partial, procstat, scx, toolchain
+from schedagent.policy import repo
+from schedagent.profile.classify import detect_phase_change
+from schedagent.profile.model import WorkloadProfile, parse_slo
+from schedagent.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(BaseException):
+    """SIGTERM/SIGINT: unwind whatever runs (detaching on the way) and exit."""
+
+
+@dataclass(slots=True)
+class _Active:
+    policy: str              # what the engine resolves: a name or a staged source path
+    name: str                # the scheduler's ops name, as the kernel shows it
+    tunables: dict[str, int]
+    metric: live.LiveMetric
+    baseline: float
+    stack: contextlib.ExitStack
+    session: engine.Session
+    since: float
+    last_value: float | None = None
+
+
+@dataclass(slots=True)
+class TargetState:
+    """What the daemon knows about one configured target."""
+
+    cfg: TargetConfig
+    target: partial.Target | None = None
+    phase: str = "waiting"   # waiting, observed, proposed, eevdf, active
+    profile: WorkloadProfile | None = None
+    active: _Active | None = None
+    regressions: int = 0
+    violations: int = 0
+    checks: int = 0
+    # persisted (kv "target:<name>")
+    last_switch: float = 0.0
+    backoff_until: float = 0.0
+    rollbacks: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, Any] | None = None
+
+    def persisted(self) -> dict[str, Any]:
+        return {"last_switch": self.last_switch, "backoff_until": self.backoff_until,
+                "rollbacks": self.rollbacks, "applied": self.applied}
+
+
+def starvation_scan(window_s: float) -> tuple[float, int | None]:
+    """The longest mean runnable wait per timeslice of any thread on the system over a
+    window (ms), and that thread. A thread that stayed runnable without running at all
+    counts its whole wait."""
+    def snap() -> dict[int, tuple[int, int]]:
+        out = {}
+        for task in Path("/proc").glob("[0-9]*/task/[0-9]*/schedstat"):
+            with contextlib.suppress(OSError, ValueError):
+                _run, wait, slices = (int(x) for x in task.read_text().split()[:3])
+                out[int(task.parent.name)] = (wait, slices)
+        return out
+    first = snap()
+    time.sleep(window_s)
+    worst, who = 0.0, None
+    for tid, (wait, slices) in snap().items():
+        if tid not in first:
+            continue
+        d_wait, d_slices = wait - first[tid][0], slices - first[tid][1]
+        mean_ms = d_wait / max(d_slices, 1) / 1e6
+        if mean_ms > worst:
+            worst, who = mean_ms, tid
+    return worst, who
+
+
+class Daemon:
+    """The daemon's state and loop. ``run()`` blocks until SIGTERM or ``stop()``."""
+
+    def __init__(self, cfg: DaemonConfig, store: Store | None = None) -> None:
+        self.cfg = cfg
+        self.store = store or services.open_store()
+        self.targets = {t.name: TargetState(t) for t in cfg.targets}
+        self.lock = threading.RLock()
+        self.rollbacks_total = 0
+        self.heartbeat = time.monotonic()
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._api: ApiServer | None = None
+        self._metrics: http.server.ThreadingHTTPServer | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        note = engine.recover(self.store)
+        if note:
+            self._audit("recover", None, {"note": note})
+        self._load_state()
+        self._api = ApiServer(self.cfg.socket, self.cfg.socket_group, self.handle)
+        self._api.start()
+        if self.cfg.prometheus_port:
+            self._start_metrics(self.cfg.prometheus_port)
+        self._start_watchdog()
+        self._audit("start", None, {"mode": self.cfg.mode, "targets": list(self.targets),
+                                    "pid": os.getpid()})
+        sdnotify.notify(f"READY=1\nSTATUS=watching {len(self.targets)} target(s), mode "
+                        f"{self.cfg.mode}")
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                for ts in list(self.targets.values()):
+                    self._step(ts)
+                self._stop.wait(self.cfg.poll_interval_s)
+        except _Stop:
+            pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sdnotify.notify("STOPPING=1")
+            self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop.set()
+        raise _Stop(signal.Signals(signum).name)
+
+    def _shutdown(self) -> None:
+        with self.lock:
+            for ts in self.targets.values():
+                if ts.active is not None:
+                    self._release(ts, "daemon stopping", keep_applied=True)
+        self._audit("stop", None, {"state_after": scx.read_state().state})
+        if self._api is not None:
+            self._api.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+        self.store.close()
+
+    def _start_watchdog(self) -> None:
+        interval = sdnotify.watchdog_interval_s()
+        if interval is None:
+            return
+        # a tune can run for minutes: the loop's heartbeat is refreshed by its progress,
+        # and a loop silent for longer than the tune budget is hung; stop pinging then
+        stale_s = self.cfg.budgets.budget_s + 300
+
+        def ping() -> None:
+            while not self._stop.wait(interval):
+                if time.monotonic() - self.heartbeat < stale_s:
+                    sdnotify.notify("WATCHDOG=1")
+
+        threading.Thread(target=ping, name="watchdog", daemon=True).start()
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        for ts in self.targets.values():
+            saved = self.store.kv_get(f"target:{ts.cfg.name}")
+            if isinstance(saved, dict):
+                ts.last_switch = float(saved.get("last_switch", 0.0))
+                ts.backoff_until = float(saved.get("backoff_until", 0.0))
+                ts.rollbacks = dict(saved.get("rollbacks") or {})
+                ts.applied = saved.get("applied")
+        pending = self.store.proposals("pending")
+        for prop in pending:
+            ts = self.targets.get(str(prop["target"]))
+            if ts is not None:
+                ts.phase = "proposed"
+
+    def _save(self, ts: TargetState) -> None:
+        self.store.kv_set(f"target:{ts.cfg.name}", ts.persisted())
+
+    def _audit(self, action: str, ts: TargetState | None, detail: dict[str, Any]) -> None:
+        args = {"target": ts.cfg.name if ts else None,
+                "selected": ts.target.describe() if ts and ts.target else None}
+        self.store.audit("daemon", action, args, ops.bounded(detail))
+        log.info("%s %s: %s", action, args["target"] or "-", detail)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _step(self, ts: TargetState) -> None:
+        try:
+            found = matcher.find(ts.cfg.match)
+            with self.lock:
+                if found is None:
+                    if ts.active is not None:
+                        self._release(ts, "target gone")
+                    if ts.target is not None:
+                        self._audit("target-gone", ts, {})
+                    ts.target, ts.phase, ts.profile = None, "waiting", None
+                    return
+                if found != ts.target:
+                    if ts.active is not None:
+                        self._release(ts, "target replaced")
+                    ts.target, ts.profile = found, None
+                    self._trigger(ts, "new-target")
+                    return
+                if ts.active is not None:
+                    self._guard(ts)
+                elif ts.phase in ("observed", "eevdf"):
+                    self._watch_eevdf(ts)
+        except TargetGone:
+            with self.lock:
+                if ts.active is not None:
+                    self._release(ts, "target exited")
+                ts.target, ts.phase = None, "waiting"
+        except SchedagentError as err:
+            self._audit("error", ts, {"error": str(err)})
+
+    def _request(self, ts: TargetState, dry_run: bool) -> TuneRequest:
+        b = self.cfg.budgets
+        assert ts.target is not None
+        return TuneRequest(ts.target, agent=self.cfg.agent, budget_s=b.budget_s,
+                           max_evals=b.max_evals, dry_run=dry_run, observe_s=b.observe_s,
+                           window_s=b.window_s, rounds=b.rounds, max_candidates=b.max_candidates)
+
+    def _progress(self, what: str, done: int, total: int) -> None:
+        self.heartbeat = time.monotonic()
+        sdnotify.notify(f"STATUS={what} ({done}/{total})")
+
+    def _trigger(self, ts: TargetState, why: str) -> None:
+        """Profile, then report, propose or tune, by mode."""
+        assert ts.target is not None
+        # recovery, not a new switch: what was active when the daemon stopped or died
+        if ts.applied and why == "new-target" and self.cfg.mode == "auto" and \
+                self._restore_applied(ts):
+            return
+        now = time.time()
+        if now < ts.backoff_until:
+            self._audit("skip", ts, {"trigger": why, "rationale": "in backoff after a "
+                                     f"rollback for {ts.backoff_until - now:.0f} s more"})
+            ts.phase, ts.violations = "eevdf", 0
+            return
+        if why != "new-target" and now - ts.last_switch < self.cfg.min_switch_interval_s:
+            ts.phase = "eevdf"
+            return  # hysteresis: too soon after the last switch; checked again later
+        ts.violations = 0
+        if self.cfg.mode == "observe":
+            prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s, ts.cfg.slo)
+            ts.profile, ts.phase = prof, "observed"
+            self._audit("observe", ts, {"trigger": why, "profile": prof.to_json(),
+                                        "outcome": f"{prof.workload_class}, SLO "
+                                                   f"{prof.slo.describe()}",
+                                        "slo": prof.slo.describe(),
+                                        "rationale": "observe mode: profile and report only"})
+            return
+        dry = self.cfg.mode == "propose"
+        report = services.tune(self._request(ts, dry), ts.cfg.slo, self._progress)
+        ts.profile = WorkloadProfile.from_json(report.profile)
+        decision = report.decision
+        assert decision is not None
+        evidence = {"trigger": why, "profile": report.profile, "slo": report.slo,
+                    "trials": [asdict(t) for t in report.trials], "ended": report.ended,
+                    "decision": asdict(decision), "rationale": decision.why}
+        if dry:
+            best = next((t for t in report.trials if t.status != "rejected"), None)
+            if best is None:
+                ts.phase = "eevdf"
+                self._audit("propose", ts, {**evidence, "outcome": "nothing passed the gates"})
+                return
+            pid = self.store.add_proposal(ts.cfg.name, best.policy, best.overrides, evidence)
+            ts.phase = "proposed"
+            self._audit("propose", ts, {**evidence, "proposal": pid, "diff":
+                                        f"eevdf -> {best.label}",
+                                        "outcome": f"waiting: schedagent approve {pid}"})
+            return
+        self._audit("tune", ts, {**evidence, "outcome": decision.policy})
+        ts.phase = "eevdf"
+        if decision.policy != "eevdf":
+            metric = live.metric_for(ts.profile.slo)
+            self._apply(ts, decision.policy, decision.tunables, metric,
+                        statistics.median(report.baseline_samples), why)
+
+    def _restore_applied(self, ts: TargetState) -> bool:
+        """After a restart: apply the decision that was active before, without re-tuning."""
+        saved = ts.applied or {}
+        try:
+            prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s,  # type: ignore[arg-type]
+                                             ts.cfg.slo)
+            ts.profile = prof
+            metric = live.metric_for(prof.slo)
+            self._apply(ts, str(saved["policy"]), dict(saved["tunables"]), metric,
+                        float(saved["baseline"]), "restart")
+            return ts.active is not None
+        except (SchedagentError, KeyError, ValueError) as err:
+            self._audit("restore-failed", ts, {"error": str(err), "saved": saved})
+            ts.applied = None
+            self._save(ts)
+            return False
+
+    def _apply(self, ts: TargetState, policy: str, tunables: dict[str, int],
+               metric: live.LiveMetric, baseline: float, why: str) -> None:
+        assert ts.target is not None
+        stack = contextlib.ExitStack()
+        req = engine.RunRequest(policy, tunables, ts.target, switch_all=True, actor="daemon")
+        try:
+            sess = stack.enter_context(engine.session(req, self.store))
+        except SchedagentError as err:
+            stack.close()
+            self._audit("apply-failed", ts, {"trigger": why, "policy": policy,
+                                             "error": str(err)})
+            return
+        ts.active = _Active(policy, sess.outcome.ops_name, tunables, metric, baseline, stack,
+                            sess, time.time())
+        ts.phase, ts.regressions, ts.last_switch = "active", 0, time.time()
+        ts.applied = {"policy": policy, "tunables": tunables, "baseline": baseline,
+                      "metric": metric.name}
+        self._save(ts)
+        self._audit("apply", ts, {"trigger": why,
+                                  "diff": f"eevdf -> {ts.active.name} {tunables}",
+                                  "evidence": {"baseline": baseline, "metric": metric.name},
+                                  "outcome": f"{scx.read_state().ops} enabled, guard on"})
+
+    def _release(self, ts: TargetState, why: str, keep_applied: bool = False) -> float:
+        """Detach the target's policy; return how long the detach took (s)."""
+        active = ts.active
+        assert active is not None
+        t0 = time.monotonic()
+        active.stack.close()
+        took = time.monotonic() - t0
+        ts.active, ts.phase = None, "eevdf"
+        if not keep_applied:
+            ts.applied = None
+        self._save(ts)
+        self._audit("release", ts, {"trigger": why, "diff": f"{active.name} -> eevdf",
+                                    "outcome": f"sched_ext {scx.read_state().state}",
+                                    "detach_s": round(took, 3)})
+        return took
+
+    def _rollback(self, ts: TargetState, why: str, evidence: dict[str, Any],
+                  detected: float) -> None:
+        active = ts.active
+        assert active is not None
+        self._release(ts, f"rollback: {why}")
+        took_ms = (time.monotonic() - detected) * 1000
+        self.rollbacks_total += 1
+        n = ts.rollbacks.get(active.name, 0) + 1
+        ts.rollbacks[active.name] = n
+        g = self.cfg.guard
+        backoff = min(g.backoff_s * 2 ** (n - 1), g.backoff_max_s)
+        ts.backoff_until = time.time() + backoff
+        quarantined = False
+        if n >= g.quarantine_after:
+            src = repo.resolve(active.policy)
+            self.store.quarantine(src.name, src.source_hash(), toolchain.kernel_build_id(),
+                                  f"daemon: {n} rollbacks of {active.name}, last: {why}")
+            quarantined = True
+        self._save(ts)
+        self._audit("rollback", ts, {"trigger": why, "evidence": evidence,
+                                     "diff": f"{active.name} -> eevdf",
+                                     "outcome": f"sched_ext {scx.read_state().state}",
+                                     "detect_to_eevdf_ms": round(took_ms, 1),
+                                     "backoff_s": backoff, "quarantined": quarantined,
+                                     "rationale": f"rollback #{n} of {active.name}"})
+
+    def _guard(self, ts: TargetState) -> None:
+        """One guard check of the active policy."""
+        active = ts.active
+        assert active is not None and ts.target is not None
+        problem = active.session.problem()
+        if problem is not None:
+            self._rollback(ts, f"kernel: {problem}", {"guard_event": problem}, time.monotonic())
+            return
+        g = self.cfg.guard
+        sample = live.measure(ts.target, active.metric, g.window_s)
+        detected = time.monotonic()
+        if sample.target_exited:
+            raise TargetGone(ts.target.pid or 0)
+        active.last_value = sample.value
+        worse = (sample.value > active.baseline * g.regression_ratio
+                 if active.metric.direction == "lower"
+                 else sample.value < active.baseline / g.regression_ratio)
+        ts.regressions = ts.regressions + 1 if worse else 0
+        evidence = {"metric": active.metric.name, "value": sample.value,
+                    "baseline": active.baseline, "ratio_limit": g.regression_ratio}
+        if ts.regressions >= g.regression_windows:
+            self._rollback(ts, f"SLO regression: {active.metric.name} {sample.value:.4g} vs "
+                           f"EEVDF {active.baseline:.4g} in {ts.regressions} windows",
+                           evidence, detected)
+            return
+        if ts.profile is not None:
+            change = detect_phase_change(ts.profile, replace(ts.profile,
+                                                             features=sample.features))
+            if change is not None and not worse and change.reason.startswith("class"):
+                change = None  # a class flip alone, with the SLO fine, is not a new phase
+            if change is not None:
+                self._rollback(ts, f"phase change: {change.reason}", evidence, detected)
+                ts.backoff_until = 0.0  # a new phase is a new workload: re-tune it
+                self._save(ts)
+                self._trigger(ts, "phase-change")
+                return
+        ts.checks += 1
+        if ts.checks % 3 == 0:
+            worst_ms, tid = starvation_scan(g.window_s)
+            if worst_ms > g.max_runnable_wait_ms:
+                self._rollback(ts, f"starvation: thread {tid} waited {worst_ms:.0f} ms per "
+                               "timeslice", {"max_runnable_wait_ms": worst_ms, "tid": tid},
+                               time.monotonic())
+
+    def _watch_eevdf(self, ts: TargetState) -> None:
+        """Under EEVDF: a phase change or a persistent SLO violation re-tunes."""
+        if self.cfg.mode == "observe" and ts.profile is None:
+            return
+        assert ts.target is not None
+        prof = services.profile_workload(ts.target, self.cfg.guard.window_s, ts.cfg.slo)
+        if ts.profile is not None and detect_phase_change(ts.profile, prof) is not None and \
+                prof.workload_class != ts.profile.workload_class:
+            self._trigger(ts, "phase-change")
+            return
+        slo = prof.slo
+        if slo.target is not None and slo.metric == "p99_wakeup_latency":
+            # the cheap proxy: mean wait per slice above the SLO's target is a violation
+            ts.violations = ts.violations + 1 if prof.features.avg_wait_us > slo.target else 0
+            if ts.violations >= self.cfg.violation_checks and self.cfg.mode != "observe":
+                self._trigger(ts, "slo-violation")
+
+    # --- the socket API -------------------------------------------------------------------
+
+    def handle(self, op: str, args: dict[str, Any], actor: str) -> dict[str, Any]:
+        """One socket request: the daemon's own operations, or a shared one from ops."""
+        if op == "daemon_status":
+            return self.status()
+        if op == "approve":
+            return self.approve(args.get("id"), actor)
+        if op == "apply":
+            return self.force_apply(args, actor)
+        if op == "rollback":
+            return self.rollback_now(actor)
+        if op == "proposals":
+            return {"proposals": self.store.proposals(args.get("status"))}
+        return ops.call(op, args, actor)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return ops.bounded({
+                "pid": os.getpid(), "mode": self.cfg.mode, "uptime_s": time.time() - self.started,
+                "sched_ext": asdict(scx.read_state()), "rollbacks_total": self.rollbacks_total,
+                "quarantine": len(self.store.quarantine_list()),
+                "targets": {name: {"selected": ts.target.describe() if ts.target else None,
+                                   "phase": ts.phase,
+                                   "policy": ts.active.name if ts.active else "eevdf",
+                                   "metric": ts.active.metric.name if ts.active else None,
+                                   "last_value": ts.active.last_value if ts.active else None,
+                                   "baseline": ts.active.baseline if ts.active else None,
+                                   "backoff_s": max(0.0, ts.backoff_until - time.time()),
+                                   "rollbacks": ts.rollbacks}
+                            for name, ts in self.targets.items()}})
+
+    def _baseline(self, ts: TargetState, metric: live.LiveMetric) -> float:
+        assert ts.target is not None
+        samples = [live.measure(ts.target, metric, self.cfg.budgets.window_s).value
+                   for _ in range(self.cfg.budgets.rounds)]
+        return statistics.median(samples)
+
+    def approve(self, proposal_id: object, actor: str) -> dict[str, Any]:
+        if not isinstance(proposal_id, int) or isinstance(proposal_id, bool):
+            raise ConfigError(f"approve needs an integer proposal id, got {proposal_id!r}; see "
+                              "`schedagent history` for pending proposals")
+        with self.lock:
+            prop = next((p for p in self.store.proposals() if p["id"] == proposal_id), None)
+            if prop is None or prop["status"] != "pending":
+                pending = [p["id"] for p in self.store.proposals("pending")]
+                raise ConfigError(f"no pending proposal {proposal_id}; pending: {pending or 'none'}")
+            ts = self.targets.get(str(prop["target"]))
+            if ts is None or ts.target is None:
+                raise ConfigError(f"the target of proposal {proposal_id} ({prop['target']}) is "
+                                  "not running now; nothing applied")
+            self.store.set_proposal_status(proposal_id, "approved")
+            self._apply_measured(ts, str(prop["policy"]), dict(prop["tunables"]),
+                                 f"approved by {actor}")
+            return self.status()
+
+    def force_apply(self, args: dict[str, Any], actor: str) -> dict[str, Any]:
+        """Apply a verified artifact to a configured target under the guard (operator use)."""
+        name, ref = args.get("target"), args.get("policy")
+        tunables = args.get("tunables") or {}
+        if name not in self.targets:
+            raise ConfigError(f"unknown target {name!r}; configured: {', '.join(self.targets)}")
+        if not isinstance(ref, str) or not isinstance(tunables, dict):
+            raise ConfigError("apply needs policy (an artifact_id or verified policy name) and "
+                              "optional tunables {name: int}")
+        art = services.verified_artifact(ref, tunables)
+        with self.lock:
+            ts = self.targets[name]
+            if ts.target is None:
+                raise ConfigError(f"target {name} is not running now; nothing applied")
+            if ts.active is not None:
+                self._release(ts, f"replaced by {actor}")
+            self._apply_measured(ts, art.spec, art.tunables, f"forced by {actor}")
+            return self.status()
+
+    def _apply_measured(self, ts: TargetState, policy: str, tunables: dict[str, int],
+                        why: str) -> None:
+        assert ts.target is not None
+        prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s, ts.cfg.slo)
+        ts.profile = prof
+        metric = live.metric_for(prof.slo)
+        self._apply(ts, policy, tunables, metric, self._baseline(ts, metric), why)
+
+    def rollback_now(self, actor: str) -> dict[str, Any]:
+        with self.lock:
+            released = []
+            for ts in self.targets.values():
+                if ts.active is not None:
+                    released.append(ts.active.name)
+                    self._release(ts, f"rollback requested by {actor}")
+                    ts.last_switch = time.time()
+                    self._save(ts)
+        return {"released": released, "sched_ext": scx.read_state().state}
+
+    # --- metrics --------------------------------------------------------------------------
+
+    def metrics_text(self) -> str:
+        lines = ["# TYPE schedagent_active_policy gauge",
+                 "# TYPE schedagent_slo_metric gauge",
+                 "# TYPE schedagent_rollbacks_total counter",
+                 "# TYPE schedagent_quarantine_size gauge"]
+        with self.lock:
+            for name, ts in self.targets.items():
+                policy = ts.active.name if ts.active else "eevdf"
+                lines.append(f'schedagent_active_policy{{target="{name}",policy="{policy}"}} 1')
+                if ts.active is not None and ts.active.last_value is not None:
+                    lines.append(f'schedagent_slo_metric{{target="{name}",'
+                                 f'metric="{ts.active.metric.name}"}} {ts.active.last_value}')
+            lines.append(f"schedagent_rollbacks_total {self.rollbacks_total}")
+            lines.append(f"schedagent_quarantine_size {len(self.store.quarantine_list())}")
+        return "\n".join(lines) + "\n"
+
+    def _start_metrics(self, port: int) -> None:
+        daemon = self
+
+        class _Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/metrics":
+                    self.send_error(404, "only /metrics is served")
+                    return
+                body = daemon.metrics_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._metrics = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        threading.Thread(target=self._metrics.serve_forever, name="metrics",
+                         daemon=True).start()
+
+
+def run(cfg: DaemonConfig) -> None:
+    """``schedagent daemon``: needs root and sched_ext (observe mode needs neither)."""
+    if cfg.mode != "observe":
+        engine.require_sched_ext()
+    with procstat.priority():
+        Daemon(cfg).run()
+
+
+__all__ = ["Daemon", "TargetState", "parse_slo", "run", "starvation_scan"]

@@ -1,0 +1,220 @@
+"""Issue 8: the daemon's config, socket API and observe mode, on the host.
+
+Modes that load schedulers need sched_ext and run in tests/vm/test_daemon.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from schedagent.daemon import config
+from schedagent.daemon.socketapi import ApiClient, ApiServer, authorize
+from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
+from schedagent.store import Store
+
+GOOD = """\
+mode: observe
+poll_interval_s: 0.3
+budgets: {observe_s: 0.5}
+guard: {window_s: 0.5}
+targets:
+  - name: sleeper
+    match: {command: "%s"}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "expect"), [
+    ("mode: [unclosed", "is not valid YAML"),
+    ("- a list", "must be a YAML mapping"),
+    ("mode: observe\n", "targets: Field required"),
+    ("mode: yolo\ntargets: [{name: a, match: {command: x}}]", "mode: Input should be"),
+    ("targets: [{name: a, match: {command: x, unit: a.service}}]", "exactly one of unit"),
+    ("targets: [{name: a, match: {command: '(unclosed'}}]", "not a valid regular expression"),
+    ("targets: [{name: a, match: {unit: 'no spaces allowed'}}]", "match.unit"),
+    ("targets: [{name: a, match: {command: x}, slo: 'fast please'}]", "expected METRIC<=VALUE"),
+    ("targets: [{name: a, match: {command: x}}, {name: a, match: {command: y}}]",
+     "repeated: a"),
+    ("guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x}}]",
+     "guard.regression_ratio"),
+    ("targets: [{name: a, match: {command: x}}]\nbogus: 1", "bogus: Extra inputs"),
+])
+def test_bad_config_is_refused_with_the_field_and_the_problem(tmp_path: Path, text: str,
+                                                              expect: str) -> None:
+    with pytest.raises(ConfigError, match=None) as err:
+        config.load(_write(tmp_path, text))
+    assert expect in str(err.value), str(err.value)
+
+
+def test_missing_config_says_how_to_create_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist; create it"):
+        config.load(tmp_path / "absent.yaml")
+
+
+def test_socket_authorizes_root_and_the_group_only() -> None:
+    assert authorize(1, 0, 0, "schedagent") is None
+    refusal = authorize(os.getpid(), 65534, 65534, "no-such-group-here")
+    assert refusal is not None and "neither root nor in group" in refusal
+
+
+@contextmanager
+def _api(tmp_path: Path) -> Iterator[Path]:
+    sock = tmp_path / "api.sock"
+
+    def handler(op: str, args: dict[str, object], actor: str) -> dict[str, object]:
+        if op == "boom":
+            raise ConfigError("boom: you asked for it")
+        return {"op": op, "args": args, "actor": actor}
+
+    server = ApiServer(sock, "no-such-group-here", handler)
+    server.start()
+    try:
+        yield sock
+    finally:
+        server.stop()
+
+
+def test_socket_round_trip_errors_and_file_mode(tmp_path: Path) -> None:
+    with _api(tmp_path) as sock:
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"  # no such group: root only
+        client = ApiClient(sock)
+        reply = client.call("status", {"x": 1})
+        assert reply["op"] == "status" and reply["actor"].startswith("socket uid=0")
+        with pytest.raises(ConfigError, match="boom: you asked for it"):
+            client.call("boom", {})
+
+
+#: a stdlib-only client, run as `nobody` by the system Python (the venv lives under /root)
+NOBODY_CLIENT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("connect refused by file mode"); sys.exit(3)
+try:
+    s.sendall(b'{"op": "status", "args": {}}\\n')
+except (BrokenPipeError, ConnectionResetError):
+    pass  # refused at accept: the reply is already waiting
+print(json.loads(s.makefile().readline())); sys.exit(3)
+"""
+
+
+def test_a_user_without_the_group_is_refused(tmp_path: Path) -> None:
+    """As `nobody`, with the socket opened up to everyone: SO_PEERCRED still refuses."""
+    python = "/usr/bin/python3"
+    if not Path(python).exists():
+        pytest.skip("needs the system python3 to run a client as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="schedagent-sock-"))
+    shared.chmod(0o755)
+    try:
+        with _api(shared) as sock:
+            sock.chmod(0o666)
+            out = subprocess.run([python, "-c", NOBODY_CLIENT, str(sock)], capture_output=True,
+                                 text=True, check=False, user=65534, group=65534, cwd="/")
+            assert out.returncode == 3, out.stderr
+            assert "PermissionDenied" in out.stdout and "neither root nor in group" in out.stdout
+            # with the file mode as the daemon sets it, the kernel refuses first
+            sock.chmod(0o600)
+            out = subprocess.run([python, "-c", NOBODY_CLIENT, str(sock)], capture_output=True,
+                                 text=True, check=False, user=65534, group=65534, cwd="/")
+            assert out.returncode == 3 and "refused by file mode" in out.stdout, out.stderr
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_malformed_requests_get_errors_not_a_dead_daemon(tmp_path: Path) -> None:
+    import socket as so
+    with _api(tmp_path) as sock:
+        for raw in (b"not json\n", b"[1, 2]\n", b'{"op": "x", "args": 3}\n'):
+            with so.socket(so.AF_UNIX, so.SOCK_STREAM) as s:
+                s.connect(str(sock))
+                s.sendall(raw)
+                with s.makefile() as f:
+                    reply = json.loads(f.readline())
+            assert reply["ok"] is False and "malformed request" in reply["error"]
+        assert ApiClient(sock).call("still-alive", {})["op"] == "still-alive"
+
+
+def _wait(pred: object, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_observe_mode_profiles_audits_and_stops_cleanly(tmp_path: Path) -> None:
+    marker = f"schedagent-test-sleeper-{os.getpid()}"
+    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)",
+                               marker])
+    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
+           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock")}
+    cfg = _write(tmp_path, GOOD % marker)
+    daemon = subprocess.Popen([sys.executable, "-m", "schedagent", "daemon", "--config",
+                               str(cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        client = ApiClient(tmp_path / "d.sock")
+        _wait(client.available)
+        _wait(lambda: client.call("daemon_status", {})["targets"]["sleeper"]["phase"]
+              == "observed")
+        status = client.call("daemon_status", {})
+        assert status["targets"]["sleeper"]["selected"] == f"pid {target.pid}"
+        assert status["targets"]["sleeper"]["policy"] == "eevdf"
+        with pytest.raises(SchedagentError, match="unknown operation 'nope'; valid choices"):
+            client.call("nope", {})
+        with pytest.raises(ConfigError, match="no pending proposal 7"):
+            client.call("approve", {"id": 7})
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, daemon.stderr.read() if daemon.stderr else ""
+    finally:
+        for proc in (daemon, target):
+            proc.kill()
+            proc.wait()
+        if daemon.stderr is not None:
+            daemon.stderr.close()
+    store = Store(tmp_path / "state" / "schedagent.db")
+    actions = [(r["action"], r["args"]["target"]) for r in store.audit_records()]
+    store.close()
+    assert ("start", None) in actions and ("observe", "sleeper") in actions
+    assert actions[-1] == ("stop", None)
+    assert not (tmp_path / "d.sock").exists()  # the socket goes with the daemon
+
+
+def test_auto_mode_needs_sched_ext_and_says_so(tmp_path: Path) -> None:
+    if Path("/sys/kernel/sched_ext").exists():
+        pytest.skip("this kernel has sched_ext; the VM tests cover auto mode")
+    cfg = _write(tmp_path, (GOOD % "x").replace("mode: observe", "mode: auto"))
+    out = subprocess.run([sys.executable, "-m", "schedagent", "daemon", "--config", str(cfg)],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "s")})
+    assert out.returncode != 0 and "sched_ext" in out.stderr
+
+
+def test_cli_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "schedagent", "approve", "3"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "SCHEDAGENT_SOCKET": str(tmp_path / "none.sock")})
+    assert out.returncode != 0 and "no daemon socket" in out.stderr
+
+
+def test_a_refused_client_gets_a_guardrail_error_class() -> None:
+    assert issubclass(GuardrailViolation, SchedagentError)

@@ -1,0 +1,165 @@
+"""Issue 8: the daemon in auto mode on the mixed latency workload, on a real sched_ext kernel.
+
+One long story, because each step needs the state the previous one left:
+tune and apply (or keep EEVDF), measure the daemon's own CPU use, force a bad
+policy and watch the guard roll it back, SIGKILL the daemon while a policy is
+active (the kernel returns to EEVDF), and restart it: it recovers its state from
+the store, re-applies what was active, and the second rollback quarantines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from schedagent.bench import workload
+from schedagent.daemon.socketapi import ApiClient
+from schedagent.kernel import scx
+from schedagent.store import Store
+from tests.vm.conftest import FIXTURES, report
+
+pytestmark = pytest.mark.vm
+
+CONFIG = """\
+mode: auto
+poll_interval_s: 1
+min_switch_interval_s: 0
+budgets: {budget_s: 300, max_evals: 8, observe_s: 3, window_s: 1.5, rounds: 3,
+          max_candidates: 1}
+guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_after: 2,
+        backoff_s: 600}
+targets:
+  - name: server
+    match: {command: "wakelat -w 4 -n 1000000"}
+"""
+
+
+def _wait(what: str, pred: Callable[[], Any], timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _audit(db: Path) -> list[dict[str, Any]]:
+    store = Store(db)
+    try:
+        return store.audit_records(500)
+    finally:
+        store.close()
+
+
+def _actions(db: Path, action: str) -> list[dict[str, Any]]:
+    return [r for r in _audit(db) if r["actor"] == "daemon" and r["action"] == action]
+
+
+def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = state / "schedagent.db"
+    sock = tmp_path / "daemon.sock"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(CONFIG)
+    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state), "SCHEDAGENT_SOCKET": str(sock)}
+    os.environ["SCHEDAGENT_STATE_DIR"] = str(state)  # this process's own ops calls
+    binary = workload.build(workload.resolve("mixed"))
+    hogs = subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
+                             "--timeout", "1800s", "-q"])
+    client = subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
+                               "-b", "3000"], stdout=subprocess.DEVNULL)
+    procs: list[subprocess.Popen[bytes]] = [hogs, client]
+
+    def start_daemon() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(["schedagent", "daemon", "--config", str(cfg)], env=env)
+        procs.append(proc)
+        _wait("the daemon socket", sock.exists, 60)
+        return proc
+
+    measured: dict[str, Any] = {}
+    try:
+        time.sleep(6)  # past the client's start-up burst
+        daemon = start_daemon()
+        api = ApiClient(sock)
+
+        # 1. a new target: profiled, tuned live against EEVDF, a winner applied or none
+        tuned = _wait("the tune decision", lambda: _actions(db, "tune"), 600)[0]["result"]
+        decision = tuned["decision"]
+        measured["tune"] = {"decision": decision["policy"], "why": decision["why"][:300]}
+        snap = scx.read_state()
+        status = api.call("daemon_status", {})["targets"]["server"]
+        if decision["policy"] == "eevdf":
+            assert snap.state == "disabled" and status["policy"] == "eevdf"
+        else:
+            assert snap.state == "enabled" and snap.ops == decision["policy"]
+            assert status["policy"] == decision["policy"] and status["phase"] == "active"
+            assert [r for r in _actions(db, "apply") if "eevdf ->" in r["result"]["diff"]]
+
+        # 2. the daemon's own CPU use in steady state (guarding or watching)
+        proc = psutil.Process(daemon.pid)
+        t0, c0 = time.monotonic(), sum(proc.cpu_times()[:2])
+        time.sleep(60)
+        measured["daemon_cpu_pct_of_one_core"] = round(
+            100 * (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0), 2)
+
+        # 3. a regression injected: a policy that serves the server last, forced in
+        art = api.call("verify_policy", {"source": (FIXTURES / "lastserve.bpf.c").read_text()})
+        before = len(_actions(db, "rollback"))
+        forced_at = time.monotonic()
+        api.call("apply", {"target": "server", "policy": art["artifact_id"]})
+        assert scx.read_state().ops == "lastserve"
+        rb = _wait("the guard's rollback", lambda: _actions(db, "rollback")[before:],
+                   180)[0]["result"]
+        measured["rollback_1"] = {"trigger": rb["trigger"],
+                                  "apply_to_eevdf_s": round(time.monotonic() - forced_at, 1),
+                                  "detect_to_eevdf_ms": rb["detect_to_eevdf_ms"]}
+        assert scx.read_state().state == "disabled"
+        assert rb["diff"] == "lastserve -> eevdf" and rb["quarantined"] is False
+        assert rb["trigger"].startswith(("SLO regression", "kernel:", "starvation"))
+
+        # 4. SIGKILL while a policy is active: the kernel itself returns to EEVDF
+        api.call("apply", {"target": "server", "policy": art["artifact_id"]})
+        assert scx.read_state().ops == "lastserve"
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+        ok, snap = scx.wait_for(lambda s: s.state == "disabled", 10.0)
+        assert ok, f"after SIGKILL sched_ext is {snap.state} ({snap.ops})"
+
+        # 5. restart: the store tells it what was active and what was rolled back before
+        daemon = start_daemon()
+        restored = _wait("the restart apply", lambda: [
+            r for r in _actions(db, "apply") if r["result"]["trigger"] == "restart"], 120)
+        assert "lastserve" in restored[0]["result"]["diff"]
+        assert _actions(db, "recover"), "the dead owner's record was not recovered"
+        rb2 = _wait("the second rollback", lambda: _actions(db, "rollback")[before + 1:],
+                    180)[0]["result"]
+        assert rb2["quarantined"] is True  # rollback #2 of lastserve: quarantine_after = 2
+        status = api.call("daemon_status", {})
+        assert status["targets"]["server"]["rollbacks"]["lastserve"] == 2  # 1 from the store
+        quarantine = api.call("status", {})["quarantine"]
+        assert any("2 rollbacks of lastserve" in q["reason"] for q in quarantine)
+        assert scx.read_state().state == "disabled"
+        measured["rollback_2"] = {"trigger": rb2["trigger"],
+                                  "detect_to_eevdf_ms": rb2["detect_to_eevdf_ms"]}
+
+        # 6. SIGTERM: back to EEVDF and a clean exit
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+        assert _actions(db, "stop")
+    finally:
+        report("daemon_auto_mixed", measured)
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert scx.read_state().state == "disabled"
+
