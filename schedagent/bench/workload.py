@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schedagent.config import cache_dir
+from schedagent.config import cache_dir, load_yaml_model
 from schedagent.errors import ConfigError, ToolMissing
 
 WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
@@ -158,20 +158,8 @@ class Workload:
 def load(directory: Path) -> Workload:
     """Parse and validate one ``workload.yaml``, with the file named in every error."""
     path = directory / "workload.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping, got {type(raw).__name__}")
-    try:
-        spec = WorkloadDef.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}"
-                             for e in err.errors())
-        raise ConfigError(f"{path} is not a valid workload definition: {problems}") from err
+    spec = load_yaml_model(path, WorkloadDef, "a valid workload definition",
+                           "name, command, metrics")
     if spec.name != directory.name:
         raise ConfigError(f"{path}: name {spec.name!r} must equal its directory name "
                           f"{directory.name!r}")

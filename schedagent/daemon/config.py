@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schedagent.config import load_yaml_model
 from schedagent.errors import ConfigError
 from schedagent.profile.model import parse_slo
 
@@ -114,20 +114,6 @@ class DaemonConfig(_Strict):
 
 def load(path: Path) -> DaemonConfig:
     """Read and validate a config file; every problem names its field and the fix."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"config file {path} does not exist; create it (see "
-                          "scripts/config.example.yaml) or pass --config PATH") from err
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}; fix the syntax") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a YAML mapping with at least `targets:`")
-    try:
-        return DaemonConfig.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
-        raise ConfigError(f"{path} is invalid: {problems}") from err
+    return load_yaml_model(path, DaemonConfig, "a valid daemon config (see "
+                           "scripts/config.example.yaml; or pass --config PATH)",
+                           "at least `targets:`")

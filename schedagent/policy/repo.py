@@ -12,10 +12,9 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schedagent.config import PROJECT_ROOT
+from schedagent.config import PROJECT_ROOT, load_yaml_model
 from schedagent.errors import ConfigError, PolicyNotFound, TunableError
 
 POLICIES_DIR = PROJECT_ROOT / "policies"
@@ -101,20 +100,8 @@ class PolicySource(BaseModel):
 
 def load_meta(path: Path) -> PolicyMeta:
     """Parse and validate one ``policy.yaml``."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}; fix the syntax") from err
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a YAML mapping with name, summary, intent, tunables")
-    try:
-        return PolicyMeta.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in err.errors())
-        raise ConfigError(f"{path} does not match the policy schema: {problems}") from err
+    return load_yaml_model(path, PolicyMeta, "valid against the policy schema",
+                           "name, summary, intent, tunables")
 
 
 def builtin_names(root: Path = POLICIES_DIR) -> list[str]:

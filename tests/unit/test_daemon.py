@@ -9,10 +9,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,18 +164,34 @@ def _wait(pred: object, timeout_s: float = 30.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def test_observe_mode_profiles_audits_and_stops_cleanly(tmp_path: Path) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_observe_mode_profiles_audits_notifies_systemd_and_stops_cleanly(
+        tmp_path: Path) -> None:
     marker = f"schedagent-test-sleeper-{os.getpid()}"
     target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)",
                                marker])
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
+    port = _free_port()
     env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
-           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock")}
-    cfg = _write(tmp_path, GOOD % marker)
+           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock"),
+           "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    cfg = _write(tmp_path, GOOD % marker + f"prometheus_port: {port}\n")
     daemon = subprocess.Popen([sys.executable, "-m", "schedagent", "daemon", "--config",
                                str(cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    messages: list[str] = []
     try:
+        while not any(m.startswith("READY=1") for m in messages):
+            messages.append(notify.recv(4096).decode())
+        while "WATCHDOG=1" not in messages:  # pinged every WATCHDOG_USEC / 2
+            messages.append(notify.recv(4096).decode())
         client = ApiClient(tmp_path / "d.sock")
-        _wait(client.available)
         _wait(lambda: client.call("daemon_status", {})["targets"]["sleeper"]["phase"]
               == "observed")
         status = client.call("daemon_status", {})
@@ -183,9 +201,17 @@ def test_observe_mode_profiles_audits_and_stops_cleanly(tmp_path: Path) -> None:
             client.call("nope", {})
         with pytest.raises(ConfigError, match="no pending proposal 7"):
             client.call("approve", {"id": 7})
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
+        assert 'schedagent_active_policy{target="sleeper",policy="eevdf"} 1' in metrics
+        assert "schedagent_rollbacks_total 0" in metrics
+        assert "schedagent_quarantine_size 0" in metrics
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, daemon.stderr.read() if daemon.stderr else ""
+        while "STOPPING=1" not in messages:
+            messages.append(notify.recv(4096).decode())
     finally:
+        notify.close()
         for proc in (daemon, target):
             proc.kill()
             proc.wait()
@@ -197,6 +223,16 @@ def test_observe_mode_profiles_audits_and_stops_cleanly(tmp_path: Path) -> None:
     assert ("start", None) in actions and ("observe", "sleeper") in actions
     assert actions[-1] == ("stop", None)
     assert not (tmp_path / "d.sock").exists()  # the socket goes with the daemon
+
+
+def test_shipped_config_example_and_unit_file() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = config.load(root / "scripts" / "config.example.yaml")
+    assert cfg.mode == "propose" and [t.name for t in cfg.targets] == ["web", "batch", "server"]
+    unit = (root / "scripts" / "schedagent.service").read_text()
+    for line in ("Type=notify", "WatchdogSec=", "KillSignal=SIGTERM", "CAP_BPF",
+                 "NoNewPrivileges=yes"):
+        assert line in unit
 
 
 def test_auto_mode_needs_sched_ext_and_says_so(tmp_path: Path) -> None:
