@@ -26,6 +26,9 @@ echo "share, so the client falls behind. Now tune for the client, with the offli
 
 step "4. schedagent tune $client: profile, SLO, candidates through the gates, live A/B vs EEVDF"
 schedagent tune "$client" --observe-s 3 --window-s 2 --rounds 4 --budget-s 900
+
+step "4b. the same machine through MCP, as a coding agent sees it (a real MCP client session)"
+python3 scripts/mcp-demo.py "$client"
 kill "$client" "$hogs" 2>/dev/null
 client=""; hogs=""
 

@@ -98,6 +98,8 @@ class DaemonConfig(_Strict):
     #: a persistent SLO violation under EEVDF re-tunes after this many checks
     violation_checks: int = Field(6, ge=1, le=1000)
     poll_interval_s: float = Field(5.0, ge=0.2, le=3600)
+    #: a newly started process is profiled only once it is this old (start-up is no phase)
+    settle_s: float = Field(10.0, ge=0, le=3600)
     socket: Path = DEFAULT_SOCKET
     socket_group: str = "schedagent"
     #: serve Prometheus text metrics on 127.0.0.1:PORT (off when absent)

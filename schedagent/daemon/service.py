@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from schedagent import engine, ops, services
 from schedagent.agent import live
 from schedagent.agent.tune import TuneRequest
@@ -88,6 +90,16 @@ class TargetState:
                 "rollbacks": self.rollbacks, "applied": self.applied}
 
 
+def _age_s(target: partial.Target) -> float:
+    """How long a pid target has existed (a cgroup counts as settled)."""
+    if target.pid is None:
+        return float("inf")
+    try:
+        return time.time() - psutil.Process(target.pid).create_time()
+    except psutil.Error:
+        return 0.0
+
+
 def starvation_scan(window_s: float) -> tuple[float, int | None]:
     """The longest mean runnable wait per timeslice of any thread on the system over a
     window (ms), and that thread. A thread that stayed runnable without running at all
@@ -124,6 +136,7 @@ class Daemon:
         self.heartbeat = time.monotonic()
         self.started = time.time()
         self._stop = threading.Event()
+        self._foreign: str | None = None
         self._api: ApiServer | None = None
         self._metrics: http.server.ThreadingHTTPServer | None = None
 
@@ -154,6 +167,7 @@ class Daemon:
         except _Stop:
             pass
         finally:
+            self._stop.set()  # the watchdog thread
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             sdnotify.notify("STOPPING=1")
@@ -163,7 +177,8 @@ class Daemon:
         self._stop.set()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop.set()
+        # No locks here (an Event.set() could deadlock against the interrupted code): the
+        # exception unwinds whatever runs, and every context manager on the way detaches.
         raise _Stop(signal.Signals(signum).name)
 
     def _shutdown(self) -> None:
@@ -231,6 +246,10 @@ class Daemon:
                         self._audit("target-gone", ts, {})
                     ts.target, ts.phase, ts.profile = None, "waiting", None
                     return
+                if self._foreign_scheduler(ts):
+                    return
+                if found != ts.target and _age_s(found) < self.cfg.settle_s:
+                    return  # let it reach its steady state first
                 if found != ts.target:
                     if ts.active is not None:
                         self._release(ts, "target replaced")
@@ -248,6 +267,22 @@ class Daemon:
                 ts.target, ts.phase = None, "waiting"
         except SchedagentError as err:
             self._audit("error", ts, {"error": str(err)})
+
+    def _foreign_scheduler(self, ts: TargetState) -> bool:
+        """Someone else's sched_ext scheduler is attached: step aside, and say so once."""
+        if ts.active is not None or self.cfg.mode == "observe":
+            return False
+        snap = scx.read_state()
+        if snap.state == "disabled" or any(t.active for t in self.targets.values()):
+            self._foreign = None
+            return False
+        if self._foreign != snap.ops:
+            self._foreign = snap.ops
+            self._audit("step-aside", ts, {"outcome": f"{snap.ops} ({snap.state}) is attached "
+                                           "and not ours; nothing is tuned until it goes",
+                                           "rationale": "one sched_ext scheduler at a time; "
+                                           "the administrator's choice wins"})
+        return True
 
     def _request(self, ts: TargetState, dry_run: bool) -> TuneRequest:
         b = self.cfg.budgets

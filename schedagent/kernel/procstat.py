@@ -59,6 +59,18 @@ class Topology:
 class Window:
     """What was seen of a target over one observation window."""
 
+    def reaped_unseen_ns(self) -> int:
+        """CPU of the target's children that came and went between passes, unseen.
+
+        The target's processes reaped children worth ``reaped`` ns in the window. Children
+        that were watched and then exited are in that figure with their whole lifetime's
+        CPU, which their threads' own counters already cover, so that is taken off.
+        """
+        reaped = sum(last - self.reaped_first.get(tgid, last)
+                     for tgid, last in self.reaped_last.items())
+        watched = sum(t.run_ns for t in self.last.values() if t.tgid in self.tgids_exited)
+        return max(0, reaped - watched)
+
     duration_s: float
     first: dict[int, ThreadSample] = field(default_factory=dict)
     last: dict[int, ThreadSample] = field(default_factory=dict)
@@ -66,6 +78,9 @@ class Window:
     tgids_seen: set[int] = field(default_factory=set)
     tgids_exited: set[int] = field(default_factory=set)
     max_threads: int = 0
+    #: per tgid: CPU time (ns) of its children that it reaped, at first and last sight
+    reaped_first: dict[int, int] = field(default_factory=dict)
+    reaped_last: dict[int, int] = field(default_factory=dict)
     target_exited: bool = False
     system_start: SystemSample | None = None
     system_end: SystemSample | None = None
@@ -85,6 +100,18 @@ def read_thread(tgid: int, tid: int) -> ThreadSample | None:
     except (OSError, ValueError):
         return None
     return ThreadSample(tid, tgid, run, wait, slices, vol, invol, time.monotonic())
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def read_reaped_ns(tgid: int) -> int | None:
+    """CPU time of the process's children that exited and were reaped (cutime + cstime)."""
+    try:
+        fields = Path(f"/proc/{tgid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[13]) + int(fields[14])) * _TICK_NS
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _psi(kind: str) -> int | None:
@@ -192,6 +219,11 @@ def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) ->
         window.tgids_exited |= window.tgids_seen - current_tgids
         window.tgids_seen |= current_tgids
         window.max_threads = max(window.max_threads, len(pairs))
+        for tgid in current_tgids:
+            reaped = read_reaped_ns(tgid)
+            if reaped is not None:
+                window.reaped_first.setdefault(tgid, reaped)
+                window.reaped_last[tgid] = reaped
         for tgid, tid in pairs:
             sample = read_thread(tgid, tid)
             if sample is None:

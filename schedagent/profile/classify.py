@@ -54,10 +54,12 @@ def features_from_window(window: Window, topo: Topology) -> Features:
         busy += util >= BUSY_UTIL
         burst_us = d_run / 1000 / d_slices if d_slices else 0.0
         sleepers += d_vol / span >= SLEEPER_WAKEUPS_PER_S and burst_us < SHORT_BURST_US
+    # short-lived children that started and ended between two passes still used the CPU
+    unseen = window.reaped_unseen_ns()
     start, end = window.system_start, window.system_end
     assert start is not None and end is not None  # observe() always sets both
     return Features(
-        cpu_util=run / (dur * 1e9), max_thread_util=max_util, busy_threads=busy,
+        cpu_util=(run + unseen) / (dur * 1e9), max_thread_util=max_util, busy_threads=busy,
         threads=window.max_threads, wakeups_per_s=vol / dur, preemptions_per_s=invol / dur,
         avg_burst_us=run / 1000 / slices if slices else 0.0,
         # a target that waited without running once has waited the whole time, not zero

@@ -29,6 +29,7 @@ from schedagent.store import Store
 GOOD = """\
 mode: observe
 poll_interval_s: 0.3
+settle_s: 0
 budgets: {observe_s: 0.5}
 guard: {window_s: 0.5}
 targets:

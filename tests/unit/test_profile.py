@@ -149,3 +149,23 @@ def test_classifier_never_reads_names() -> None:
     source = inspect.getsource(cl)
     for forbidden in (r"cmdline", r"\bcomm\b", r"\.name\(", r"\bexe\("):
         assert not re.search(forbidden, source), forbidden
+
+
+def test_cpu_of_children_too_short_lived_to_be_seen_is_counted() -> None:
+    """A parent that runs 50 ms CPU burners one after another: most live less than a
+    sampling pass, yet their CPU shows up (through the parent's reaped-children time)."""
+    code = ("import subprocess, sys, time\n"
+            "end = time.monotonic() + 20\n"
+            "while time.monotonic() < end:\n"
+            "    subprocess.run([sys.executable, '-c', 'import time\\n"
+            "t = time.process_time()\\nwhile time.process_time() - t < 0.05: pass'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.5)
+    finally:
+        proc.kill()
+        proc.wait()
+    feats = cl.features_from_window(window, TOPO)
+    assert window.reaped_unseen_ns() > 0.3e9  # most of the burners' CPU was never sampled
+    assert feats.cpu_util > 0.3
