@@ -1,8 +1,7 @@
 """Issue 8: the daemon in auto mode on the mixed latency workload, on a real sched_ext kernel.
 
 One long story, because each step needs the state the previous one left:
-tune and apply (or keep EEVDF), measure the daemon's own CPU use, force a bad
-policy and watch the guard roll it back, SIGKILL the daemon while a policy is
+tune and apply (or keep EEVDF), force a bad policy and watch the guard roll it back, SIGKILL the daemon while a policy is
 active (the kernel returns to EEVDF), and restart it: it recovers its state from
 the store, re-applies what was active, and the second rollback quarantines.
 """
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from schedagent.bench import workload
@@ -39,7 +37,7 @@ guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_
         backoff_s: 600}
 targets:
   - name: server
-    match: {command: "wakelat -w 4 -n 1000000"}
+    match: {command: "-w 4 -n 1000000 -r 400"}   # the mixed workload's server
 """
 
 
@@ -94,6 +92,8 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
                                        "-b", "3000"], stdout=subprocess.DEVNULL))
 
         # 1. a new target: profiled, tuned live against EEVDF, a winner applied or none
+        _wait("the daemon to select the server", lambda: api.call(
+            "daemon_status", {})["targets"]["server"]["selected"], 120)
         tuned = _wait("the tune decision", lambda: _actions(db, "tune"), 600)[0]["result"]
         decision = tuned["decision"]
         measured["tune"] = {"decision": decision["policy"], "why": decision["why"][:300]}
@@ -106,14 +106,7 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
             assert status["policy"] == decision["policy"] and status["phase"] == "active"
             assert [r for r in _actions(db, "apply") if "eevdf ->" in r["result"]["diff"]]
 
-        # 2. the daemon's own CPU use in steady state (guarding or watching)
-        proc = psutil.Process(daemon.pid)
-        t0, c0 = time.monotonic(), sum(proc.cpu_times()[:2])
-        time.sleep(60)
-        measured["daemon_cpu_pct_of_one_core"] = round(
-            100 * (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0), 2)
-
-        # 3. a regression injected: a policy that serves the server last, forced in
+        # 2. a regression injected: a policy that serves the server last, forced in
         art = api.call("verify_policy", {"source": (FIXTURES / "lastserve.bpf.c").read_text()})
         before = len(_actions(db, "rollback"))
         forced_at = time.monotonic()
@@ -128,7 +121,7 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         assert rb["diff"] == "lastserve -> eevdf" and rb["quarantined"] is False
         assert rb["trigger"].startswith(("SLO regression", "kernel:", "starvation"))
 
-        # 4. SIGKILL while a policy is active: the kernel itself returns to EEVDF
+        # 3. SIGKILL while a policy is active: the kernel itself returns to EEVDF
         api.call("apply", {"target": "server", "policy": art["artifact_id"]})
         assert scx.read_state().ops == "lastserve"
         daemon.send_signal(signal.SIGKILL)
@@ -136,7 +129,7 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         ok, snap = scx.wait_for(lambda s: s.state == "disabled", 10.0)
         assert ok, f"after SIGKILL sched_ext is {snap.state} ({snap.ops})"
 
-        # 5. restart: the store tells it what was active and what was rolled back before
+        # 4. restart: the store tells it what was active and what was rolled back before
         daemon = start_daemon()
         restored = _wait("the restart apply", lambda: [
             r for r in _actions(db, "apply") if r["result"]["trigger"] == "restart"], 120)
@@ -153,7 +146,7 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         measured["rollback_2"] = {"trigger": rb2["trigger"],
                                   "detect_to_eevdf_ms": rb2["detect_to_eevdf_ms"]}
 
-        # 6. SIGTERM: back to EEVDF and a clean exit
+        # 5. SIGTERM: back to EEVDF and a clean exit
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         assert _actions(db, "stop")
