@@ -12,7 +12,7 @@ journal=out/vm-journal.txt
 rc=4
 for attempt in 1 2 3; do
     SCHEDAGENT_REQUIRE_VM=1 SCHEDAGENT_VM_JOURNAL="$journal" .venv/bin/schedagent sandbox run -- \
-        python -m pytest -m vm tests/vm -v -rA -p no:cacheprovider
+        python -m pytest -m vm tests/vm -v -rA -p no:cacheprovider --durations=15
     rc=$?
     [ "$rc" = 4 ] || break
     echo "run-vm-tests: the guest died before the tests finished (attempt $attempt);" \

@@ -44,7 +44,7 @@ from schedagent.errors import ConfigError, SchedagentError, TargetGone
 from schedagent.kernel import partial, procstat, scx, toolchain
 from schedagent.policy import repo
 from schedagent.profile.classify import detect_phase_change
-from schedagent.profile.model import WorkloadProfile, parse_slo
+from schedagent.profile.model import Features, WorkloadProfile, parse_slo
 from schedagent.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class _Active:
     session: engine.Session
     since: float
     last_value: float | None = None
+    #: the target's behaviour in the first guard window under this policy: phases are
+    #: judged against it (against EEVDF's profile, the policy's own effect would count)
+    reference: Features | None = None
 
 
 @dataclass(slots=True)
@@ -78,6 +81,7 @@ class TargetState:
     active: _Active | None = None
     regressions: int = 0
     violations: int = 0
+    phase_votes: int = 0
     checks: int = 0
     # persisted (kv "target:<name>")
     last_switch: float = 0.0
@@ -455,12 +459,14 @@ class Daemon:
                            f"EEVDF {active.baseline:.4g} in {ts.regressions} windows",
                            evidence, detected)
             return
-        if ts.profile is not None:
-            change = detect_phase_change(ts.profile, replace(ts.profile,
-                                                             features=sample.features))
-            if change is not None and not worse and change.reason.startswith("class"):
-                change = None  # a class flip alone, with the SLO fine, is not a new phase
-            if change is not None:
+        if ts.profile is not None and active.reference is None:
+            active.reference = sample.features
+        elif ts.profile is not None and active.reference is not None:
+            change = detect_phase_change(replace(ts.profile, features=active.reference),
+                                         replace(ts.profile, features=sample.features))
+            ts.phase_votes = ts.phase_votes + 1 if change is not None else 0
+            if change is not None and ts.phase_votes >= 2:
+                ts.phase_votes = 0
                 self._rollback(ts, f"phase change: {change.reason}", evidence, detected)
                 ts.backoff_until = 0.0  # a new phase is a new workload: re-tune it
                 self._save(ts)
@@ -480,8 +486,13 @@ class Daemon:
             return
         assert ts.target is not None
         prof = services.profile_workload(ts.target, self.cfg.guard.window_s, ts.cfg.slo)
-        if ts.profile is not None and detect_phase_change(ts.profile, prof) is not None and \
-                prof.workload_class != ts.profile.workload_class:
+        # a material change (CPU use, wakeup rate) in two checks in a row; a class label
+        # alone is not one: near a rule boundary it flips from window to window
+        change = detect_phase_change(ts.profile, prof) if ts.profile is not None else None
+        material = change is not None and not change.reason.startswith("class")
+        ts.phase_votes = ts.phase_votes + 1 if material else 0
+        if ts.phase_votes >= 2:
+            ts.phase_votes = 0
             self._trigger(ts, "phase-change")
             return
         slo = prof.slo
@@ -504,24 +515,28 @@ class Daemon:
         if op == "rollback":
             return self.rollback_now(actor)
         if op == "proposals":
-            return {"proposals": self.store.proposals(args.get("status"))}
+            store = services.open_store()
+            try:
+                return {"proposals": store.proposals(args.get("status"))}
+            finally:
+                store.close()
         return ops.call(op, args, actor)
 
+    def _quarantine_size(self) -> int:
+        store = services.open_store()  # the API's threads keep off the loop's connection
+        try:
+            return len(store.quarantine_list())
+        finally:
+            store.close()
+
     def status(self) -> dict[str, Any]:
-        with self.lock:
-            return ops.bounded({
-                "pid": os.getpid(), "mode": self.cfg.mode, "uptime_s": time.time() - self.started,
-                "sched_ext": asdict(scx.read_state()), "rollbacks_total": self.rollbacks_total,
-                "quarantine": len(self.store.quarantine_list()),
-                "targets": {name: {"selected": ts.target.describe() if ts.target else None,
-                                   "phase": ts.phase,
-                                   "policy": ts.active.name if ts.active else "eevdf",
-                                   "metric": ts.active.metric.name if ts.active else None,
-                                   "last_value": ts.active.last_value if ts.active else None,
-                                   "baseline": ts.active.baseline if ts.active else None,
-                                   "backoff_s": max(0.0, ts.backoff_until - time.time()),
-                                   "rollbacks": ts.rollbacks}
-                            for name, ts in self.targets.items()}})
+        """A snapshot, without the loop's lock: a tune holds that for minutes."""
+        return ops.bounded({
+            "pid": os.getpid(), "mode": self.cfg.mode, "uptime_s": time.time() - self.started,
+            "sched_ext": asdict(scx.read_state()), "rollbacks_total": self.rollbacks_total,
+            "quarantine": self._quarantine_size(),
+            "targets": {name: _view(ts)
+                        for name, ts in self.targets.items()}})
 
     def _baseline(self, ts: TargetState, metric: live.LiveMetric) -> float:
         assert ts.target is not None
@@ -592,15 +607,16 @@ class Daemon:
                  "# TYPE schedagent_slo_metric gauge",
                  "# TYPE schedagent_rollbacks_total counter",
                  "# TYPE schedagent_quarantine_size gauge"]
-        with self.lock:
-            for name, ts in self.targets.items():
-                policy = ts.active.name if ts.active else "eevdf"
-                lines.append(f'schedagent_active_policy{{target="{name}",policy="{policy}"}} 1')
-                if ts.active is not None and ts.active.last_value is not None:
-                    lines.append(f'schedagent_slo_metric{{target="{name}",'
-                                 f'metric="{ts.active.metric.name}"}} {ts.active.last_value}')
-            lines.append(f"schedagent_rollbacks_total {self.rollbacks_total}")
-            lines.append(f"schedagent_quarantine_size {len(self.store.quarantine_list())}")
+        # no lock: a snapshot is enough, and a tune holds the lock for minutes
+        for name, ts in self.targets.items():
+            view = _view(ts)
+            lines.append(f'schedagent_active_policy{{target="{name}",'
+                         f'policy="{view["policy"]}"}} 1')
+            if view["last_value"] is not None:
+                lines.append(f'schedagent_slo_metric{{target="{name}",'
+                             f'metric="{view["metric"]}"}} {view["last_value"]}')
+        lines.append(f"schedagent_rollbacks_total {self.rollbacks_total}")
+        lines.append(f"schedagent_quarantine_size {self._quarantine_size()}")
         return "\n".join(lines) + "\n"
 
     def _start_metrics(self, port: int) -> None:
@@ -624,6 +640,18 @@ class Daemon:
         self._metrics = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         threading.Thread(target=self._metrics.serve_forever, name="metrics",
                          daemon=True).start()
+
+
+def _view(ts: TargetState) -> dict[str, Any]:
+    """One target as the API shows it (read once: the loop may change it meanwhile)."""
+    active, target = ts.active, ts.target
+    return {"selected": target.describe() if target else None, "phase": ts.phase,
+            "policy": active.name if active else "eevdf",
+            "metric": active.metric.name if active else None,
+            "last_value": active.last_value if active else None,
+            "baseline": active.baseline if active else None,
+            "backoff_s": max(0.0, ts.backoff_until - time.time()),
+            "rollbacks": dict(ts.rollbacks)}
 
 
 def run(cfg: DaemonConfig) -> None:
