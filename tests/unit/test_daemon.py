@@ -255,3 +255,34 @@ def test_cli_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_refused_client_gets_a_guardrail_error_class() -> None:
     assert issubclass(GuardrailViolation, SchedagentError)
+
+
+def test_status_answers_while_the_loop_holds_its_lock(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tune holds the loop's lock for minutes; the API must still answer."""
+    import threading
+
+    from schedagent.daemon.service import Daemon
+
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path / "state"))
+    cfg = config.load(_write(tmp_path, GOOD % "x"))
+    daemon = Daemon(cfg, Store(tmp_path / "state" / "schedagent.db"))
+    held, release = threading.Event(), threading.Event()
+
+    def busy_loop() -> None:
+        with daemon.lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=busy_loop)
+    holder.start()
+    held.wait(5)
+    answers: list[dict[str, object]] = []
+    asker = threading.Thread(target=lambda: answers.append(daemon.status()))
+    asker.start()
+    asker.join(10)
+    release.set()
+    holder.join()
+    daemon.store.close()
+    assert answers and answers[0]["targets"]["sleeper"]["policy"] == "eevdf"  # type: ignore[index]
+    assert "schedagent_rollbacks_total 0" in daemon.metrics_text()
