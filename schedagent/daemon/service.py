@@ -28,6 +28,7 @@ import signal
 import statistics
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ from schedagent.profile.model import Features, WorkloadProfile, parse_slo
 from schedagent.store import Store
 
 log = logging.getLogger(__name__)
+
+
+class DaemonBusy(SchedagentError):
+    """An API request waited too long for the daemon's loop."""
 
 
 class _Stop(BaseException):
@@ -314,7 +319,7 @@ class Daemon:
             return
         if why != "new-target" and now - ts.last_switch < self.cfg.min_switch_interval_s:
             ts.phase = "eevdf"
-            return  # hysteresis: too soon after the last switch; checked again later
+            return  # hysteresis: too soon after the last decision; checked again later
         ts.violations = 0
         if self.cfg.mode == "observe":
             prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s, ts.cfg.slo)
@@ -327,6 +332,9 @@ class Daemon:
             return
         dry = self.cfg.mode == "propose"
         report = services.tune(self._request(ts, dry), ts.cfg.slo, self._progress)
+        # a tune is a decision even when EEVDF stays: the hysteresis counts from it
+        ts.last_switch = time.time()
+        self._save(ts)
         ts.profile = WorkloadProfile.from_json(report.profile)
         decision = report.decision
         assert decision is not None
@@ -544,11 +552,22 @@ class Daemon:
                    for _ in range(self.cfg.budgets.rounds)]
         return statistics.median(samples)
 
+    @contextlib.contextmanager
+    def _busy_lock(self, what: str, timeout_s: float = 300.0) -> Iterator[None]:
+        """The loop's lock for an API request; a clear error when a tune keeps it."""
+        if not self.lock.acquire(timeout=timeout_s):
+            raise DaemonBusy(f"{what}: the daemon has been busy (tuning) for {timeout_s:.0f} s; "
+                             "try again when `schedagent status` shows it idle")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
     def approve(self, proposal_id: object, actor: str) -> dict[str, Any]:
         if not isinstance(proposal_id, int) or isinstance(proposal_id, bool):
             raise ConfigError(f"approve needs an integer proposal id, got {proposal_id!r}; see "
                               "`schedagent history` for pending proposals")
-        with self.lock:
+        with self._busy_lock("approve"):
             prop = next((p for p in self.store.proposals() if p["id"] == proposal_id), None)
             if prop is None or prop["status"] != "pending":
                 pending = [p["id"] for p in self.store.proposals("pending")]
@@ -572,7 +591,7 @@ class Daemon:
             raise ConfigError("apply needs policy (an artifact_id or verified policy name) and "
                               "optional tunables {name: int}")
         art = services.verified_artifact(ref, tunables)
-        with self.lock:
+        with self._busy_lock("apply"):
             ts = self.targets[name]
             if ts.target is None:
                 raise ConfigError(f"target {name} is not running now; nothing applied")
@@ -590,7 +609,7 @@ class Daemon:
         self._apply(ts, policy, tunables, metric, self._baseline(ts, metric), why)
 
     def rollback_now(self, actor: str) -> dict[str, Any]:
-        with self.lock:
+        with self._busy_lock("rollback"):
             released = []
             for ts in self.targets.values():
                 if ts.active is not None:

@@ -29,8 +29,8 @@ pytestmark = pytest.mark.vm
 CONFIG = """\
 mode: auto
 poll_interval_s: 1
-settle_s: 6
-min_switch_interval_s: 0
+settle_s: 15
+min_switch_interval_s: 300
 budgets: {budget_s: 300, max_evals: 8, observe_s: 3, window_s: 1.5, rounds: 3,
           max_candidates: 1}
 guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_after: 2,
@@ -74,8 +74,12 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
     binary = workload.build(workload.resolve("mixed"))
     procs: list[subprocess.Popen[bytes]] = []
 
+    log = tmp_path / "daemon.log"
+
     def start_daemon() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(["schedagent", "daemon", "--config", str(cfg)], env=env)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(["schedagent", "daemon", "--config", str(cfg)],
+                                    env={**env, "SCHEDAGENT_LOG": "INFO"}, stderr=out)
         procs.append(proc)
         # Python starts slowly under emulation, slower still beside CPU hogs
         _wait("the daemon socket", sock.exists, 300)
@@ -156,6 +160,9 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0
         assert _actions(db, "stop")
+    except BaseException:
+        print("daemon log (tail):\n" + log.read_text(errors="replace")[-6000:])
+        raise
     finally:
         report("daemon_auto_mixed", measured)
         for p in procs:
