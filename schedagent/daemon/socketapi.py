@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
+from schedagent.kernel import procstat
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,9 @@ class ApiServer:
             self.path.unlink()
 
     def _serve_one(self, sock: socket.socket, rfile: Any, wfile: Any) -> None:
+        # requests verify, attach and measure: they must stay on time beside the very
+        # CPU hogs a policy is being tried against (only root and the group get here)
+        procstat.raise_priority()
         pid, uid, gid = peer_credentials(sock)
         refusal = authorize(pid, uid, gid, self.group)
         if refusal is not None:

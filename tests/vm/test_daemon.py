@@ -89,6 +89,9 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
     try:
         daemon = start_daemon()
         api = ApiClient(sock)
+        # the regression to inject later, verified (through the socket) while the machine
+        # is still quiet
+        art = api.call("verify_policy", {"source": (FIXTURES / "lastserve.bpf.c").read_text()})
         # the workload appears after the daemon: a new target, profiled once settled
         procs.append(subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
                                        "--timeout", "1800s", "-q"]))
@@ -117,7 +120,6 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
                 assert status["policy"] == decision["policy"] and status["phase"] == "active"
 
         # 2. a regression injected: a policy that serves the server last, forced in
-        art = api.call("verify_policy", {"source": (FIXTURES / "lastserve.bpf.c").read_text()})
         before = len(_actions(db, "rollback"))
         forced_at = time.monotonic()
         api.call("apply", {"target": "server", "policy": art["artifact_id"]})
