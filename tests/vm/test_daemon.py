@@ -142,9 +142,10 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         assert ok, f"after SIGKILL sched_ext is {snap.state} ({snap.ops})"
 
         # 4. restart: the store tells it what was active and what was rolled back before
+        sock.unlink()  # the killed daemon's socket file; wait for the new one
         daemon = start_daemon()
         restored = _wait("the restart apply", lambda: [
-            r for r in _actions(db, "apply") if r["result"]["trigger"] == "restart"], 120)
+            r for r in _actions(db, "apply") if r["result"]["trigger"] == "restart"], 300)
         assert "lastserve" in restored[0]["result"]["diff"]
         assert _actions(db, "recover"), "the dead owner's record was not recovered"
         rb2 = _wait("the second rollback", lambda: _actions(db, "rollback")[before + 1:],
