@@ -286,3 +286,45 @@ def test_status_answers_while_the_loop_holds_its_lock(tmp_path: Path,
     daemon.store.close()
     assert answers and answers[0]["targets"]["sleeper"]["policy"] == "eevdf"  # type: ignore[index]
     assert "schedagent_rollbacks_total 0" in daemon.metrics_text()
+
+
+def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) -> None:
+    """Rollback counts, backoff and pending proposals survive a SIGKILL and a restart."""
+    marker = f"schedagent-test-restart-{os.getpid()}"
+    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)",
+                               marker])
+    state = tmp_path / "state"
+    store = Store(state / "schedagent.db")
+    store.kv_set("target:sleeper", {"last_switch": time.time(), "rollbacks": {"lastserve": 1},
+                                    "backoff_until": time.time() + 600, "applied": None})
+    proposal = store.add_proposal("sleeper", "latency", {"slice_ns": 2_000_000}, {"why": "x"})
+    store.close()
+    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state),
+           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock")}
+    cfg = _write(tmp_path, GOOD % marker)
+    procs = [target]
+    try:
+        for run in range(2):
+            (tmp_path / "d.sock").unlink(missing_ok=True)
+            daemon = subprocess.Popen([sys.executable, "-m", "schedagent", "daemon",
+                                       "--config", str(cfg)], env=env,
+                                      stderr=subprocess.DEVNULL)
+            procs.append(daemon)
+            client = ApiClient(tmp_path / "d.sock")
+            _wait(client.available)
+            _wait(lambda c=client: c.call("daemon_status", {})["targets"]["sleeper"]["selected"])
+            view = client.call("daemon_status", {})["targets"]["sleeper"]
+            assert view["rollbacks"] == {"lastserve": 1}, run
+            assert 0 < view["backoff_s"] <= 600
+            pending = client.call("proposals", {"status": "pending"})["proposals"]
+            assert [p["id"] for p in pending] == [proposal]
+            daemon.send_signal(signal.SIGKILL)  # no clean shutdown: only the store remains
+            daemon.wait()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    store = Store(state / "schedagent.db")
+    starts = [r for r in store.audit_records() if r["action"] == "start"]
+    store.close()
+    assert len(starts) == 2  # both runs' records are there
