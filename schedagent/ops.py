@@ -125,10 +125,10 @@ def _policy_name(name: str) -> str:
 
 
 def _system_snapshot(_: NoArgs) -> dict[str, Any]:
-    snap = scx.read_state()
     sysnow = procstat.read_system()
     st = services.status(events=5)
-    return {"sched_ext": asdict(snap), "active": st.active, "owner_alive": st.owner_alive,
+    return {"sched_ext": asdict(st.sched_ext), "active": st.active,
+            "owner_alive": st.owner_alive,
             "topology": asdict(procstat.read_topology()), "loadavg_1m": sysnow.loadavg_1m,
             "procs_running": sysnow.procs_running,
             "psi_total_us": {"cpu": sysnow.psi_cpu_some_us, "memory": sysnow.psi_mem_some_us,

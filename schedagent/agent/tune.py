@@ -12,7 +12,7 @@ import shlex
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from schedagent import engine
@@ -21,7 +21,7 @@ from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
 from schedagent.kernel import partial
 from schedagent.policy import repo
-from schedagent.profile.classify import detect_phase_change
+from schedagent.profile.classify import material_change
 from schedagent.profile.model import WorkloadProfile
 from schedagent.store import Store
 
@@ -133,7 +133,7 @@ class _Loop:
         self.report.baseline_samples.append(sample.value)
         # A material change (CPU use, wakeup rate) under EEVDF in two windows in a row is a
         # new phase. Class labels alone are not used: near a rule boundary they flip.
-        change = detect_phase_change(self.prof, replace(self.prof, features=sample.features))
+        change = material_change(self.prof, sample.features)
         self.phase_votes.append(change.reason if change else None)
         if change is not None and self.phase_votes[-2:].count(None) == 0 and \
                 len(self.phase_votes) >= 2:

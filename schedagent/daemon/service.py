@@ -44,7 +44,7 @@ from schedagent.daemon.socketapi import ApiServer
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
 from schedagent.kernel import partial, procstat, scx, toolchain
 from schedagent.policy import repo
-from schedagent.profile.classify import detect_phase_change
+from schedagent.profile.classify import material_change
 from schedagent.profile.model import Features, WorkloadProfile, parse_slo
 from schedagent.store import Store
 
@@ -470,8 +470,8 @@ class Daemon:
         if ts.profile is not None and active.reference is None:
             active.reference = sample.features
         elif ts.profile is not None and active.reference is not None:
-            change = detect_phase_change(replace(ts.profile, features=active.reference),
-                                         replace(ts.profile, features=sample.features))
+            change = material_change(replace(ts.profile, features=active.reference),
+                                     sample.features)
             ts.phase_votes = ts.phase_votes + 1 if change is not None else 0
             if change is not None and ts.phase_votes >= 2:
                 ts.phase_votes = 0
@@ -494,11 +494,9 @@ class Daemon:
             return
         assert ts.target is not None
         prof = services.profile_workload(ts.target, self.cfg.guard.window_s, ts.cfg.slo)
-        # a material change (CPU use, wakeup rate) in two checks in a row; a class label
-        # alone is not one: near a rule boundary it flips from window to window
-        change = detect_phase_change(ts.profile, prof) if ts.profile is not None else None
-        material = change is not None and not change.reason.startswith("class")
-        ts.phase_votes = ts.phase_votes + 1 if material else 0
+        # a material change (CPU use, wakeup rate) in two checks in a row
+        change = material_change(ts.profile, prof.features) if ts.profile is not None else None
+        ts.phase_votes = ts.phase_votes + 1 if change is not None else 0
         if ts.phase_votes >= 2:
             ts.phase_votes = 0
             self._trigger(ts, "phase-change")

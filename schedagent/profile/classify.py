@@ -7,7 +7,7 @@ never read here: they are untrusted text, and a name is not a behaviour.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from schedagent.kernel.procstat import Topology, Window
 from schedagent.profile.model import Features, Slo, WorkloadClass, WorkloadProfile
@@ -170,3 +170,11 @@ def detect_phase_change(old: WorkloadProfile, new: WorkloadProfile) -> PhaseChan
         return PhaseChange(old.workload_class, new.workload_class,
                            f"wakeups {a.wakeups_per_s:.0f} -> {b.wakeups_per_s:.0f}/s")
     return None
+
+
+def material_change(ref: WorkloadProfile, features: Features) -> PhaseChange | None:
+    """A large jump in CPU use or wakeup rate from ``ref``'s behaviour to ``features``.
+
+    Class labels are left out: near a rule boundary they flip from window to window.
+    """
+    return detect_phase_change(ref, replace(ref, features=features))
