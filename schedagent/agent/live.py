@@ -2,21 +2,29 @@
 
 ``tune`` cannot rerun a stranger's workload, so it watches it: alternate windows
 under EEVDF and under a candidate give interleaved samples of the same metric.
-procfs has no per-wakeup record, so each SLO metric is measured through the
-closest counter the kernel keeps for the target's threads (schedstat):
 
-- wakeup latency SLOs: mean runqueue wait per timeslice (µs, lower is better);
+- latency SLOs: the p99 wakeup-to-run latency of the target's threads in the
+  window (µs, lower is better), from the bcc probe's in-kernel histogram. The
+  probe is compiled and attached once per run (``Meter``). Without bcc, the
+  fallback is the mean runqueue wait per timeslice from schedstat, and the
+  metric's ``explains`` says so. The fallback is coarser: a policy that hands
+  out fewer, longer slices raises wait per slice while it shortens requests.
 - throughput and makespan SLOs: CPUs the target used (higher is better);
 - messaging completion time: voluntary switches per second, i.e. messages
   handled (higher is better).
+
+The daemon's guard uses the cheap counters only (``metric_for``): it runs all
+the time, and a compiled probe per watched target would cost more than it saves.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
-from schedagent.kernel import partial, procstat
+from schedagent.errors import FeatureMissing
+from schedagent.kernel import bccprobes, partial, procstat
 from schedagent.profile.classify import features_from_window
 from schedagent.profile.model import Features, Slo
 
@@ -31,6 +39,7 @@ class LiveMetric:
     explains: str
 
     def value(self, f: Features) -> float:
+        """The value from the cheap counters (the p99 metric comes from the probe)."""
         if self.name == "runq_wait_us":
             return f.avg_wait_us
         if self.name == "cpus_used":
@@ -38,9 +47,25 @@ class LiveMetric:
         return f.wakeups_per_s
 
 
+#: a window with fewer wakeups than this has no meaningful p99 and is not counted
+MIN_WAKEUPS = 20
+
+
+def wants_probe(slo: Slo) -> bool:
+    """Whether a ``Meter`` for this SLO attaches the bcc probe (latency SLOs do)."""
+    return "latency" in slo.metric or slo.unit == "us"
+
+
+def p99_metric(slo: Slo) -> LiveMetric:
+    return LiveMetric("p99_wakeup_us", "us", "lower",
+                      f"{slo.metric} is measured live as the p99 wakeup-to-run latency of the "
+                      "target's threads in each window (bcc probe on sched_wakeup and "
+                      "sched_switch)")
+
+
 def metric_for(slo: Slo) -> LiveMetric:
-    """The live counter that stands for an SLO metric."""
-    if "latency" in slo.metric or slo.unit == "us":
+    """The cheap live counter (schedstat, procfs) that stands for an SLO metric."""
+    if wants_probe(slo):
         return LiveMetric("runq_wait_us", "us", "lower",
                           f"{slo.metric} is measured live as the target's mean runqueue wait "
                           "per timeslice (schedstat), the part of latency a scheduler decides")
@@ -59,6 +84,8 @@ class Sample:
     value: float
     features: Features
     target_exited: bool
+    #: why the window cannot count (too few wakeups for a p99), else None
+    invalid: str | None = None
 
 
 def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Sample:
@@ -66,3 +93,55 @@ def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Samp
     window = procstat.observe(target, window_s)
     feats = features_from_window(window, procstat.read_topology())
     return Sample(metric.value(feats), feats, window.target_exited)
+
+
+class Meter:
+    """Measures one target's SLO metric window after window, for one tune run.
+
+    Use as a context manager: for a latency SLO it compiles and attaches the bcc
+    probe on entry (about a minute under emulation) and detaches it on exit. When
+    bcc is missing, or ``deep`` is False, it measures the cheap counter instead.
+    """
+
+    def __init__(self, target: partial.Target, slo: Slo, deep: bool = True) -> None:
+        self.target, self.slo = target, slo
+        self.metric = metric_for(slo)
+        self.fallback_note: str | None = None
+        self._want_probe = deep and wants_probe(slo)
+        self._probe: bccprobes.Probe | None = None
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Self:
+        if not self._want_probe:
+            return self
+        try:
+            self._probe = self._stack.enter_context(bccprobes.attached())
+        except FeatureMissing as err:
+            self.fallback_note = f"no p99 probe (bcc: {err.observed}); {self.metric.explains}"
+        except Exception as err:  # noqa: BLE001  # bcc raises bare Exception on compile errors
+            self.fallback_note = (f"the p99 probe did not attach ({str(err)[:200]}); "
+                                  f"{self.metric.explains}")
+        if self.fallback_note is not None:
+            self.metric = LiveMetric(self.metric.name, self.metric.unit,
+                                     self.metric.direction, self.fallback_note)
+            return self
+        self.metric = p99_metric(self.slo)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._probe = None
+        self._stack.close()
+
+    def measure(self, window_s: float) -> Sample:
+        """Watch the target for one window (raises TargetGone if it is gone at the start)."""
+        if self._probe is None:
+            return measure(self.target, self.metric, window_s)
+        # threads and children started since the last window join the probe's targets
+        self._probe.add_targets(partial.target_tgids(self.target))
+        before = self._probe.wake_fine()
+        window = procstat.observe(self.target, window_s)
+        hist = self._probe.wake_fine().minus(before)
+        feats = features_from_window(window, procstat.read_topology())
+        invalid = None if hist.total >= MIN_WAKEUPS else \
+            f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
+        return Sample(hist.percentile(99), feats, window.target_exited, invalid)

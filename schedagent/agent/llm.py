@@ -460,18 +460,18 @@ def tune_with_llm(req: TuneRequest, store: Store, profile: Callable[[], Workload
     """Stage 1 (observe) and stage 2 (the model's tool-use loop) for one target."""
     started = time.monotonic()
     prof = profile()
-    metric = live.metric_for(prof.slo)
-    rep = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric),
-                     "anthropic")
-    loop = _Loop(req, store, prof, rep, progress or (lambda what, done, total: None))
-    cost = Cost()
-    try:
-        cost = run(loop, store, rep, prof, transport, target_names(req.target), budget,
-                   model=req.model, progress=progress)
-    except TargetGone as err:
-        rep.ended, rep.end_note = "target-exited", str(err)
-        rep.decision = _decide(rep, metric, req.target)
-        _record(store, prof, rep)
+    with live.Meter(req.target, prof.slo) as meter:
+        rep = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
+                         asdict(meter.metric), "anthropic")
+        loop = _Loop(req, store, prof, rep, progress or (lambda what, done, total: None), meter)
+        cost = Cost()
+        try:
+            cost = run(loop, store, rep, prof, transport, target_names(req.target), budget,
+                       model=req.model, progress=progress)
+        except TargetGone as err:
+            rep.ended, rep.end_note = "target-exited", str(err)
+            rep.decision = _decide(rep, meter.metric, req.target)
+            _record(store, prof, rep)
     rep.wall_s = time.monotonic() - started
     rep.cost = report_cost(cost)
     return rep, rep.cost

@@ -100,6 +100,8 @@ class TuneReport:
     wall_s: float = 0.0
     #: the model's usage and price (anthropic agent only)
     cost: dict[str, object] = field(default_factory=dict)
+    #: windows left out of the comparison, and why (too few wakeups for a p99)
+    skipped_windows: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -111,9 +113,11 @@ class _PhaseChanged(Exception):
 
 class _Loop:
     def __init__(self, req: TuneRequest, store: Store, prof: WorkloadProfile,
-                 report: TuneReport, progress: Progress) -> None:
+                 report: TuneReport, progress: Progress, meter: live.Meter | None = None) -> None:
         self.req, self.store, self.prof, self.report = req, store, prof, report
-        self.metric = live.metric_for(prof.slo)
+        # without a meter (unit tests), the cheap counters: nothing to compile or attach
+        self.meter = meter or live.Meter(req.target, prof.slo, deep=False)
+        self.metric = self.meter.metric
         self.progress = progress
         self.started = time.monotonic()
         self.phase_votes: list[str | None] = []
@@ -127,10 +131,13 @@ class _Loop:
         return None
 
     def baseline_window(self) -> None:
-        sample = live.measure(self.req.target, self.metric, self.req.window_s)
+        sample = self.meter.measure(self.req.window_s)
         if sample.target_exited:
             raise TargetGone(self.req.target.pid or 0)
-        self.report.baseline_samples.append(sample.value)
+        if sample.invalid is None:
+            self.report.baseline_samples.append(sample.value)
+        else:
+            self.report.skipped_windows.append(f"EEVDF: {sample.invalid}")
         # A material change (CPU use, wakeup rate) under EEVDF in two windows in a row is a
         # new phase. Class labels alone are not used: near a rule boundary they flip.
         change = material_change(self.prof, sample.features)
@@ -161,7 +168,7 @@ class _Loop:
                                 switch_all=True, actor="tune")
         with engine.session(req, self.store) as sess:
             time.sleep(min(0.5, self.req.window_s / 4))  # let queues settle on the policy
-            sample = live.measure(self.req.target, self.metric, self.req.window_s)
+            sample = self.meter.measure(self.req.window_s)
             problem = sess.problem()
         self.report.evaluations += 1
         if problem is not None:
@@ -169,7 +176,10 @@ class _Loop:
             return
         if sample.target_exited:
             raise TargetGone(self.req.target.pid or 0)
-        trial.samples.append(sample.value)
+        if sample.invalid is None:
+            trial.samples.append(sample.value)
+        else:
+            self.report.skipped_windows.append(f"{trial.label}: {sample.invalid}")
 
     def judge(self, trial: Trial) -> None:
         if trial.status == "rejected" or len(trial.samples) < 2:
@@ -219,19 +229,41 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     progress = progress or (lambda what, done, total: None)
     progress(f"observing {req.target.describe()} for {req.observe_s:.0f} s", 0, 1)
     prof = profile()
-    metric = live.metric_for(prof.slo)
-    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric),
-                        req.agent)
-    history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
-    cands = planner.rank(prof, history, req.max_candidates)
-    report.trials = _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store)
     if req.dry_run:
-        report.ended = "dry-run"
-        report.decision = Decision("eevdf", {}, "not measured", None, None,
-                                   "--dry-run: candidates proposed and gated, nothing run", None)
-        report.wall_s = time.monotonic() - started
-        return report
-    loop = _Loop(req, store, prof, report, progress)
+        return _dry_run(req, store, prof, started)
+    if live.wants_probe(prof.slo):
+        progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
+    with live.Meter(req.target, prof.slo) as meter:
+        report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
+                            asdict(meter.metric), req.agent)
+        report.trials = _planned(prof, store, req.max_candidates)
+        _run(req, store, prof, report, _Loop(req, store, prof, report, progress, meter))
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+def _planned(prof: WorkloadProfile, store: Store, max_candidates: int) -> list[Trial]:
+    history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
+    cands = planner.rank(prof, history, max_candidates)
+    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store)
+
+
+def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
+             started: float) -> TuneReport:
+    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
+                        asdict(live.metric_for(prof.slo)), req.agent)
+    report.trials = _planned(prof, store, req.max_candidates)
+    report.ended = "dry-run"
+    report.decision = Decision("eevdf", {}, "not measured", None, None,
+                               "--dry-run: candidates proposed and gated, nothing run", None)
+    report.wall_s = time.monotonic() - started
+    return report
+
+
+def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneReport,
+         loop: _Loop) -> None:
+    """Canary, measure, halve, decide and record; EEVDF is back when this returns."""
+    progress, metric = loop.progress, loop.metric
     stage1 = [t for t in report.trials if t.status != "rejected"]
     total = req.rounds * (len(stage1) + 2)
     step = [0]
@@ -260,9 +292,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
         loop.judge(trial)
     report.decision = _decide(report, metric, req.target)
     _record(store, prof, report)
-    report.wall_s = time.monotonic() - started
     progress("done", total, total)
-    return report
 
 
 def _decide(report: TuneReport, metric: live.LiveMetric, target: partial.Target) -> Decision:

@@ -93,6 +93,9 @@ def _print(report: TuneReport) -> None:
     print(f"decision  {d.policy}{' ' + str(d.tunables) if d.tunables else ''}: {d.why}")
     if report.ended not in ("complete", "dry-run"):
         print(f"ended     {report.ended}: {report.end_note}")
+    if report.skipped_windows:
+        print(f"skipped   {len(report.skipped_windows)} windows not compared "
+              f"(first: {report.skipped_windows[0]})")
     print(f"cost      {report.evaluations} evaluations in {report.wall_s:.0f} s; "
           "the system is back on EEVDF")
     if report.cost:

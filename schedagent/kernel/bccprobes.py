@@ -27,9 +27,15 @@ ATTACH_POINTS = ("sched_wakeup", "sched_wakeup_new", "sched_switch", "sched_migr
 _BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
+def _log2_edges(i: int) -> tuple[int, int]:
+    """bcc's ``bpf_log2l(v)`` is floor(log2 v) + 1 (and 1 for v = 0): bucket 1 holds
+    [0, 2), bucket i > 1 holds [2^(i-1), 2^i); bucket 0 stays empty."""
+    return (0, 2 ** i) if i <= 1 else (2 ** (i - 1), 2 ** i)
+
+
 @dataclass(frozen=True, slots=True)
 class Histogram:
-    """A log2 histogram: ``buckets[i]`` counts values in [2^i, 2^(i+1)) µs."""
+    """A log2 histogram as bcc fills it: see ``_log2_edges`` for the bucket bounds."""
 
     unit: str
     buckets: list[int]
@@ -43,8 +49,8 @@ class Histogram:
         for i, n in enumerate(self.buckets):
             seen += n
             if seen >= q / 100 * total:
-                return float(2 ** (i + 1))
-        return float(2 ** len(self.buckets))
+                return float(_log2_edges(i)[1])
+        return float(_log2_edges(len(self.buckets))[1])
 
     def render(self, width: int = 40) -> str:
         """A terminal histogram, one line per non-empty bucket."""
@@ -52,9 +58,51 @@ class Histogram:
         lines = []
         for i, n in enumerate(self.buckets):
             if n:
+                lo, hi = _log2_edges(i)
                 bar = "#" * max(1, round(width * n / top))
-                lines.append(f"  {2 ** i:>8}-{2 ** (i + 1) - 1:<8} {self.unit} {n:>8} {bar}")
+                lines.append(f"  {lo:>8}-{hi - 1:<8} {self.unit} {n:>8} {bar}")
         return "\n".join(lines) or "  (no events)"
+
+
+FINE_SLOTS = 256
+
+
+def fine_edges(slot: int) -> tuple[int, int]:
+    """[low, high) in µs of one ``wake_fine`` slot (the layout is in schedlat.bcc.c)."""
+    if slot < 8:
+        return slot, slot + 1
+    octave, sub = 3 + (slot - 8) // 8, (slot - 8) % 8
+    return (8 + sub) << (octave - 3), (9 + sub) << (octave - 3)
+
+
+@dataclass(frozen=True, slots=True)
+class FineHistogram:
+    """Wakeup latency counts in log-linear slots (8 per power of two, so within 12.5%)."""
+
+    counts: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def minus(self, earlier: FineHistogram) -> FineHistogram:
+        """The events between two snapshots of the same running counters."""
+        return FineHistogram(tuple(a - b for a, b in zip(self.counts, earlier.counts,
+                                                          strict=True)))
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile in µs, interpolated linearly inside its slot."""
+        total = self.total
+        if not total:
+            return 0.0
+        rank = q / 100 * total
+        seen = 0
+        for slot, n in enumerate(self.counts):
+            if n and seen + n >= rank:
+                lo, hi = fine_edges(slot)
+                return lo + (hi - lo) * (rank - seen) / n
+            seen += n
+        return float(fine_edges(len(self.counts) - 1)[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +158,14 @@ class Probe:
         targets = self._bpf[b"targets"]  # type: ignore[index]
         for tgid in tgids:
             targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
+
+    def wake_fine(self) -> FineHistogram:
+        """The running wakeup latency counts since attach (diff two to get a window)."""
+        table = self._bpf[b"wake_fine"]  # type: ignore[index]
+        counts = [0] * FINE_SLOTS
+        for key, value in table.items():  # type: ignore[attr-defined]  # bcc table
+            counts[int(key.value)] = int(value.value)
+        return FineHistogram(tuple(counts))
 
     def report(self) -> DeepReport:
         elapsed = time.monotonic() - self._started
