@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedagent import config, engine
-from schedagent.agent import llm
+from schedagent.agent import live, llm
 from schedagent.agent import tune as tune_mod
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
@@ -414,7 +414,9 @@ def tune(req: tune_mod.TuneRequest, slo: str | None = None,
     if req.agent == "anthropic":
         return tune_with_agent(req, None, budget, slo, progress)[0]
     explicit = parse_slo(slo) if slo else None  # a malformed --slo fails before anything runs
-    partial.target_tids(req.target)             # so does a missing pid or cgroup
+    if req.latency_log is not None:
+        live.check_latency_log(req.latency_log)  # so does a missing access log
+    partial.target_tids(req.target)             # and a missing pid or cgroup
     engine.require_sched_ext()                  # and a kernel without sched_ext
     store = open_store()
     try:
@@ -435,6 +437,8 @@ def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None =
                     ) -> tuple[tune_mod.TuneReport, dict[str, object]]:
     """``tune --agent anthropic``: Claude chooses through the same typed operations."""
     explicit = parse_slo(slo) if slo else None
+    if req.latency_log is not None:
+        live.check_latency_log(req.latency_log)
     partial.target_tids(req.target)
     engine.require_sched_ext()
     transport = transport or llm.AnthropicTransport()

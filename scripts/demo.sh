@@ -19,13 +19,17 @@ step "3. the mixed workload: a request server that needs ~1.2 CPUs, beside 4 CPU
 wakelat=$(python3 -c 'from schedagent.bench import workload as w; print(w.build(w.resolve("mixed")))')
 stress-ng --cpu 4 --timeout 1800s -q &
 hogs=$!
-"$wakelat" -w 4 -n 10000000 -r 400 -b 3000 >/dev/null &
+rm -f out/wakelat-access.log
+"$wakelat" -w 4 -n 10000000 -r 400 -b 3000 -l out/wakelat-access.log >/dev/null &
 client=$!
 echo "client pid $client (wakelat), hogs pid $hogs (stress-ng); under EEVDF the hogs get a fair"
-echo "share, so the client falls behind. Now tune for the client, with the offline planner:"
+echo "share, so the client falls behind. The client logs each request's latency to"
+echo "out/wakelat-access.log, as a server's access log would. Now tune for the client, with"
+echo "the offline planner, judging each window on the p99 of the latencies logged in it:"
 
 step "4. schedagent tune $client: profile, SLO, candidates through the gates, live A/B vs EEVDF"
-schedagent tune "$client" --observe-s 3 --window-s 2 --rounds 4 --budget-s 900
+schedagent tune "$client" --latency-log out/wakelat-access.log --observe-s 3 --window-s 2 \
+    --rounds 4 --budget-s 900
 
 step "4b. the same machine through MCP, as a coding agent sees it (a real MCP client session)"
 python3 scripts/mcp-demo.py "$client"

@@ -3,6 +3,10 @@
 ``tune`` cannot rerun a stranger's workload, so it watches it: alternate windows
 under EEVDF and under a candidate give interleaved samples of the same metric.
 
+- with ``--latency-log PATH`` (any SLO): the p99 of the request latencies the
+  target appended to its access log during the window. This is the client's own
+  latency, the most direct measure there is; each line's last number is read as
+  one request's latency in µs.
 - latency SLOs: the p99 wakeup-to-run latency of the target's threads in the
   window (µs, lower is better), from the bcc probe's in-kernel histogram. The
   probe is compiled and attached once per run (``Meter``). Without bcc, the
@@ -20,10 +24,14 @@ the time, and a compiled probe per watched target would cost more than it saves.
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Self
 
-from schedagent.errors import FeatureMissing
+from schedagent.errors import ConfigError, FeatureMissing
 from schedagent.kernel import bccprobes, partial, procstat
 from schedagent.profile.classify import features_from_window
 from schedagent.profile.model import Features, Slo
@@ -47,7 +55,8 @@ class LiveMetric:
         return f.wakeups_per_s
 
 
-#: a window with fewer wakeups than this has no meaningful p99 and is not counted
+#: a window with fewer wakeups (or logged requests) than this has no meaningful p99
+#: and is not counted
 MIN_WAKEUPS = 20
 
 
@@ -95,6 +104,74 @@ def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Samp
     return Sample(metric.value(feats), feats, window.target_exited)
 
 
+#: the most of an access log read per window: beyond it the window's tail is skipped
+MAX_LOG_BYTES_PER_WINDOW = 16 << 20
+_LAST_NUMBER = re.compile(rb"(\d+(?:\.\d+)?)\s*$")
+
+
+def request_p99_metric(path: Path) -> LiveMetric:
+    return LiveMetric("p99_request_us", "us", "lower",
+                      f"the p99 of the request latencies the target logged to {path} in each "
+                      "window (the last number of each new line, in µs)")
+
+
+def check_latency_log(path: str | os.PathLike[str]) -> Path:
+    """The access log as a readable regular file, or a ConfigError saying what to pass."""
+    log = Path(path)
+    if not log.is_file() or not os.access(log, os.R_OK):
+        raise ConfigError(f"--latency-log {log}: not a readable file. Expected the target's "
+                          "access log, one request per line ending in its latency in µs "
+                          "(for example wakelat -l PATH); start the target with it first")
+    return log
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+class LatencyLog:
+    """Reads the request latencies appended to an access log since the last read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size  # only what is logged from now on counts
+        self.malformed = 0
+
+    def take(self) -> list[float]:
+        """Latencies (µs) of the whole lines appended since the last call."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:             # removed mid-run: the window has no requests
+            return []
+        if size < self.offset:      # rotated or truncated: start again at its beginning
+            self.offset = 0
+        # a flood is cut to its newest MAX_LOG_BYTES_PER_WINDOW, from a line start
+        start = max(self.offset, size - MAX_LOG_BYTES_PER_WINDOW)
+        try:
+            with self.path.open("rb") as fh:
+                fh.seek(start)
+                chunk = fh.read(size - start)
+        except OSError:
+            return []
+        if start > self.offset:
+            cut = chunk.find(b"\n") + 1
+            chunk, start = chunk[cut:], start + cut
+        whole = chunk[:chunk.rfind(b"\n") + 1]   # a half-written last line waits
+        self.offset = start + len(whole)
+        values = []
+        for line in whole.splitlines():
+            m = _LAST_NUMBER.search(line)
+            if m is None:
+                self.malformed += bool(line.strip())
+                continue
+            values.append(float(m.group(1)))
+        return values
+
+
 class Meter:
     """Measures one target's SLO metric window after window, for one tune run.
 
@@ -103,15 +180,21 @@ class Meter:
     bcc is missing, or ``deep`` is False, it measures the cheap counter instead.
     """
 
-    def __init__(self, target: partial.Target, slo: Slo, deep: bool = True) -> None:
+    def __init__(self, target: partial.Target, slo: Slo, deep: bool = True,
+                 latency_log: str | os.PathLike[str] | None = None) -> None:
         self.target, self.slo = target, slo
         self.metric = metric_for(slo)
         self.fallback_note: str | None = None
-        self._want_probe = deep and wants_probe(slo)
+        self._log_path = None if latency_log is None else check_latency_log(latency_log)
+        self._log: LatencyLog | None = None
+        self._want_probe = deep and wants_probe(slo) and self._log_path is None
         self._probe: bccprobes.Probe | None = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
+        if self._log_path is not None:
+            self._log = LatencyLog(self._log_path)
+            self.metric = request_p99_metric(self._log_path)
         if not self._want_probe:
             return self
         try:
@@ -134,6 +217,14 @@ class Meter:
 
     def measure(self, window_s: float) -> Sample:
         """Watch the target for one window (raises TargetGone if it is gone at the start)."""
+        if self._log is not None:
+            self._log.take()    # what was logged before this window belongs to no one
+            window = procstat.observe(self.target, window_s)
+            values = self._log.take()
+            feats = features_from_window(window, procstat.read_topology())
+            invalid = None if len(values) >= MIN_WAKEUPS else \
+                f"{len(values)} requests logged in the window, fewer than {MIN_WAKEUPS}"
+            return Sample(percentile(values, 99), feats, window.target_exited, invalid)
         if self._probe is None:
             return measure(self.target, self.metric, window_s)
         # threads and children started since the last window join the probe's targets

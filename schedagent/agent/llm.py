@@ -460,7 +460,7 @@ def tune_with_llm(req: TuneRequest, store: Store, profile: Callable[[], Workload
     """Stage 1 (observe) and stage 2 (the model's tool-use loop) for one target."""
     started = time.monotonic()
     prof = profile()
-    with live.Meter(req.target, prof.slo) as meter:
+    with live.Meter(req.target, prof.slo, latency_log=req.latency_log) as meter:
         rep = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                          asdict(meter.metric), "anthropic")
         loop = _Loop(req, store, prof, rep, progress or (lambda what, done, total: None), meter)

@@ -47,6 +47,8 @@ class TuneRequest:
     max_candidates: int = 3
     #: the model for --agent anthropic (default: $SCHEDAGENT_MODEL, then llm.DEFAULT_MODEL)
     model: str | None = None
+    #: the target's access log: windows are judged on the p99 of its logged latencies
+    latency_log: str | None = None
 
 
 @dataclass(slots=True)
@@ -231,9 +233,9 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     prof = profile()
     if req.dry_run:
         return _dry_run(req, store, prof, started)
-    if live.wants_probe(prof.slo):
+    if live.wants_probe(prof.slo) and req.latency_log is None:
         progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
-    with live.Meter(req.target, prof.slo) as meter:
+    with live.Meter(req.target, prof.slo, latency_log=req.latency_log) as meter:
         report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                             asdict(meter.metric), req.agent)
         report.trials = _planned(prof, store, req.max_candidates)

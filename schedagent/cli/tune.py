@@ -42,6 +42,9 @@ def tune(
     = 30,
     max_tokens: Annotated[int, typer.Option(min=1000, max=10_000_000, help="Model token cap.")]
     = 300_000,
+    latency_log: Annotated[str | None, typer.Option(
+        help="The target's access log: one request per line ending in its latency in us. "
+             "Windows are then judged on the p99 of the latencies logged in them.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Propose and gate candidates only.")] = False,
     keep: Annotated[bool, typer.Option(help="Hold a winning policy until Ctrl-C.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -55,7 +58,7 @@ def tune(
         chosen: Literal["offline", "anthropic"] = "offline" if agent == "offline" else "anthropic"
         target = partial.Target(pid=pid, cgroup=cgroup)
         req = TuneRequest(target, chosen, budget_s, max_evals, dry_run, observe_s, window_s,
-                          rounds, model=model)
+                          rounds, model=model, latency_log=latency_log)
         budget = Budget(max_tool_calls, max_tokens, max_usd)
         report = services.tune(req, slo, ProgressBar(enabled=True), budget)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)

@@ -49,6 +49,9 @@ class TargetConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     match: Match
     slo: str | None = Field(None, description='explicit SLO, e.g. "p99_latency<=2ms"')
+    latency_log: str | None = Field(
+        None, max_length=4096, description="the target's access log (one request per line "
+        "ending in its latency in µs): tune judges windows on its p99")
 
     @field_validator("slo")
     @classmethod

@@ -298,7 +298,8 @@ class Daemon:
         assert ts.target is not None
         return TuneRequest(ts.target, agent=self.cfg.agent, budget_s=b.budget_s,
                            max_evals=b.max_evals, dry_run=dry_run, observe_s=b.observe_s,
-                           window_s=b.window_s, rounds=b.rounds, max_candidates=b.max_candidates)
+                           window_s=b.window_s, rounds=b.rounds, max_candidates=b.max_candidates,
+                           latency_log=ts.cfg.latency_log)
 
     def _progress(self, what: str, done: int, total: int) -> None:
         self.heartbeat = time.monotonic()

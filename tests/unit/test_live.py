@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from schedagent.agent import live
 from schedagent.config import PROJECT_ROOT
-from schedagent.errors import FeatureMissing
+from schedagent.errors import ConfigError, FeatureMissing
 from schedagent.kernel import bccprobes, partial
 from schedagent.kernel.bccprobes import FINE_SLOTS, FineHistogram, Histogram, fine_edges
 from schedagent.profile.model import Slo
@@ -32,7 +35,7 @@ def test_the_c_slot_formula_is_the_one_the_python_side_decodes() -> None:
     src = (PROJECT_ROOT / "bpf/probes/schedlat.bcc.c").read_text()
     assert "slot = 8 + 8 * (oct - 3) + ((us >> (oct - 3)) & 7);" in src
     assert re.search(r"#define FINE_SLOTS\s+256\b", src) and FINE_SLOTS == 256
-    for us in [*range(0, 300), 1000, 4095, 4096, 12345, 10**6, 2**33 + 5]:
+    for us in [*range(300), 1000, 4095, 4096, 12345, 10**6, 2**33 + 5]:
         lo, hi = fine_edges(_c_slot(us))
         assert lo <= us < hi, (us, lo, hi)
     # slots tile the line: each one starts where the previous ended
@@ -126,3 +129,56 @@ def test_meter_without_bcc_measures_the_cheap_counter_and_says_so(
     # throughput SLOs never compile the probe
     with live.Meter(partial.Target(pid=os.getpid()), THROUGHPUT) as meter:
         assert meter.metric.name == "cpus_used" and meter.fallback_note is None
+
+
+def test_latency_log_yields_only_whole_lines_appended_since_the_last_read(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("0 0 99999.0\n")             # before tune started: never counted
+    log = live.LatencyLog(path)
+    with path.open("a") as fh:
+        fh.write("1 0 120.5\n2 1 80\nGET /x 200 latency=4000\n-\n3 1 7")   # last line half-written
+    assert log.take() == [120.5, 80.0, 4000.0]
+    assert log.malformed == 1
+    with path.open("a") as fh:
+        fh.write("00.0\n")
+    assert log.take() == [700.0]                  # the half line, once it was finished
+    path.write_text("4 0 10\n")                   # rotated: read from the start again
+    assert log.take() == [10.0]
+    path.unlink()
+    assert log.take() == []                       # removed: an empty window, no crash
+
+
+def test_a_flood_is_cut_to_its_newest_lines(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "MAX_LOG_BYTES_PER_WINDOW", 64)
+    path = tmp_path / "access.log"
+    path.write_text("")
+    log = live.LatencyLog(path)
+    path.write_text("".join(f"{i} 0 {i}.0\n" for i in range(100)))
+    values = log.take()
+    assert values and values[-1] == 99.0 and len(values) < 100
+    assert all(v >= 90 for v in values)           # the newest, starting at a line start
+
+
+def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    path.write_text("")
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "with open(sys.argv[1], 'a', buffering=1) as fh:\n"
+        "    for i in range(100000):\n"
+        "        fh.write(f'{i} 0 {5000 if i % 10 == 0 else 100}\\n'); time.sleep(0.001)\n"),
+        str(path)])
+    try:
+        with live.Meter(partial.Target(pid=writer.pid), LATENCY, latency_log=path) as meter:
+            assert meter.metric.name == "p99_request_us" and str(path) in meter.metric.explains
+            sample = meter.measure(0.5)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert sample.invalid is None
+    assert sample.value == 5000.0   # 1 request in 10 took 5 ms: the p99 is 5 ms
+    with pytest.raises(ConfigError, match="not a readable file"):
+        live.Meter(partial.Target(pid=os.getpid()), LATENCY, latency_log=tmp_path / "nope")
+    assert live.percentile([float(v) for v in range(1, 101)], 99) == 99.0
+    assert live.percentile([], 99) == 0.0

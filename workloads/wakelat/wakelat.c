@@ -14,10 +14,15 @@
  * The result is one JSON object on stdout, including each worker's completed count,
  * so a harness can tell when a thread made no progress.
  *
- * usage: wakelat [-w workers] [-n requests] [-r rate_per_s] [-b burn_us]
+ * With -l PATH, each completed request is also appended to PATH as one line, like a
+ * server's access log: "<request> <worker> <request latency in µs>". A watcher such
+ * as `schedagent tune --latency-log PATH` reads the latencies of a time window live.
+ *
+ * usage: wakelat [-w workers] [-n requests] [-r rate_per_s] [-b burn_us] [-l log]
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +56,7 @@ static double loops_per_us;
 static uint64_t *wake_lat;	/* ns, one slot per request, UINT64_MAX when not a wakeup */
 static uint64_t *req_lat;	/* ns, one slot per request */
 static long completed[MAX_WORKERS];
+static int log_fd = -1;		/* -l: the access log, opened O_APPEND */
 
 static uint64_t now_ns(clockid_t clk)
 {
@@ -114,6 +120,8 @@ static void *worker(void *arg)
 		spin((long)(burn_us * loops_per_us));
 		req_lat[idx] = now_ns(CLOCK_MONOTONIC) - r.arrival_ns;
 		completed[id]++;
+		if (log_fd >= 0)	/* one short write per line: O_APPEND keeps lines whole */
+			dprintf(log_fd, "%ld %ld %.1f\n", idx, id, (double)req_lat[idx] / 1000.0);
 		pthread_mutex_lock(&q.lock);
 	}
 	pthread_mutex_unlock(&q.lock);
@@ -155,7 +163,7 @@ static void print_pcts(const char *name, uint64_t *vals, long n)
 static void usage(const char *argv0)
 {
 	fprintf(stderr, "usage: %s [-w workers 1..%d] [-n requests >0] [-r rate_per_s >0] "
-		"[-b burn_us >0]\n", argv0, MAX_WORKERS);
+		"[-b burn_us >0] [-l access_log]\n", argv0, MAX_WORKERS);
 	exit(2);
 }
 
@@ -163,12 +171,19 @@ int main(int argc, char **argv)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "w:n:r:b:")) != -1) {
+	while ((opt = getopt(argc, argv, "w:n:r:b:l:")) != -1) {
 		switch (opt) {
 		case 'w': n_workers = atoi(optarg); break;
 		case 'n': n_requests = atol(optarg); break;
 		case 'r': rate = atof(optarg); break;
 		case 'b': burn_us = atof(optarg); break;
+		case 'l':
+			log_fd = open(optarg, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (log_fd < 0) {
+				fprintf(stderr, "wakelat: cannot open %s: %s\n", optarg, strerror(errno));
+				return 2;
+			}
+			break;
 		default: usage(argv[0]);
 		}
 	}
