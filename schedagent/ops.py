@@ -152,10 +152,10 @@ def _runqueue_latency(a: ProfileArgs) -> dict[str, Any]:
                 "mean_wait_us": wait_ns / 1000 / slices if slices else 0.0,
                 "timeslices": slices, "duration_s": window.duration_s}
     rep = services.deep_probe(a.target(), a.duration_s)
-    lat = rep.wakeup_latency
     return {"source": "bcc: " + ", ".join(rep.attach_points), "wakeups": rep.wakeups,
-            "wakeup_latency_us": {f"p{q}": lat.percentile(q) for q in (50, 90, 99)},
-            "histogram_log2_us": lat.buckets, "migrations": rep.migrations,
+            "wakeup_latency_us": {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
+                                  for q in (50, 90, 99)},
+            "histogram_log2_us": rep.wakeup_latency.buckets, "migrations": rep.migrations,
             "duration_s": rep.duration_s,
             "probe_overhead_pct_of_one_cpu": round(rep.overhead_pct_of_one_cpu, 3)}
 

@@ -68,8 +68,8 @@ def _print_deep(rep: DeepReport) -> None:
     print(f"  deep     bcc probes on {', '.join(rep.attach_points)} for {rep.duration_s:.1f} s: "
           f"{rep.wakeups} wakeups, {rep.migrations} migrations; probe overhead "
           f"{rep.overhead_pct_of_one_cpu:.2f}% of one CPU ({rep.probe_events} events)")
-    print(f"  wakeup-to-run latency (p50 {rep.wakeup_latency.percentile(50):.0f} µs, "
-          f"p99 {rep.wakeup_latency.percentile(99):.0f} µs):")
+    print(f"  wakeup-to-run latency (p50 {rep.wakeup_fine.percentile(50):.0f} µs, "
+          f"p99 {rep.wakeup_fine.percentile(99):.0f} µs):")
     print(rep.wakeup_latency.render())
     print("  on-CPU burst length:")
     print(rep.burst.render())

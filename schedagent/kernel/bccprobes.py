@@ -111,6 +111,8 @@ class DeepReport:
 
     attach_points: tuple[str, ...]
     wakeup_latency: Histogram
+    #: the same wakeups in log-linear slots: percentiles within 12.5%
+    wakeup_fine: FineHistogram
     burst: Histogram
     wakeups: int
     migrations: int
@@ -172,7 +174,8 @@ class Probe:
         run_ns, events = _prog_stats([fd for fd in self._fds if fd is not None])
         counts = self._bpf[b"counts"]  # type: ignore[index]
         return DeepReport(
-            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), _hist(self._bpf[b"burst"]),  # type: ignore[index]
+            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), self.wake_fine(),  # type: ignore[index]
+            _hist(self._bpf[b"burst"]),  # type: ignore[index]
             int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
             run_ns, events)
 

@@ -118,11 +118,18 @@ def test_deep_probe_histograms_and_own_overhead() -> None:
         rep = services.deep_probe(partial.Target(pid=pid), 3.0)
     report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
                                      rep.wakeup_latency.percentile(99),
+                                     "p99_fine_us": rep.wakeup_fine.percentile(99),
                                      "overhead_pct_of_one_cpu": rep.overhead_pct_of_one_cpu,
                                      "events": rep.probe_events})
     assert rep.attach_points == ("sched_wakeup", "sched_wakeup_new", "sched_switch",
                                  "sched_migrate_task")
     # cyclictest wakes every 2 ms: hundreds of wakeups in 3 s, each with a latency sample
     assert rep.wakeups >= 100 and sum(rep.wakeup_latency.buckets) >= 100
+    # the fine histogram saw the same wakeups (read a moment later, so a few more), and
+    # its p99 lies inside the log2 bucket's bounds, give or take those few
+    coarse = sum(rep.wakeup_latency.buckets)
+    assert coarse <= rep.wakeup_fine.total <= 1.1 * coarse + 10
+    edge = rep.wakeup_latency.percentile(99)
+    assert 0.45 * edge <= rep.wakeup_fine.percentile(99) <= 1.1 * edge
     assert sum(rep.burst.buckets) > 0
     assert rep.probe_events > 0 and rep.probe_run_ns > 0 and rep.overhead_pct_of_one_cpu > 0
