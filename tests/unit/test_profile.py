@@ -39,6 +39,9 @@ def _cls(window: Window) -> str:
 # Recorded shapes of real workloads (per-thread CPU share, wakeups/s, slices in 2 s).
 STRESS_CPU = [(0.98, 0.5, 200), (0.97, 0.5, 190)]
 MESSAGING = [(0.05, 3000, 6000)] * 8
+# perf bench sched messaging -t -g 1 in the testbed (emulated): 20 receivers waking ~97/s
+# with 425 µs bursts, 20 senders mostly preempted, and the parent
+MESSAGING_EMULATED = [(0.025, 97, 118)] * 20 + [(0.025, 0.5, 118)] * 21
 CYCLICTEST = [(0.01, 1000, 2000), (0.0, 0.1, 1)]
 MIXED = [(0.95, 1, 150), (0.02, 200, 400)]
 JOBSET = [(0.9, 1, 100)]
@@ -47,6 +50,7 @@ JOBSET = [(0.9, 1, 100)]
 @pytest.mark.parametrize(("shape", "exited", "expected"), [
     (STRESS_CPU, 0, "throughput"),
     (MESSAGING, 0, "messaging"),
+    (MESSAGING_EMULATED, 0, "messaging"),
     (CYCLICTEST, 0, "latency-critical"),
     (MIXED, 0, "mixed"),
     (JOBSET, 5, "batch"),
@@ -61,6 +65,14 @@ def test_messaging_boundary_on_wakeup_rate() -> None:
     above = [(0.05, (cl.MESSAGING_WAKEUPS_PER_S + 1) / 8, 6000)] * 8
     assert _cls(_window(above)) == "messaging"
     assert _cls(_window(below)) != "messaging"
+
+
+def test_messaging_needs_a_group_of_sleepers() -> None:
+    """A few fast sleepers are a latency-critical target; a group of them is messaging."""
+    n = cl.MESSAGING_MIN_THREADS
+    group = [(0.05, 2 * cl.MESSAGING_WAKEUPS_PER_S / n, 6000)]
+    assert _cls(_window(group * n)) == "messaging"
+    assert _cls(_window(group * (n - 1))) == "latency-critical"
 
 
 def test_busy_boundary_is_eighty_percent() -> None:

@@ -15,8 +15,11 @@
  * so a harness can tell when a thread made no progress.
  *
  * With -l PATH, each completed request is also appended to PATH as one line, like a
- * server's access log: "<request> <worker> <request latency in µs>". A watcher such
- * as `schedagent tune --latency-log PATH` reads the latencies of a time window live.
+ * server's access log: "<request> <worker> <µs since its scheduled arrival> <µs from
+ * the worker taking it to its completion>". The last field is what a server's access
+ * log records (time spent serving), and it does not carry a backlog from one moment
+ * to the next, so a watcher such as `schedagent tune --latency-log PATH` can compare
+ * short windows live.
  *
  * usage: wakelat [-w workers] [-n requests] [-r rate_per_s] [-b burn_us] [-l log]
  */
@@ -118,10 +121,12 @@ static void *worker(void *arg)
 		uint64_t start = now_ns(CLOCK_MONOTONIC);
 		wake_lat[idx] = slept ? start - r.posted_ns : UINT64_MAX;
 		spin((long)(burn_us * loops_per_us));
-		req_lat[idx] = now_ns(CLOCK_MONOTONIC) - r.arrival_ns;
+		uint64_t end = now_ns(CLOCK_MONOTONIC);
+		req_lat[idx] = end - r.arrival_ns;
 		completed[id]++;
 		if (log_fd >= 0)	/* one short write per line: O_APPEND keeps lines whole */
-			dprintf(log_fd, "%ld %ld %.1f\n", idx, id, (double)req_lat[idx] / 1000.0);
+			dprintf(log_fd, "%ld %ld %.1f %.1f\n", idx, id, (double)req_lat[idx] / 1000.0,
+				(double)(end - start) / 1000.0);
 		pthread_mutex_lock(&q.lock);
 	}
 	pthread_mutex_unlock(&q.lock);
