@@ -40,6 +40,7 @@ guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_
 targets:
   - name: server
     match: {command: "-w 4 -n 1000000 -r 400"}   # the mixed workload's server
+    latency_log: ACCESS_LOG                      # its access log: tune judges its p99
 """
 
 
@@ -70,7 +71,8 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
     db = state / "schedagent.db"
     sock = tmp_path / "daemon.sock"
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(CONFIG)
+    access = tmp_path / "access.log"
+    cfg.write_text(CONFIG.replace("ACCESS_LOG", str(access)))
     env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state), "SCHEDAGENT_SOCKET": str(sock)}
     os.environ["SCHEDAGENT_STATE_DIR"] = str(state)  # this process's own ops calls
     binary = workload.build(workload.resolve("mixed"))
@@ -98,7 +100,8 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         procs.append(subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
                                        "--timeout", "1800s", "-q"]))
         procs.append(subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
-                                       "-b", "3000"], stdout=subprocess.DEVNULL))
+                                       "-b", "3000", "-l", str(access)],
+                                      stdout=subprocess.DEVNULL))
 
         # 1. a new target: profiled, tuned live against EEVDF, a winner applied or none
         _wait("the daemon to select the server", lambda: api.call(

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from schedagent import services
+from schedagent.bench import workload as bench_workload
 from schedagent.kernel import partial
 from tests.vm.conftest import report
 
@@ -31,9 +32,10 @@ def _tree_threads(pid: int) -> int:
 
 
 @contextmanager
-def running(argv: list[str], name: str | None = None, threads: int = 1) -> Iterator[int]:
+def running(argv: list[str], name: str | None = None, threads: int = 1,
+            settle_s: float = 2.0) -> Iterator[int]:
     """Start a workload (under another name if given); yield its pid once its process tree
-    has ``threads`` threads and has had a moment to settle."""
+    has ``threads`` threads and has had ``settle_s`` to settle."""
     if name is not None:
         # the same program under a misleading name: argv[0] and comm both change
         link = Path("/tmp") / name
@@ -49,7 +51,7 @@ def running(argv: list[str], name: str | None = None, threads: int = 1) -> Itera
         while _tree_threads(proc.pid) < threads and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _tree_threads(proc.pid) >= threads, f"{argv[0]} did not start its workers"
-        time.sleep(2.0)  # then let it reach its steady state
+        time.sleep(settle_s)  # then let it reach its steady state
         yield proc.pid
     finally:
         # the whole tree: perf's senders/receivers and the job set's jobs are children
@@ -61,21 +63,34 @@ def running(argv: list[str], name: str | None = None, threads: int = 1) -> Itera
         proc.wait()
 
 
-#: argv, expected class, threads in its process tree once it runs
+def _jobset() -> list[str]:
+    # 400 jobs of 30 ms and one of 8 s; forking them takes ~10 s under emulation, so the
+    # window sees short jobs start and finish beside the long one
+    binary = bench_workload.build(bench_workload.resolve("jobset"))
+    return [str(binary), "-s", "400", "-S", "30", "-l", "1", "-L", "8000"]
+
+
+#: argv, expected class, threads in its process tree once it runs, settling time
 WORKLOADS = {
     "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput",
-                   3),
+                   3, 2.0),
     "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
-                            "60"], "latency-critical", 2),
+                            "60"], "latency-critical", 2, 2.0),
+    # thread mode: one process, 20 senders and 20 receivers (process mode starts 40
+    # processes, which takes over a minute under emulation)
+    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-t", "-g", "1", "-l",
+                           "1000000"], "messaging", 41, 2.0),
+    # a job set is judged while it runs its jobs: watched from its start
+    "jobset": (_jobset, "batch", 1, 0.0),
 }
 
 
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: str) -> None:
-    make_argv, expected, threads = WORKLOADS[workload]
+    make_argv, expected, threads, settle_s = WORKLOADS[workload]
     classes = []
     for name in (None, "nginx-worker"):
-        with running(make_argv(), name, threads) as pid:
+        with running(make_argv(), name, threads, settle_s) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
         report(f"profile_{workload}{'_renamed' if name else ''}",
                {"class": prof.workload_class, "why": prof.rationale,
@@ -87,7 +102,7 @@ def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: st
 def test_latency_sensitive_target_beside_cpu_hogs() -> None:
     hogs = subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "60s", "-q"])
     try:
-        make_argv, _, threads = WORKLOADS["cyclictest"]
+        make_argv, _, threads, _ = WORKLOADS["cyclictest"]
         with running(make_argv(), threads=threads) as pid:
             prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
     finally:
