@@ -115,6 +115,15 @@ def request_p99_metric(path: Path) -> LiveMetric:
                       "window (the last number of each new line, in µs)")
 
 
+def planned_metric(slo: Slo, latency_log: str | None) -> LiveMetric:
+    """What a ``Meter`` would measure, without attaching anything (for --dry-run)."""
+    if latency_log is not None:
+        return request_p99_metric(Path(latency_log))
+    if wants_probe(slo) and bccprobes.bcc_available():
+        return p99_metric(slo)
+    return metric_for(slo)
+
+
 def check_latency_log(path: str | os.PathLike[str]) -> Path:
     """The access log as a readable regular file, or a ConfigError saying what to pass."""
     log = Path(path)

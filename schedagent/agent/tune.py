@@ -253,7 +253,7 @@ def _planned(prof: WorkloadProfile, store: Store, max_candidates: int) -> list[T
 def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
              started: float) -> TuneReport:
     report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
-                        asdict(live.metric_for(prof.slo)), req.agent)
+                        asdict(live.planned_metric(prof.slo, req.latency_log)), req.agent)
     report.trials = _planned(prof, store, req.max_candidates)
     report.ended = "dry-run"
     report.decision = Decision("eevdf", {}, "not measured", None, None,

@@ -182,3 +182,12 @@ def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
         live.Meter(partial.Target(pid=os.getpid()), LATENCY, latency_log=tmp_path / "nope")
     assert live.percentile([float(v) for v in range(1, 101)], 99) == 99.0
     assert live.percentile([], 99) == 0.0
+
+
+def test_dry_run_states_the_metric_a_real_run_would_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert live.planned_metric(LATENCY, "/var/log/app.log").name == "p99_request_us"
+    monkeypatch.setattr(bccprobes, "bcc_available", lambda: True)
+    assert live.planned_metric(LATENCY, None).name == "p99_wakeup_us"
+    assert live.planned_metric(THROUGHPUT, None).name == "cpus_used"
+    monkeypatch.setattr(bccprobes, "bcc_available", lambda: False)
+    assert live.planned_metric(LATENCY, None).name == "runq_wait_us"
