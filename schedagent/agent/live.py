@@ -104,7 +104,7 @@ def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Samp
     return Sample(metric.value(feats), feats, window.target_exited)
 
 
-#: the most of an access log read per window: beyond it the window's tail is skipped
+#: the most of an access log read per window: a flood beyond it keeps its newest lines
 MAX_LOG_BYTES_PER_WINDOW = 16 << 20
 _LAST_NUMBER = re.compile(rb"(\d+(?:\.\d+)?)\s*$")
 
