@@ -122,8 +122,8 @@ def main() -> None:
     hogs = ["stress-ng", "--cpu", str(2 * CPUS), "--timeout", "3600s", "-q"]
     plans: dict[str, Callable[[], dict[str, object]]] = {
         "messaging": lambda: _tune("messaging", ["perf", "bench", "sched", "messaging", "-t",
-                                                 "-g", "1", "-l", "100000000"], 4.0, None,
-                                   args.window_s),
+                                                 "-g", "1", "-l", "100000000"], 15.0, None,
+                                   args.window_s),  # past its start-up, which tune would call a phase change
         "throughput": lambda: _tune("throughput", hogs, 3.0, None, args.window_s),
         "jobset": lambda: _tune("jobset", [str(jobset), "-s", "1000", "-S", "30", "-l", "2",
                                            "-L", "150000"], 3.0, None, args.window_s),
