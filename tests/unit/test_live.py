@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +192,25 @@ def test_dry_run_states_the_metric_a_real_run_would_use(monkeypatch: pytest.Monk
     assert live.planned_metric(THROUGHPUT, None).name == "cpus_used"
     monkeypatch.setattr(bccprobes, "bcc_available", lambda: False)
     assert live.planned_metric(LATENCY, None).name == "runq_wait_us"
+
+
+def test_messaging_is_measured_as_bytes_moved_per_second(tmp_path: Path) -> None:
+    """A process writing 64 KiB every 10 ms moves about 6.4 MB/s; an idle one moves none."""
+    msg = live.metric_for(Slo("completion_time", "min", None, "s", "r"))
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "with open(sys.argv[1], 'wb', buffering=0) as fh:\n"
+        "    while True:\n"
+        "        fh.write(b'x' * 65536); fh.seek(0); time.sleep(0.01)\n"),
+        str(tmp_path / "sink")])
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.5)
+        busy = live.measure(partial.Target(pid=writer.pid), msg, 1.0)
+        quiet = live.measure(partial.Target(pid=idle.pid), msg, 1.0)
+    finally:
+        for proc in (writer, idle):
+            proc.kill()
+            proc.wait()
+    assert 1e6 < busy.value < 2e7, busy.value
+    assert quiet.value < 1e4, quiet.value
