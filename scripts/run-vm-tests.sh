@@ -11,7 +11,8 @@ journal=out/vm-journal.txt
 : > "$journal"
 rc=4
 for attempt in 1 2 3; do
-    SCHEDAGENT_REQUIRE_VM=1 SCHEDAGENT_VM_JOURNAL="$journal" .venv/bin/schedagent sandbox run -- \
+    SCHEDAGENT_REQUIRE_VM=1 SCHEDAGENT_VM_JOURNAL="$journal" .venv/bin/schedagent sandbox run \
+        --timeout-s 3600 -- \
         python -m pytest -m vm tests/vm -v -rA -p no:cacheprovider --durations=15
     rc=$?
     [ "$rc" = 4 ] || break
