@@ -116,11 +116,16 @@ def io_bytes(target: partial.Target) -> dict[int, int]:
     return totals
 
 
+def _watch(target: partial.Target, window_s: float) -> tuple[procstat.Window, Features]:
+    """One observation window and its features (TargetGone if it is gone at the start)."""
+    window = procstat.observe(target, window_s)
+    return window, features_from_window(window, procstat.read_topology())
+
+
 def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Sample:
     """Watch the target for one window (raises TargetGone if it is gone at the start)."""
     io_start = io_bytes(target) if metric.name == "io_bytes_per_s" else {}
-    window = procstat.observe(target, window_s)
-    feats = features_from_window(window, procstat.read_topology())
+    window, feats = _watch(target, window_s)
     if metric.name != "io_bytes_per_s":
         return Sample(metric.value(feats), feats, window.target_exited)
     # processes alive at both ends; one that came or went in between is not counted
@@ -253,9 +258,8 @@ class Meter:
         """Watch the target for one window (raises TargetGone if it is gone at the start)."""
         if self._log is not None:
             self._log.take()    # what was logged before this window belongs to no one
-            window = procstat.observe(self.target, window_s)
+            window, feats = _watch(self.target, window_s)
             values = self._log.take()
-            feats = features_from_window(window, procstat.read_topology())
             invalid = None if len(values) >= MIN_WAKEUPS else \
                 f"{len(values)} requests logged in the window, fewer than {MIN_WAKEUPS}"
             return Sample(percentile(values, 99), feats, window.target_exited, invalid)
@@ -264,9 +268,8 @@ class Meter:
         # threads and children started since the last window join the probe's targets
         self._probe.add_targets(partial.target_tgids(self.target))
         before = self._probe.wake_fine()
-        window = procstat.observe(self.target, window_s)
+        window, feats = _watch(self.target, window_s)
         hist = self._probe.wake_fine().minus(before)
-        feats = features_from_window(window, procstat.read_topology())
         invalid = None if hist.total >= MIN_WAKEUPS else \
             f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
         return Sample(hist.percentile(99), feats, window.target_exited, invalid)
