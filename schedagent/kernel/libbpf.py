@@ -106,6 +106,18 @@ def version() -> str:
     return f"{handle.libbpf_major_version()}.{handle.libbpf_minor_version()}"
 
 
+def capture() -> None:
+    """Start capturing libbpf's messages afresh, with our print hook (re)installed.
+
+    libbpf's print hook is process-wide, and other users of the same libbpf in this
+    process replace it: bcc's BTF loader sets it to NULL when it is not debugging,
+    after which a verifier rejection would come back with an empty log.
+    """
+    handle = lib()
+    handle.libbpf_set_print(_on_print)
+    take_messages()
+
+
 def take_messages() -> list[str]:
     """Return and clear libbpf's captured messages."""
     with _lock:

@@ -92,7 +92,7 @@ class BpfObject:
     def __init__(self, path: Path, policy: str) -> None:
         self.path, self.policy = path, policy
         lib = libbpf.lib()
-        libbpf.take_messages()
+        libbpf.capture()
         self._obj = lib.bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             err = libbpf.last_errno()
@@ -217,7 +217,7 @@ class BpfObject:
 
     def load(self) -> None:
         """Load every program through the kernel verifier (no attach)."""
-        libbpf.take_messages()
+        libbpf.capture()
         ret = libbpf.lib().bpf_object__load(self._obj)
         messages = libbpf.take_messages()
         if ret != 0:
