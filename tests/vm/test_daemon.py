@@ -125,12 +125,14 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
                 assert status["policy"] == decision["policy"] and status["phase"] == "active"
 
         # 2. a regression injected: a policy that serves the server last, forced in
-        before = len(_actions(db, "rollback"))
+        # (the guard may still roll back step 1's winner while this apply waits for the
+        # loop's lock, so the rollback to wait for is the one of lastserve)
         forced_at = time.monotonic()
         api.call("apply", {"target": "server", "policy": art["artifact_id"]})
         assert scx.read_state().ops == "lastserve"
-        rb = _wait("the guard's rollback", lambda: _actions(db, "rollback")[before:],
-                   180)[0]["result"]
+        rb = _wait("the guard's rollback of lastserve", lambda: [
+            r for r in _actions(db, "rollback") if r["result"]["diff"].startswith("lastserve")],
+            180)[0]["result"]
         measured["rollback_1"] = {"trigger": rb["trigger"],
                                   "apply_to_eevdf_s": round(time.monotonic() - forced_at, 1),
                                   "detect_to_eevdf_ms": rb["detect_to_eevdf_ms"]}
