@@ -7,6 +7,7 @@ child processes that come and go during the window are still counted.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
@@ -77,6 +78,7 @@ class Window:
     tids_seen: set[int] = field(default_factory=set)
     tgids_seen: set[int] = field(default_factory=set)
     tgids_exited: set[int] = field(default_factory=set)
+    old_zombies: set[int] = field(default_factory=set)
     max_threads: int = 0
     #: per tgid: CPU time (ns) of its children that it reaped, at first and last sight
     reaped_first: dict[int, int] = field(default_factory=dict)
@@ -105,11 +107,12 @@ def read_thread(tgid: int, tid: int) -> ThreadSample | None:
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
-def read_reaped_ns(tgid: int) -> int | None:
-    """CPU time of the process's children that exited and were reaped (cutime + cstime)."""
+def read_process(tgid: int) -> tuple[str, int] | None:
+    """The process's state letter and the CPU time of its children that exited and were
+    reaped (cutime + cstime, ns), from /proc/PID/stat; None if it is gone."""
     try:
         fields = Path(f"/proc/{tgid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[13]) + int(fields[14])) * _TICK_NS
+        return fields[0], (int(fields[13]) + int(fields[14])) * _TICK_NS
     except (OSError, ValueError, IndexError):
         return None
 
@@ -199,9 +202,19 @@ def raise_priority() -> str:
 
 
 def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) -> Window:
-    """Watch the target for ``duration_s``; raise TargetGone if it is gone at the start."""
+    """Watch the target for ``duration_s``; raise TargetGone if it is gone at the start.
+
+    The watching thread runs at raised priority (see ``raise_priority``): a target of
+    400 CPU-bound jobs otherwise leaves it a 1/400 share, its passes come seconds
+    apart, and the jobs that start and finish between them are never seen.
+    """
     if target.pid is not None and not psutil.pid_exists(target.pid):
         raise TargetGone(target.pid)
+    with priority():
+        return _observe(target, duration_s, sample_s)
+
+
+def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Window:
     window = Window(duration_s, system_start=read_system())
     started = time.monotonic()
     deadline = started + duration_s
@@ -216,16 +229,33 @@ def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) ->
             window.duration_s = max(time.monotonic() - started, 1e-3)
             break
         current_tgids = {tgid for tgid, _ in pairs}
-        window.tgids_exited |= window.tgids_seen - current_tgids
-        window.tgids_seen |= current_tgids
-        window.max_threads = max(window.max_threads, len(pairs))
+        # A job that finished is a zombie until its parent reaps it, and a parent busy
+        # forking more jobs (or starved of CPU by them) may not reap for seconds: a
+        # zombie has exited. (A leader that left its other threads running also shows
+        # Z; that process is still alive.) Zombies already there at the start are old.
+        threads = collections.Counter(tgid for tgid, _ in pairs)
+        zombies = set()
         for tgid in current_tgids:
-            reaped = read_reaped_ns(tgid)
-            if reaped is not None:
-                window.reaped_first.setdefault(tgid, reaped)
-                window.reaped_last[tgid] = reaped
+            proc = read_process(tgid)
+            if proc is None:
+                continue
+            state, reaped = proc
+            if state == "Z" and threads[tgid] == 1:
+                zombies.add(tgid)
+            window.reaped_first.setdefault(tgid, reaped)
+            window.reaped_last[tgid] = reaped
+        if passes == 1:
+            window.old_zombies = set(zombies)
+        zombies -= window.old_zombies
+        current_tgids -= window.old_zombies
+        window.tgids_exited |= (window.tgids_seen - current_tgids) | zombies
+        window.tgids_seen |= current_tgids
+        window.max_threads = max(window.max_threads,
+                                 sum(1 for tgid, _ in pairs if tgid in current_tgids - zombies))
         for tgid, tid in pairs:
-            sample = read_thread(tgid, tid)
+            if tgid not in current_tgids:
+                continue  # an old zombie
+            sample = read_thread(tgid, tid)  # a new zombie's counters are its final ones
             if sample is None:
                 continue
             window.first.setdefault(tid, sample)

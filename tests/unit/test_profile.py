@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from schedagent.errors import ConfigError, TargetGone
@@ -181,3 +182,36 @@ def test_cpu_of_children_too_short_lived_to_be_seen_is_counted() -> None:
     feats = cl.features_from_window(window, TOPO)
     assert window.reaped_unseen_ns() > 0.3e9  # most of the burners' CPU was never sampled
     assert feats.cpu_util > 0.3
+
+
+def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
+    """A parent that forks short CPU jobs and does not reap them (as a job-set parent
+    busy forking, or starved by its jobs, does not): the zombies are finished jobs, and a
+    zombie that was already there when the window opened is not counted."""
+    code = ("import os, time\n"
+            "def job():\n"
+            "    t = time.process_time()\n"
+            "    while time.process_time() - t < 0.15: pass\n"
+            "    os._exit(0)\n"
+            "if os.fork() == 0: os._exit(0)\n"   # an old zombie, before the window
+            "print('ready', flush=True)\n"
+            "time.sleep(0.5)\n"
+            "for _ in range(8):\n"
+            "    if os.fork() == 0: job()\n"
+            "    time.sleep(0.25)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.2)
+        window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.05)
+        zombies = [c for c in psutil.Process(proc.pid).children()
+                   if c.status() == psutil.STATUS_ZOMBIE]
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert len(zombies) == 9  # 8 jobs and the old one, none reaped
+    feats = cl.features_from_window(window, TOPO)
+    assert feats.processes_exited == 8, window.tgids_exited
+    assert feats.processes_seen == 9  # the parent and its 8 jobs
+    assert cl.classify(feats).workload_class == "batch"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from schedagent.kernel import scx
@@ -31,6 +33,37 @@ def _sched_ext_clean() -> Iterator[None]:
     yield
     ok, snap = scx.wait_for(lambda s: s.state == "disabled", 10.0)
     assert ok, f"test left sched_ext {snap.state} with {snap.ops}"
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Processes a test started (in this session) and left running are killed after it.
+
+    A CPU hog left behind (stress-ng's workers outlive a SIGKILLed parent, a job set's
+    last children outlive theirs) would load every later test and skew its measurements.
+    """
+    session = os.getsid(0)
+    before = set(psutil.pids())
+    yield
+    left = []
+    for proc in psutil.process_iter(["pid", "name", "status"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if (proc.pid in before or proc.pid == os.getpid()
+                    or proc.info["status"] == psutil.STATUS_ZOMBIE
+                    or os.getsid(proc.pid) != session or proc.pid in _ancestors()):
+                continue
+            left.append(proc)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=5)
+    if left:
+        report(f"leftover_processes_{request.node.name}",
+               sorted({str(p.info["name"]) for p in left}))
+
+
+def _ancestors() -> set[int]:
+    return {p.pid for p in psutil.Process().parents()}
 
 
 @pytest.fixture

@@ -58,9 +58,9 @@ def sleeper_target() -> Iterator[int]:
         proc.wait()
 
 
-def _req(pid: int, observe_s: float = 1) -> TuneRequest:
+def _req(pid: int, observe_s: float = 1, latency_log: str | None = None) -> TuneRequest:
     return TuneRequest(partial.Target(pid=pid), agent="anthropic", observe_s=observe_s,
-                       window_s=1.5, rounds=4, budget_s=900)
+                       window_s=1.5, rounds=4, budget_s=900, latency_log=latency_log)
 
 
 def test_synthesis_rejected_by_the_verifier_is_repaired_and_passes() -> None:
@@ -102,12 +102,13 @@ def test_synthesis_that_never_passes_exhausts_its_budget_and_changes_nothing() -
     assert snap.state == "disabled" and snap.enable_seq == seq
 
 
-def test_clean_pick_is_measured_and_kept_only_if_better() -> None:
+def test_clean_pick_is_measured_and_kept_only_if_better(tmp_path: Path) -> None:
     binary = workload.build(workload.resolve("mixed"))
+    access = tmp_path / "access.log"  # the server's own request log: its p99 is the SLO
     hogs = subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
                              "--timeout", "900s", "-q"])
     client = subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
-                               "-b", "3000"], stdout=subprocess.DEVNULL)
+                               "-b", "3000", "-l", str(access)], stdout=subprocess.DEVNULL)
     transport = llm.ScriptedTransport([
         _use("state_goal", {"workload_class": "mixed", "slo_metric": "p99_request_latency",
                             "slo_direction": "<=", "reasoning": "a server beside hogs"}, "g"),
@@ -120,7 +121,8 @@ def test_clean_pick_is_measured_and_kept_only_if_better() -> None:
         # profile of the burst and windows of the steady state differ by more than 3x in
         # CPU use, which tune rightly takes for a phase change (seen in CI: 0.87 -> 0.00)
         time.sleep(6)
-        rep, cost = services.tune_with_agent(_req(client.pid, observe_s=3), transport)
+        rep, cost = services.tune_with_agent(_req(client.pid, observe_s=3,
+                                                  latency_log=str(access)), transport)
     finally:
         for proc in (client, hogs):
             proc.kill()
