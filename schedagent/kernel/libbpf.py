@@ -22,7 +22,7 @@ BPF_MAP_TYPE_STRUCT_OPS = 26
 BTF_KIND_STRUCT = 4
 BTF_KIND_DATASEC = 15
 
-_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 _lock = threading.Lock()
 _captured: list[str] = []
@@ -66,7 +66,7 @@ def lib() -> ctypes.CDLL:
     for name, res, args in (
         ("libbpf_major_version", ctypes.c_uint32, ()),
         ("libbpf_minor_version", ctypes.c_uint32, ()),
-        ("libbpf_set_print", vp, (_PRINT_FN,)),
+        ("libbpf_set_print", vp, (PRINT_FN,)),
         ("bpf_object__open_file", vp, (cp, vp)),
         ("bpf_object__load", i, (vp,)),
         ("bpf_object__close", None, (vp,)),

@@ -76,7 +76,10 @@ def target_tgids(target: Target) -> list[int]:
             proc = psutil.Process(target.pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 raise TargetGone(target.pid)  # exited, not yet reaped by its parent
-            return sorted({proc.pid, *(c.pid for c in proc.children(recursive=True))})
+            found = descendants(proc.pid)
+            if found is None:  # no /proc/PID/task/TID/children: scan every process
+                found = {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+            return sorted(found)
         except psutil.NoSuchProcess as err:
             raise TargetGone(target.pid) from err
     path = Path("/sys/fs/cgroup") / (target.cgroup or "").lstrip("/") / "cgroup.procs"
@@ -85,6 +88,35 @@ def target_tgids(target: Target) -> list[int]:
     except OSError as err:
         raise ConfigError(f"cannot read {path} ({err.strerror}); pass a cgroup v2 path "
                           "relative to /sys/fs/cgroup") from err
+
+
+def descendants(pid: int) -> set[int] | None:
+    """The pid and all its descendants, from each thread's ``children`` file.
+
+    This reads only the target's own tree, where psutil reads every process on the
+    machine: that matters on each pass over a target of hundreds of jobs. None when
+    the kernel lacks the files (CONFIG_PROC_CHILDREN); a process that goes away while
+    being read just ends its branch.
+    """
+    if not Path(f"/proc/{pid}/task/{pid}/children").exists():
+        return None
+    found, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                kids = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                if kid not in found:
+                    found.add(kid)
+                    todo.append(kid)
+    return found
 
 
 def plan_switch(tids: list[int]) -> list[SwitchedTask]:

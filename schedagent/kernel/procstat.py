@@ -104,7 +104,8 @@ def read_thread(tgid: int, tid: int) -> ThreadSample | None:
     return ThreadSample(tid, tgid, run, wait, slices, vol, invol, time.monotonic())
 
 
-_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+_TICK_NS = 1_000_000_000 // _TICKS_PER_S
 
 
 def read_process(tgid: int) -> tuple[str, int] | None:
@@ -216,11 +217,13 @@ def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) ->
 
 def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Window:
     window = Window(duration_s, system_start=read_system())
+    boot_start = time.clock_gettime(time.CLOCK_BOOTTIME)
     started = time.monotonic()
     deadline = started + duration_s
     passes = 0
     while True:
         passes += 1
+        pass_started = time.monotonic()
         try:
             pairs = _target_threads(target)
         except TargetGone:
@@ -258,7 +261,8 @@ def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Wind
             sample = read_thread(tgid, tid)  # a new zombie's counters are its final ones
             if sample is None:
                 continue
-            window.first.setdefault(tid, sample)
+            if tid not in window.first:
+                window.first[tid] = _baseline(sample, passes, boot_start)
             window.last[tid] = sample
             window.tids_seen.add(tid)
         # at least two passes: on a loaded machine one pass over many threads can take
@@ -267,6 +271,26 @@ def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Wind
             # rates use the real elapsed time: on a loaded host sampling can overshoot
             window.duration_s = time.monotonic() - started
             break
-        time.sleep(min(sample_s, max(0.0, deadline - time.monotonic())))
+        # a pass over hundreds of processes is slow under load: rest at least as long as
+        # it took, so watching never takes more than half a CPU from what it watches
+        took = time.monotonic() - pass_started
+        time.sleep(min(max(sample_s, took), max(0.0, deadline - time.monotonic())))
     window.system_end = read_system()
     return window
+
+
+def _baseline(sample: ThreadSample, passes: int, boot_start: float) -> ThreadSample:
+    """Where a thread's counting starts: at its first sighting, or at zero for a thread
+    born inside the window (a job that started between two passes ran all of its time
+    inside the window; counting from its first sighting would lose that)."""
+    if passes == 1:
+        return sample
+    try:
+        stat = Path(f"/proc/{sample.tgid}/task/{sample.tid}/stat").read_text()
+        born = int(stat.rsplit(")", 1)[1].split()[19]) / _TICKS_PER_S  # s since boot
+    except (OSError, ValueError, IndexError):
+        return sample
+    if born <= boot_start:
+        return sample
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - born
+    return ThreadSample(sample.tid, sample.tgid, 0, 0, 0, 0, 0, time.monotonic() - age)

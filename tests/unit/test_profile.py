@@ -215,3 +215,30 @@ def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
     assert feats.processes_exited == 8, window.tgids_exited
     assert feats.processes_seen == 9  # the parent and its 8 jobs
     assert cl.classify(feats).workload_class == "batch"
+
+
+def test_a_job_born_between_passes_counts_all_of_its_cpu() -> None:
+    """A child that starts after the window opens and burns 0.4 s before the next pass
+    sees it: all of that CPU is inside the window, and it is counted."""
+    code = ("import os, time\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(0.2)\n"
+            "if os.fork() == 0:\n"
+            "    t = time.process_time()\n"
+            "    while time.process_time() - t < 0.4: pass\n"
+            "    time.sleep(30)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        window = procstat.observe(partial.Target(pid=proc.pid), 2.5, sample_s=1.0)
+    finally:
+        for child in psutil.Process(proc.pid).children():
+            child.kill()
+        proc.kill()
+        proc.communicate()
+    child_tids = [tid for tid, s in window.last.items() if s.tgid != proc.pid]
+    assert len(child_tids) == 1
+    tid = child_tids[0]
+    ran = window.last[tid].run_ns - window.first[tid].run_ns
+    assert ran >= 0.3e9, ran

@@ -112,7 +112,7 @@ def test_verifier_rejection_returns_the_verifier_log(store: Store) -> None:
     # bcc in the same process resets libbpf's print hook (its BTF loader sets it to
     # NULL; CI saw an empty log after the tune tests had run bcc). Done here directly,
     # as bcc does it, without a minute of compiling a probe under emulation.
-    libbpf.lib().libbpf_set_print(None)
+    libbpf.lib().libbpf_set_print(libbpf.PRINT_FN())  # a NULL hook
     with pytest.raises(SchedulerLoadError) as caught:
         engine.verify(str(FIXTURES / "verifier_reject.bpf.c"), {}, store)
     assert "map_value_or_null" in caught.value.log_tail
