@@ -109,10 +109,15 @@ def _age_s(target: partial.Target) -> float:
         return 0.0
 
 
-def starvation_scan(window_s: float) -> tuple[float, int | None]:
-    """The longest mean runnable wait per timeslice of any thread on the system over a
-    window (ms), and that thread. A thread that stayed runnable without running at all
-    counts its whole wait."""
+def starvation_scan(window_s: float, limit_ms: float) -> tuple[float, int | None, float]:
+    """The thread that waited longest per timeslice over a window, for its niceness.
+
+    Returns its mean runnable wait per timeslice (ms), its tid, and the wait it is
+    allowed: ``limit_ms`` for nice 0 and higher priorities, more for a nicer thread, whose
+    fair share is smaller under any fair scheduler (EEVDF gives a nice-19 thread 1/68 of
+    a nice-0 one), capped at 4x. A thread that stayed runnable without running at all
+    counts its whole wait.
+    """
     def snap() -> dict[int, tuple[int, int]]:
         out = {}
         for task in Path("/proc").glob("[0-9]*/task/[0-9]*/schedstat"):
@@ -122,15 +127,32 @@ def starvation_scan(window_s: float) -> tuple[float, int | None]:
         return out
     first = snap()
     time.sleep(window_s)
-    worst, who = 0.0, None
+    worst = (0.0, None, limit_ms)
     for tid, (wait, slices) in snap().items():
         if tid not in first:
             continue
         d_wait, d_slices = wait - first[tid][0], slices - first[tid][1]
         mean_ms = d_wait / max(d_slices, 1) / 1e6
-        if mean_ms > worst:
-            worst, who = mean_ms, tid
-    return worst, who
+        if mean_ms <= limit_ms:
+            continue  # only the few over the plain limit have their niceness read
+        allowed = allowed_wait_ms(limit_ms, _nice(tid))
+        if mean_ms / allowed > worst[0] / worst[2]:
+            worst = (mean_ms, tid, allowed)
+    return worst
+
+
+def allowed_wait_ms(limit_ms: float, nice: int) -> float:
+    """The wait per timeslice a thread of this niceness may see before it counts as
+    starved: each nice level is about 1.25x less CPU share; at most 4x the limit."""
+    return limit_ms * min(4.0, max(1.0, 1.25 ** nice))
+
+
+def _nice(tid: int) -> int:
+    try:
+        stat = Path(f"/proc/{tid}/stat").read_text()  # /proc/TID works for any thread
+        return int(stat.rsplit(")", 1)[1].split()[16])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class Daemon:
@@ -483,11 +505,12 @@ class Daemon:
                 return
         ts.checks += 1
         if ts.checks % 3 == 0:
-            worst_ms, tid = starvation_scan(g.window_s)
-            if worst_ms > g.max_runnable_wait_ms:
+            worst_ms, tid, allowed_ms = starvation_scan(g.window_s, g.max_runnable_wait_ms)
+            if worst_ms > allowed_ms:
                 self._rollback(ts, f"starvation: thread {tid} waited {worst_ms:.0f} ms per "
-                               "timeslice", {"max_runnable_wait_ms": worst_ms, "tid": tid},
-                               time.monotonic())
+                               f"timeslice (allowed {allowed_ms:.0f} ms at its niceness)",
+                               {"max_runnable_wait_ms": worst_ms, "allowed_ms": allowed_ms,
+                                "tid": tid}, time.monotonic())
 
     def _watch_eevdf(self, ts: TargetState) -> None:
         """Under EEVDF: a phase change or a persistent SLO violation re-tunes."""
@@ -680,4 +703,4 @@ def run(cfg: DaemonConfig) -> None:
         Daemon(cfg).run()
 
 
-__all__ = ["Daemon", "TargetState", "parse_slo", "run", "starvation_scan"]
+__all__ = ["Daemon", "TargetState", "allowed_wait_ms", "parse_slo", "run", "starvation_scan"]

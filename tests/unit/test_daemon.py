@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.daemon import config
+from schedagent.daemon import config, service
 from schedagent.daemon.socketapi import ApiClient, ApiServer, authorize
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
 from schedagent.store import Store
@@ -328,3 +328,13 @@ def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) ->
     starts = [r for r in store.audit_records() if r["action"] == "start"]
     store.close()
     assert len(starts) == 2  # both runs' records are there
+
+
+def test_a_nicer_thread_may_wait_longer_before_it_counts_as_starved() -> None:
+    # khugepaged (nice 19) waited 2.7 s per slice beside hogs and was called starved
+    # at the plain 2 s limit; its fair share is 1/68 of a nice-0 thread's
+    assert service.allowed_wait_ms(2000, 0) == 2000
+    assert service.allowed_wait_ms(2000, -20) == 2000  # never tighter than the limit
+    assert service.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25 ** 5)
+    assert service.allowed_wait_ms(2000, 19) == 8000  # capped at 4x
+    assert service.allowed_wait_ms(2000, 19) > 2671
