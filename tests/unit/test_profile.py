@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -184,6 +186,22 @@ def test_cpu_of_children_too_short_lived_to_be_seen_is_counted() -> None:
     assert feats.cpu_util > 0.3
 
 
+@contextlib.contextmanager
+def _parent(code: str) -> Iterator[int]:
+    """Run ``code`` (which prints 'ready') in a Python process; yield its pid once ready,
+    and kill it and its children afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        yield proc.pid
+    finally:
+        for child in psutil.Process(proc.pid).children():
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+        proc.communicate()
+
+
 def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
     """A parent that forks short CPU jobs and does not reap them (as a job-set parent
     busy forking, or starved by its jobs, does not): the zombies are finished jobs, and a
@@ -200,16 +218,11 @@ def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
             "    if os.fork() == 0: job()\n"
             "    time.sleep(0.25)\n"
             "time.sleep(30)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    with _parent(code) as pid:
         time.sleep(0.2)
-        window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.05)
-        zombies = [c for c in psutil.Process(proc.pid).children()
+        window = procstat.observe(partial.Target(pid=pid), 3.0, sample_s=0.05)
+        zombies = [c for c in psutil.Process(pid).children()
                    if c.status() == psutil.STATUS_ZOMBIE]
-    finally:
-        proc.kill()
-        proc.communicate()
     assert len(zombies) == 9  # 8 jobs and the old one, none reaped
     feats = cl.features_from_window(window, TOPO)
     assert feats.processes_exited == 8, window.tgids_exited
@@ -228,16 +241,9 @@ def test_a_job_born_between_passes_counts_all_of_its_cpu() -> None:
             "    while time.process_time() - t < 0.4: pass\n"
             "    time.sleep(30)\n"
             "time.sleep(30)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
-        window = procstat.observe(partial.Target(pid=proc.pid), 2.5, sample_s=1.0)
-    finally:
-        for child in psutil.Process(proc.pid).children():
-            child.kill()
-        proc.kill()
-        proc.communicate()
-    child_tids = [tid for tid, s in window.last.items() if s.tgid != proc.pid]
+    with _parent(code) as pid:
+        window = procstat.observe(partial.Target(pid=pid), 2.5, sample_s=1.0)
+    child_tids = [tid for tid, s in window.last.items() if s.tgid != pid]
     assert len(child_tids) == 1
     tid = child_tids[0]
     ran = window.last[tid].run_ns - window.first[tid].run_ns
