@@ -331,8 +331,8 @@ def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) ->
 
 
 def test_a_nicer_thread_may_wait_longer_before_it_counts_as_starved() -> None:
-    # khugepaged (nice 19) waited 2.7 s per slice beside hogs and was called starved
-    # at the plain 2 s limit; its fair share is 1/68 of a nice-0 thread's
+    # a kernel thread waited 2.7 s per slice beside hogs and was called starved at the
+    # plain 2 s limit; at nice 19 (khugepaged's) a fair share is 1/68 of a nice-0 one
     assert service.allowed_wait_ms(2000, 0) == 2000
     assert service.allowed_wait_ms(2000, -20) == 2000  # never tighter than the limit
     assert service.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25 ** 5)
