@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,6 +99,21 @@ def cpu_load() -> Iterator[subprocess.Popen[bytes]]:
     assert stress, "stress-ng is part of the testbed image"
     proc = subprocess.Popen([stress, "--cpu", "2", "--timeout", "300s", "-q"])
     yield proc
+    stop_tree(proc)
+
+
+def stop_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a workload this test started, with all its descendants, and reap it.
+
+    Killing only the parent leaves stress-ng's workers and perf's senders running; the
+    parent is stopped first so it starts no more children meanwhile.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGSTOP)
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     proc.kill()
     proc.wait()
 

@@ -22,7 +22,7 @@ from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
 from schedagent.kernel import partial, scx
 from schedagent.policy import repo
-from tests.vm.conftest import report
+from tests.vm.conftest import report, stop_tree
 
 FIFO = (repo.POLICIES_DIR / "fifo" / "fifo.bpf.c").read_text()
 GOOD = FIFO.replace("fifo", "fifo_boost").replace("FIFO", "FIFO_BOOST")
@@ -125,8 +125,7 @@ def test_clean_pick_is_measured_and_kept_only_if_better(tmp_path: Path) -> None:
                                                   latency_log=str(access)), transport)
     finally:
         for proc in (client, hogs):
-            proc.kill()
-            proc.wait()
+            stop_tree(proc)
     res = _results(transport)
     report("agent_clean_pick", {"measure": res["m"]["content"],
                                 "decision": rep.to_json()["decision"],

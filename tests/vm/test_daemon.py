@@ -24,7 +24,7 @@ from schedagent.bench import workload
 from schedagent.daemon.socketapi import ApiClient
 from schedagent.kernel import scx
 from schedagent.store import Store
-from tests.vm.conftest import FIXTURES, report
+from tests.vm.conftest import FIXTURES, report, stop_tree
 
 pytestmark = pytest.mark.vm
 
@@ -164,7 +164,6 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         report("daemon_auto_mixed", measured)
         for p in procs:
             if p.poll() is None:
-                p.kill()
-                p.wait()
+                stop_tree(p)
     assert scx.read_state().state == "disabled"
 

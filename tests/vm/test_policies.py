@@ -16,7 +16,7 @@ from schedagent import engine, services
 from schedagent.kernel import partial, scx
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
-from tests.vm.conftest import report
+from tests.vm.conftest import report, stop_tree
 
 NAMES = builtin_names()
 
@@ -41,10 +41,8 @@ def mixed_load() -> Iterator[None]:
     messaging = subprocess.Popen(
         ["sh", "-c", "while :; do perf bench sched messaging -g 2 -l 20 >/dev/null 2>&1; done"])
     yield
-    for proc in (hogs, messaging):
-        proc.kill()
-        proc.wait()
-    subprocess.run(["pkill", "-f", "perf bench sched messaging"], check=False)
+    for proc in (messaging, hogs):  # the loop first, so it starts no new perf
+        stop_tree(proc)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,9 +94,9 @@ def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
         outcome = engine.run_policy(req, store)
         worst_ns = int(sleeper.stdout.readline())
     finally:
-        for proc in (hog, sleeper):
-            proc.kill()
-            proc.wait()
+        stop_tree(hog)
+        sleeper.kill()
+        sleeper.wait()
         if sleeper.stdout is not None:
             sleeper.stdout.close()
     assert outcome.reason == "duration" and outcome.stats[0] > 0  # targets were served

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 from schedagent import services
 from schedagent.bench import workload as bench_workload
 from schedagent.kernel import partial, procstat
-from tests.vm.conftest import report
+from tests.vm.conftest import report, stop_tree
 
 WINDOW_S = 4.0
 
@@ -58,15 +57,8 @@ def running(argv: list[str], name: str | None = None, threads: int = 1,
         yield proc.pid
     finally:
         # the whole tree: perf's senders/receivers and the job set's jobs are children
-        # (stopped first, so a job set forks no more jobs while they are being killed)
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGSTOP)
-        with procstat.priority(), contextlib.suppress(psutil.Error):
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-        proc.kill()
-        proc.wait()
+        with procstat.priority():
+            stop_tree(proc)
 
 
 #: argv, expected class, threads in its process tree once it runs, settling time
@@ -115,8 +107,7 @@ def test_latency_sensitive_target_beside_cpu_hogs() -> None:
             with running(make_argv(), name, threads) as pid:
                 profiles.append(services.profile_workload(partial.Target(pid=pid), WINDOW_S))
     finally:
-        hogs.kill()
-        hogs.wait()
+        stop_tree(hogs)
     for prof in profiles:
         assert prof.workload_class == "latency-critical", prof.rationale
         assert prof.slo.metric == "p99_wakeup_latency"

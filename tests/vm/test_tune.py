@@ -16,7 +16,7 @@ from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
 from schedagent.kernel import partial, scx
 from schedagent.store import Store
-from tests.vm.conftest import report
+from tests.vm.conftest import report, stop_tree
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +38,7 @@ def test_tune_throughput_never_keeps_a_worse_policy() -> None:
                                         rounds=4, budget_s=600, max_evals=8,
                                         max_candidates=2))
     finally:
-        hog.kill()
-        hog.wait()
+        stop_tree(hog)
     assert _check_restored(seq) > 0  # candidates really ran on sched_ext
     d = rep.decision
     assert d is not None
@@ -69,8 +68,7 @@ def test_tune_on_the_mixed_server_ends_better_on_the_clients_p99(tmp_path: Path)
                                         max_candidates=1, latency_log=str(log)))
     finally:
         for proc in (client, hogs):
-            proc.kill()
-            proc.wait()
+            stop_tree(proc)
     assert _check_restored(seq) > 0
     d = rep.decision
     assert d is not None
