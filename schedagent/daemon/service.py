@@ -148,10 +148,10 @@ def allowed_wait_ms(limit_ms: float, nice: int) -> float:
 
 
 def _nice(tid: int) -> int:
+    fields = procstat.stat_fields(f"/proc/{tid}/stat")  # /proc/TID works for any thread
     try:
-        stat = Path(f"/proc/{tid}/stat").read_text()  # /proc/TID works for any thread
-        return int(stat.rsplit(")", 1)[1].split()[16])
-    except (OSError, ValueError, IndexError):
+        return int(fields[16]) if fields else 0
+    except (ValueError, IndexError):
         return 0
 
 

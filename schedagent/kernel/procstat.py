@@ -78,7 +78,6 @@ class Window:
     tids_seen: set[int] = field(default_factory=set)
     tgids_seen: set[int] = field(default_factory=set)
     tgids_exited: set[int] = field(default_factory=set)
-    old_zombies: set[int] = field(default_factory=set)
     max_threads: int = 0
     #: per tgid: CPU time (ns) of its children that it reaped, at first and last sight
     reaped_first: dict[int, int] = field(default_factory=dict)
@@ -108,13 +107,22 @@ _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _TICK_NS = 1_000_000_000 // _TICKS_PER_S
 
 
+def stat_fields(path: str) -> list[str] | None:
+    """The fields of a /proc stat file after the command name (index 0 is field 3,
+    the state letter; field N of proc(5) is index N - 3); None if it is gone."""
+    try:
+        return Path(path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def read_process(tgid: int) -> tuple[str, int] | None:
     """The process's state letter and the CPU time of its children that exited and were
     reaped (cutime + cstime, ns), from /proc/PID/stat; None if it is gone."""
+    fields = stat_fields(f"/proc/{tgid}/stat")
     try:
-        fields = Path(f"/proc/{tgid}/stat").read_text().rsplit(")", 1)[1].split()
-        return fields[0], (int(fields[13]) + int(fields[14])) * _TICK_NS
-    except (OSError, ValueError, IndexError):
+        return (fields[0], (int(fields[13]) + int(fields[14])) * _TICK_NS) if fields else None
+    except (ValueError, IndexError):
         return None
 
 
@@ -221,6 +229,7 @@ def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Wind
     started = time.monotonic()
     deadline = started + duration_s
     passes = 0
+    old_zombies: set[int] = set()  # zombies already there at the first pass
     while True:
         passes += 1
         pass_started = time.monotonic()
@@ -248,13 +257,14 @@ def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Wind
             window.reaped_first.setdefault(tgid, reaped)
             window.reaped_last[tgid] = reaped
         if passes == 1:
-            window.old_zombies = set(zombies)
-        zombies -= window.old_zombies
-        current_tgids -= window.old_zombies
+            old_zombies = set(zombies)
+        zombies -= old_zombies
+        current_tgids -= old_zombies
         window.tgids_exited |= (window.tgids_seen - current_tgids) | zombies
         window.tgids_seen |= current_tgids
+        alive = current_tgids - zombies
         window.max_threads = max(window.max_threads,
-                                 sum(1 for tgid, _ in pairs if tgid in current_tgids - zombies))
+                                 sum(1 for tgid, _ in pairs if tgid in alive))
         for tgid, tid in pairs:
             if tgid not in current_tgids:
                 continue  # an old zombie
@@ -285,10 +295,12 @@ def _baseline(sample: ThreadSample, passes: int, boot_start: float) -> ThreadSam
     inside the window; counting from its first sighting would lose that)."""
     if passes == 1:
         return sample
+    fields = stat_fields(f"/proc/{sample.tgid}/task/{sample.tid}/stat")
+    if fields is None:
+        return sample
     try:
-        stat = Path(f"/proc/{sample.tgid}/task/{sample.tid}/stat").read_text()
-        born = int(stat.rsplit(")", 1)[1].split()[19]) / _TICKS_PER_S  # s since boot
-    except (OSError, ValueError, IndexError):
+        born = int(fields[19]) / _TICKS_PER_S  # s since boot
+    except (ValueError, IndexError):
         return sample
     if born <= boot_start:
         return sample
