@@ -47,11 +47,12 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     before = set(psutil.pids())
     yield
     left = []
+    ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     for proc in psutil.process_iter(["pid", "name", "status"]):
         with contextlib.suppress(psutil.Error, OSError):
-            if (proc.pid in before or proc.pid == os.getpid()
+            if (proc.pid in before or proc.pid in ours
                     or proc.info["status"] == psutil.STATUS_ZOMBIE
-                    or os.getsid(proc.pid) != session or proc.pid in _ancestors()):
+                    or os.getsid(proc.pid) != session):
                 continue
             left.append(proc)
     for proc in left:
@@ -61,10 +62,6 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     if left:
         report(f"leftover_processes_{request.node.name}",
                sorted({str(p.info["name"]) for p in left}))
-
-
-def _ancestors() -> set[int]:
-    return {p.pid for p in psutil.Process().parents()}
 
 
 @pytest.fixture

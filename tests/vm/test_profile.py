@@ -61,6 +61,13 @@ def running(argv: list[str], name: str | None = None, threads: int = 1,
             stop_tree(proc)
 
 
+def _jobset() -> list[str]:
+    # 400 jobs of 30 ms and one of 8 s of CPU, forked at once: the short ones finish over
+    # the first seconds (forking them takes a while under emulation), the long one after
+    binary = bench_workload.build(bench_workload.resolve("jobset"))
+    return [str(binary), "-s", "400", "-S", "30", "-l", "1", "-L", "8000"]
+
+
 #: argv, expected class, threads in its process tree once it runs, settling time
 WORKLOADS = {
     "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput",
@@ -73,15 +80,8 @@ WORKLOADS = {
                            "1000000"], "messaging", 41, 2.0),
     # a job set is a job set while it runs its jobs: watched from its start (no wait for
     # threads), by an observer at raised priority that counts unreaped jobs as finished
-    "jobset": (lambda: _jobset(), "batch", 0, 0.0),
+    "jobset": (_jobset, "batch", 0, 0.0),
 }
-
-
-def _jobset() -> list[str]:
-    # 400 jobs of 30 ms and one of 8 s of CPU, forked at once: the short ones finish over
-    # the first seconds (forking them takes a while under emulation), the long one after
-    binary = bench_workload.build(bench_workload.resolve("jobset"))
-    return [str(binary), "-s", "400", "-S", "30", "-l", "1", "-L", "8000"]
 
 
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
