@@ -24,4 +24,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "host tools: installing$need"
 apt-get update -q
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need
+# Without recommends: qemu-system-x86 would otherwise pull in GTK, GStreamer and
+# about 170 other packages that a headless testbed never uses.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need

@@ -158,7 +158,9 @@ def build_image(force: bool = False, progress: Progress = print) -> GuestImage:
 def _make_disk(root: Path, disk: Path, progress: Progress) -> None:
     """Write ``root`` into a sparse ext4 image; guests boot it with -snapshot."""
     mkfs = shutil.which("mkfs.ext4") or "/usr/sbin/mkfs.ext4"
-    tmp = disk.with_suffix(".partial")
+    # Not disk.with_suffix(".partial"): for root.ext4 that is root.partial, the
+    # staging directory the image is being made from (issue 14).
+    tmp = disk.with_name(disk.name + ".tmp")
     tmp.unlink(missing_ok=True)
     _stream([mkfs, "-q", "-F", "-L", "schedagent", "-d", str(root), str(tmp), "8G"],
             progress, "mkfs.ext4")
