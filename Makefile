@@ -10,7 +10,7 @@ test: deps venv unit vm
 
 ## demo: boot the sched_ext testbed and run the demo inside it
 demo: deps venv image
-	$(BIN)/schedagent sandbox run -- sh scripts/demo.sh
+	@$(STAMP); $(BIN)/schedagent sandbox run -- sh scripts/demo.sh && $(TOOK)
 
 ## bench: every workload x policy against EEVDF in one testbed boot (long: not part of test)
 RUNS ?= 5
@@ -24,20 +24,23 @@ deps:
 
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,testbed]'
 	touch $@
 
+# Each stage prints its wall time, so a slow stage on a fresh machine shows itself.
+STAMP = s=$$(date +%s)
+TOOK = echo "make: $@ took $$(( $$(date +%s) - s )) s"
+
 image: deps venv
-	$(BIN)/schedagent sandbox build
+	@$(STAMP); $(BIN)/schedagent sandbox build && $(TOOK)
 
 unit: venv
-	$(BIN)/python -m pytest tests/unit tests/mcp -q -p no:cacheprovider
+	@$(STAMP); $(BIN)/python -m pytest tests/unit tests/mcp -q -p no:cacheprovider && $(TOOK)
 
 vm: image
-	sh scripts/sandbox-selftest.sh
-	sh scripts/run-vm-tests.sh
+	@$(STAMP); sh scripts/sandbox-selftest.sh && sh scripts/run-vm-tests.sh && $(TOOK)
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

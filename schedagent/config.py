@@ -14,7 +14,15 @@ from schedagent.errors import ConfigError
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 #: The project checkout this package was imported from (holds policies/, bpf/ ...).
+#: Installed from a wheel, this is site-packages and holds none of them: use
+#: :data:`DATA_ROOT` for the policies, BPF headers, probes and workloads.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where the built-in policies/, bpf/ and workloads/ are: the checkout when running from
+#: one (an editable install, or the testbed, which shares the checkout), else the copy the
+#: wheel ships inside the package (setup.py's build step puts it in ``schedagent/_data``).
+DATA_ROOT = (PROJECT_ROOT if (PROJECT_ROOT / "policies").is_dir()
+             and (PROJECT_ROOT / "bpf").is_dir() else Path(__file__).resolve().parent / "_data")
 
 
 def cache_dir() -> Path:
@@ -31,6 +39,25 @@ def cache_dir() -> Path:
         path = Path(base) / "schedagent"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+#: Read-only files prepared ahead of need (vmlinux.h, objects, the BTF index); the
+#: testbed image carries them. Looked up after the cache, never written at run time.
+PREBUILT_ENV = "SCHEDAGENT_PREBUILT_DIR"
+DEFAULT_PREBUILT_DIR = Path("/var/cache/schedagent-prebuilt")
+
+
+def prebuilt_dir() -> Path:
+    """Where prepared files are looked up after the cache (``$SCHEDAGENT_PREBUILT_DIR``)."""
+    return Path(os.environ.get(PREBUILT_ENV) or DEFAULT_PREBUILT_DIR)
+
+
+def find_cached(rel: Path) -> Path | None:
+    """``rel`` under the cache directory, else under the prebuilt directory, else None."""
+    for base in (cache_dir(), prebuilt_dir()):
+        if (base / rel).exists():
+            return base / rel
+    return None
 
 
 def state_dir() -> Path:

@@ -449,3 +449,9 @@ def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None =
                                      budget, progress)
     finally:
         store.close()
+
+
+def prebuild(progress: Callable[[str], None] | None = None) -> toolchain.PrebuildReport:
+    """Prepare vmlinux.h and every built-in policy's object for this kernel, ahead of need."""
+    sources = [repo.resolve(name).source for name in repo.builtin_names()]
+    return toolchain.prebuild(sources, progress)

@@ -2,7 +2,25 @@
 # The demo, run inside the sched_ext testbed by `make demo`.
 # Python runs under CPU emulation here, so each command takes a few seconds to start.
 set -u
-step() { printf '\n== %s ==\n' "$*"; }
+# Each stage says how long the one before it took, and the end prints them all, so a slow
+# stage on a fresh machine (a compile, a boot) shows where the time went.
+t0=$(date +%s); last=$t0; prev=""; times=""
+lap() {
+    now=$(date +%s)
+    [ -n "$prev" ] && times="$times$(printf '  %-4s %5d s' "$prev" $((now - last)))
+"
+    last=$now
+}
+step() {
+    lap
+    prev=${1%%.*}
+    printf '\n== %s ==   (%d s into the demo)\n' "$*" $((last - t0))
+}
+summary() {
+    lap
+    printf '\n== stage times (guest wall clock, under emulation) ==\n%s  total %d s\n' \
+        "$times" $((last - t0))
+}
 cleanup() { kill "$hogs" "$client" 2>/dev/null; }
 hogs=""; client=""
 trap cleanup EXIT
@@ -48,3 +66,4 @@ echo "(exit code $?: non-zero because the kernel ejected the scheduler)"
 step "7. status and the recorded events"
 schedagent status
 echo "sched_ext state: $(cat /sys/kernel/sched_ext/state)"
+summary

@@ -13,6 +13,7 @@ check file file
 check modprobe kmod
 check mkfs.ext4 e2fsprogs
 check chroot coreutils
+check zstd zstd
 
 if [ -z "$need" ]; then
     echo "host tools: all present"

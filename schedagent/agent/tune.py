@@ -19,7 +19,7 @@ from schedagent import engine
 from schedagent.agent import live, planner
 from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
-from schedagent.kernel import partial
+from schedagent.kernel import partial, procstat
 from schedagent.policy import repo
 from schedagent.profile.classify import material_change
 from schedagent.profile.model import WorkloadProfile
@@ -104,6 +104,10 @@ class TuneReport:
     cost: dict[str, object] = field(default_factory=dict)
     #: windows left out of the comparison, and why (too few wakeups for a p99)
     skipped_windows: list[str] = field(default_factory=list)
+    #: seconds spent before the first window: gates and compiles (candidates, probe)
+    compile_s: float = 0.0
+    #: seconds spent in canaries and measured windows
+    measure_s: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -209,13 +213,26 @@ class _Loop:
             self.judge(trial)
 
 
-def _gated(trials: list[Trial], store: Store) -> list[Trial]:
-    """Run every trial through the gates (no attach); a rejection is recorded on the trial."""
+def _gated(trials: list[Trial], store: Store,
+           say: Callable[[str], None] | None = None) -> list[Trial]:
+    """Run every trial through the gates (no attach); a rejection is recorded on the trial.
+
+    This is where candidates compile, so it runs before any window, and each compile
+    says how long it took (``say``).
+    """
     for trial in trials:
+        started = time.monotonic()
         try:
-            engine.verify(trial.policy, trial.overrides, store)
+            result = engine.verify(trial.policy, trial.overrides, store)
         except SchedagentError as err:
             trial.status, trial.error = "rejected", f"gates: {err}"
+            if say is not None:
+                say(f"gates: {trial.label} rejected after {time.monotonic() - started:.1f} s")
+            continue
+        if say is not None:
+            how = "object cached" if result.object_cached else "compiled"
+            say(f"gates: {trial.label} passed ({how}, verifier included) in "
+                f"{time.monotonic() - started:.1f} s")
     return trials
 
 
@@ -233,21 +250,36 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     prof = profile()
     if req.dry_run:
         return _dry_run(req, store, prof, started)
-    if live.wants_probe(prof.slo) and req.latency_log is None:
-        progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
-    with live.Meter(req.target, prof.slo, latency_log=req.latency_log) as meter:
+    # Everything that compiles happens here, before the first window, at raised priority:
+    # on the loaded hosts people tune, clang at normal priority beside the load stalled a
+    # fresh tune for 20 minutes (issue 14).
+    compiling = time.monotonic()
+    with procstat.priority():
+        trials = _planned(prof, store, req.max_candidates,
+                          lambda line: progress(line, 0, 1))
+        if live.wants_probe(prof.slo) and req.latency_log is None:
+            progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
+        meter = live.Meter(req.target, prof.slo, latency_log=req.latency_log).__enter__()
+    try:
         report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                             asdict(meter.metric), req.agent)
-        report.trials = _planned(prof, store, req.max_candidates)
+        report.trials = trials
+        report.compile_s = time.monotonic() - compiling
+        progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 0, 1)
+        measuring = time.monotonic()
         _run(req, store, prof, report, _Loop(req, store, prof, report, progress, meter))
+        report.measure_s = time.monotonic() - measuring
+    finally:
+        meter.__exit__(None, None, None)
     report.wall_s = time.monotonic() - started
     return report
 
 
-def _planned(prof: WorkloadProfile, store: Store, max_candidates: int) -> list[Trial]:
+def _planned(prof: WorkloadProfile, store: Store, max_candidates: int,
+             say: Callable[[str], None] | None = None) -> list[Trial]:
     history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
     cands = planner.rank(prof, history, max_candidates)
-    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store)
+    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store, say)
 
 
 def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,

@@ -19,10 +19,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from schedagent.config import cache_dir, load_yaml_model
+from schedagent.config import DATA_ROOT, cache_dir, load_yaml_model
 from schedagent.errors import ConfigError, ToolMissing
 
-WORKLOADS_DIR = Path(__file__).resolve().parents[2] / "workloads"
+WORKLOADS_DIR = DATA_ROOT / "workloads"
 
 WorkloadClassName = Literal["latency-critical", "interactive", "messaging", "throughput",
                             "batch", "io-bound", "mixed"]

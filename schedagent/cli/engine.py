@@ -43,6 +43,23 @@ def verify(policy: Annotated[str, typer.Argument(help="Policy name or path to a 
     print(f"  tunables   {result.tunables or '(none)'}")
 
 
+@policies_app.command("prebuild")
+def prebuild(json_out: JsonOpt = False) -> None:
+    """Prepare vmlinux.h and compile every built-in policy for this kernel, ahead of need.
+
+    The daemon does this when it starts and the testbed image carries the result, so
+    that no tune waits on clang beside the load it is tuning.
+    """
+    try:
+        report = services.prebuild(None if json_out else print)
+    except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
+        fail(err, json_out)
+    if json_out:
+        emit_json(report)
+    if report.failed:
+        raise SystemExit(12)  # the exit code of a compile error
+
+
 def vars_of(obj: object) -> dict[str, object]:
     """A dataclass's fields as a dict (for JSON output)."""
     from schedagent.cli.output import to_jsonable

@@ -99,7 +99,8 @@ def _print(report: TuneReport) -> None:
     if report.skipped_windows:
         print(f"skipped   {len(report.skipped_windows)} windows not compared "
               f"(first: {report.skipped_windows[0]})")
-    print(f"cost      {report.evaluations} evaluations in {report.wall_s:.0f} s; "
+    print(f"cost      {report.evaluations} evaluations in {report.wall_s:.0f} s "
+          f"(compiles and gates {report.compile_s:.0f} s, measuring {report.measure_s:.0f} s); "
           "the system is back on EEVDF")
     if report.cost:
         c = report.cost

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedagent.config import PROJECT_ROOT
+from schedagent.config import DATA_ROOT
 from schedagent.errors import FeatureMissing
 from schedagent.kernel import partial
 
-PROBE_SOURCE = PROJECT_ROOT / "bpf" / "probes" / "schedlat.bcc.c"
+PROBE_SOURCE = DATA_ROOT / "bpf" / "probes" / "schedlat.bcc.c"
 ATTACH_POINTS = ("sched_wakeup", "sched_wakeup_new", "sched_switch", "sched_migrate_task")
 _BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 

@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from schedagent.config import cache_dir
+from schedagent.config import cache_dir, find_cached
 from schedagent.errors import FeatureMissing
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+
+#: Build for another kernel than the running one: its raw BTF (the image build of the
+#: testbed prepares the guest kernel's objects on the host this way).
+KERNEL_BTF_ENV = "SCHEDAGENT_KERNEL_BTF"
+
+
+def kernel_btf_path() -> Path:
+    """The BTF of the kernel being built for: ``$SCHEDAGENT_KERNEL_BTF`` or the running one."""
+    override = os.environ.get(KERNEL_BTF_ENV)
+    return Path(override) if override else VMLINUX_BTF
 
 _MAGIC = 0xEB9F
 KIND_FUNC = 12
@@ -99,12 +110,14 @@ def parse(data: bytes) -> BtfIndex:
 
 
 @lru_cache(maxsize=4)
-def load(path: Path = VMLINUX_BTF) -> BtfIndex:
+def load(path: Path | None = None) -> BtfIndex:
     """The running kernel's BTF index, cached in memory and on disk by content hash.
 
     Parsing all of vmlinux's types in Python takes a while (a minute under
-    emulation), so the index is stored under the cache directory.
+    emulation), so the index is stored under the cache directory. ``path`` defaults to
+    the kernel being built for (:func:`kernel_btf_path`).
     """
+    path = path or kernel_btf_path()
     try:
         data = path.read_bytes()
     except FileNotFoundError as err:
@@ -115,7 +128,7 @@ def load(path: Path = VMLINUX_BTF) -> BtfIndex:
     digest = hashlib.sha256(data).hexdigest()[:16]
     cached = cache_dir() / "btf" / f"{digest}.json"
     try:
-        raw = json.loads(cached.read_text())
+        raw = json.loads((find_cached(Path("btf") / f"{digest}.json") or cached).read_text())
         return BtfIndex(digest, frozenset(raw["funcs"]), raw["enums"], raw["func_args"])
     except (OSError, ValueError, KeyError):
         pass

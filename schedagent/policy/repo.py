@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schedagent.config import PROJECT_ROOT, load_yaml_model
+from schedagent.config import DATA_ROOT, load_yaml_model
 from schedagent.errors import ConfigError, PolicyNotFound, TunableError
 
-POLICIES_DIR = PROJECT_ROOT / "policies"
+POLICIES_DIR = DATA_ROOT / "policies"
 
 WorkloadClass = Literal["latency-critical", "interactive", "messaging", "throughput", "batch",
                         "io-bound", "mixed"]

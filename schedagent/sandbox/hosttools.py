@@ -36,7 +36,9 @@ VNG = HostTool(
 
 MKFS = HostTool("mkfs.ext4", "write the guest disk image", "apt-get install -y e2fsprogs")
 
-BUILD_TOOLS = (MMDEBSTRAP, MKFS)
+ZSTD = HostTool("zstd", "unpack the guest kernel to read its BTF (prebuild)",
+                "apt-get install -y zstd")
+BUILD_TOOLS = (MMDEBSTRAP, MKFS, ZSTD)
 BOOT_TOOLS = (QEMU, BUSYBOX, STRINGS, FILE, MODPROBE, VNG)
 
 
