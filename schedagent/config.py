@@ -44,7 +44,8 @@ def cache_dir() -> Path:
 #: Read-only files prepared ahead of need (vmlinux.h, objects, the BTF index); the
 #: testbed image carries them. Looked up after the cache, never written at run time.
 PREBUILT_ENV = "SCHEDAGENT_PREBUILT_DIR"
-DEFAULT_PREBUILT_DIR = Path("/var/cache/schedagent-prebuilt")
+# Not under /var/cache: virtme-ng mounts a tmpfs there in the testbed guest.
+DEFAULT_PREBUILT_DIR = Path("/opt/schedagent/prebuilt")
 
 
 def prebuilt_dir() -> Path:

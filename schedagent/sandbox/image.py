@@ -46,7 +46,7 @@ GUEST_PYTHON_REQUIREMENTS: tuple[str, ...] = (
 )
 
 #: Bump when the build recipe itself changes in a way that needs a rebuild.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
 GUEST_VENV = "/opt/schedagent/venv"
 _READY_MARK = ".schedagent-ready"
@@ -240,7 +240,7 @@ def _install_guest_venv(root: Path, progress: Progress) -> None:
 
 
 #: Where the image keeps what the prebuild stage prepared (config.DEFAULT_PREBUILT_DIR).
-GUEST_PREBUILT_DIR = "/var/cache/schedagent-prebuilt"
+GUEST_PREBUILT_DIR = "/opt/schedagent/prebuilt"
 
 
 def _prebuild(root: Path, progress: Progress) -> None:
