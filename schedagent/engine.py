@@ -118,6 +118,11 @@ def _require_sched_ext() -> scx.ScxState:
     return snap
 
 
+def has_sched_ext() -> bool:
+    """Whether this kernel has sched_ext at all (no error when it does not)."""
+    return scx.read_state().present
+
+
 def require_sched_ext() -> scx.ScxState:
     """The sched_ext state, or a FeatureMissing error that says how to get sched_ext."""
     return _require_sched_ext()

@@ -183,6 +183,7 @@ class Daemon:
         if self.cfg.prometheus_port:
             self._start_metrics(self.cfg.prometheus_port)
         self._start_watchdog()
+        self._start_prebuild()
         self._audit("start", None, {"mode": self.cfg.mode, "targets": list(self.targets),
                                     "pid": os.getpid()})
         sdnotify.notify(f"READY=1\nSTATUS=watching {len(self.targets)} target(s), mode "
@@ -206,6 +207,30 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _start_prebuild(self) -> None:
+        """Prepare vmlinux.h and the built-in policies for this kernel in the background.
+
+        Objects are keyed by the kernel build id, so after a kernel update the first start
+        compiles them again; the next tune then waits on no compile (issue 14).
+        """
+        if not engine.has_sched_ext():
+            return
+
+        def work() -> None:
+            try:
+                report = services.prebuild()
+            except Exception:  # noqa: BLE001  (a background thread: log, never kill the daemon)
+                log.exception("preparing the built-in policies failed")
+                return
+            log.info("prebuild for kernel %s: %d objects, %d failed", report.build_id[:12],
+                     len(report.objects), len(report.failed))
+            with self.lock:
+                self._audit("prebuild", None, {"build_id": report.build_id,
+                                               "objects": report.objects,
+                                               "failed": report.failed})
+
+        threading.Thread(target=work, name="prebuild", daemon=True).start()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         # No locks here (an Event.set() could deadlock against the interrupted code): the
