@@ -105,7 +105,8 @@ def check_source(text: str, source: str = "<source>") -> GateReport:
     for toks in lines:
         if toks[0].text == "#":
             _check_directive(toks, source)
-            body = toks[3:] if len(toks) > 2 and toks[1].text == "define" else []
+            # #if lines and #define bodies are checked like code (a name, a probe, a pragma)
+            body = toks[2:] if len(toks) > 2 and toks[1].text != "include" else []
         else:
             body = toks
         calls |= _check_tokens(body, source)

@@ -114,8 +114,8 @@ def check_object(path: Path, source: str, kernel: KernelView | None) -> ObjectRe
     ops_var = _check_struct_ops(elf, kernel)
     programs = _check_programs(elf)
     maps = _check_maps(elf)
-    kfuncs = _check_externs(elf, kernel)
-    helpers = _check_code(elf, kernel)
+    helpers, called = _check_code(elf, kernel)
+    kfuncs = _check_externs(elf, kernel, called)
     return ObjectReport(ops_var, programs, tuple(sorted(helpers)), tuple(sorted(kfuncs)), maps)
 
 
@@ -287,8 +287,12 @@ def _check_maps(elf: _Elf) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _check_externs(elf: _Elf, kernel: KernelView | None) -> set[str]:
-    """Every undefined symbol must be an allow-listed kfunc the kernel has."""
+def _check_externs(elf: _Elf, kernel: KernelView | None, called: set[str]) -> set[str]:
+    """Every undefined symbol must be an allow-listed kfunc the kernel has.
+
+    A weak extern may be absent when it is only tested (``bpf_ksym_exists``); one that
+    is called must exist (bpftool's vmlinux.h declares every kfunc weak).
+    """
     types = elf.types
     btf_funcs = {t.name for t in types.types if t.kind == kbtf.KIND_FUNC}
     used: set[str] = set()
@@ -305,7 +309,7 @@ def _check_externs(elf: _Elf, kernel: KernelView | None) -> set[str]:
                                   f"kfunc {sym.name}", "the sched_ext and cpumask/task/"
                                   "cgroup reference kfuncs in schedagent/policy/allowlist.py")
         if (kernel is not None and base not in kernel.funcs
-                and sym["st_info"]["bind"] != "STB_WEAK"):
+                and (sym.name in called or sym["st_info"]["bind"] != "STB_WEAK")):
             raise ObjectRejection(elf.source, "kfunc missing from the running kernel",
                                   f"kfunc {sym.name}", "kfuncs in /sys/kernel/btf/vmlinux")
         used.add(base)
@@ -328,11 +332,12 @@ def _owner(elf: _Elf, idx: int, offset: int) -> str:
     return repr(elf.sections[idx].name)
 
 
-def _check_code(elf: _Elf, kernel: KernelView | None) -> set[str]:
-    """Every call and 64-bit load in every executable section."""
+def _check_code(elf: _Elf, kernel: KernelView | None) -> tuple[set[str], set[str]]:
+    """Every call and 64-bit load in every executable section: (helpers, called externs)."""
     names = {**_KNOWN_HELPERS, **(kernel.helper_names if kernel else {}),
              **allowlist.HELPER_NAMES}
     helpers: set[str] = set()
+    called: set[str] = set()
     for idx in sorted(elf.exec_idx):
         sec = elf.sections[idx]
         data = sec.data()
@@ -345,6 +350,7 @@ def _check_code(elf: _Elf, kernel: KernelView | None) -> set[str]:
             if code == 0x85:  # BPF_JMP | BPF_CALL
                 if sym is not None:
                     _check_call_target(elf, sym, idx, pos)
+                    called.add(sym.name)
                 elif src == 0:
                     if imm not in allowlist.HELPER_NAMES:
                         raise ObjectRejection(
@@ -369,7 +375,7 @@ def _check_code(elf: _Elf, kernel: KernelView | None) -> set[str]:
                                           f"ld_imm64 with src_reg {src} imm {imm} (a map fd or "
                                           f"kernel BTF id) in {_owner(elf, idx, pos)}",
                                           "maps and functions referenced by name")
-    return helpers
+    return helpers, called
 
 
 def _check_call_target(elf: _Elf, sym: Symbol, idx: int, pos: int) -> None:
