@@ -142,3 +142,33 @@ def test_compile_box_hides_system_headers(tmp_path: Path) -> None:
         _compile(src, tmp_path)
     assert "'stdio.h' file not found" in caught.value.diagnostics[0]
     assert caught.value.diagnostics[0].startswith(f"{src}:1:")
+
+
+def test_loader_refuses_an_ops_layout_unlike_the_kernels() -> None:
+    from schedagent.kernel.loader import check_ops_member
+
+    check_ops_member("ok", "name", (320, 128), (320, 128), 472)
+    with pytest.raises(ObjectRejection) as fake:
+        check_ops_member("fake", "name", (1 << 20, 8), (320, 128), 472)
+    assert fake.value.rule == "ops layout" and "1048576" in fake.value.found
+    with pytest.raises(ObjectRejection) as short:  # kernel offsets past a short value
+        check_ops_member("short", "timeout_ms", (296, 4), (296, 4), 200)
+    assert "200-byte" in short.value.found
+
+
+def test_staged_sources_are_capped_and_the_oldest_evicted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from schedagent import services
+
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(services, "MAX_STAGED_SOURCES", 3)
+    paths = []
+    for n in range(5):
+        paths.append(Path(services.stage_source(f"// source {n}\n")))
+        os.utime(paths[-1], (1000 + n, 1000 + n))  # a strict age order, no sleeps
+    assert [p.exists() for p in paths] == [False, False, True, True, True]
+    monkeypatch.setattr(services, "MAX_STAGED_BYTES", 50)  # room for 36 new + one 12 old
+    newest = Path(services.stage_source("// x" * 9))
+    assert newest.exists() and [p.exists() for p in paths][2:] == [False, False, True]

@@ -72,6 +72,18 @@ struct scx_sub_detach_args;
 struct scx_cpu_acquire_args;
 struct scx_cpu_release_args;
 struct pt_regs;
+struct sock;
+
+enum pid_type { PIDTYPE_PID = 0, PIDTYPE_TGID = 1 };
+
+/* leading members of the kernel's, for the other-subsystem struct_ops case */
+struct tcp_congestion_ops {
+	void (*cong_avoid)(struct sock *, u32, u32);
+	void (*cong_control)(struct sock *, u32, int, const void *);
+	u32 (*ssthresh)(struct sock *);
+	void (*set_state)(struct sock *, u8);
+	char name[16];
+};
 
 struct sched_ext_entity {
 	u64 slice;
@@ -159,6 +171,7 @@ extern void scx_bpf_exit_bstr(s64 exit_code, char *fmt, long long unsigned int *
 extern void scx_bpf_kick_cpu(s32 cpu, u64 flags) __weak __ksym;
 extern struct task_struct *bpf_task_from_pid(s32 pid) __weak __ksym;
 extern void bpf_task_release(struct task_struct *p) __weak __ksym;
+extern int bpf_send_signal_task(struct task_struct *task, int sig, enum pid_type type, u64 value) __weak __ksym;
 
 #pragma clang attribute pop
 
