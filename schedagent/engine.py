@@ -2,7 +2,8 @@
 
 This is the only place that strings the privileged steps together. Every
 candidate passes the gates in order, cheapest first: the static gate, clang,
-then the kernel verifier (load without attach). Only then may it attach, with
+the object check (the security boundary), then the kernel verifier (load
+without attach). Only then may it attach, with
 the guard on, and every exit path detaches, restores partial-mode threads and
 writes the outcome to the store.
 """
@@ -30,7 +31,7 @@ from schedagent.kernel import partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
 from schedagent.kernel.kmsg import KmsgReader
 from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, attach
-from schedagent.policy import gate
+from schedagent.policy import gate, objcheck
 from schedagent.policy.repo import PolicySource, resolve
 from schedagent.store import ActiveRecord, Store, pid_alive
 
@@ -88,6 +89,9 @@ def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple
         if entry is not None:
             raise Quarantined(policy.name, entry.reason)
     built = toolchain.compile_source(policy.source)
+    # the security boundary: what clang produced, not what the text looked like
+    objcheck.check_object(built.path, str(policy.source),
+                          objcheck.KernelView.from_index(kbtf.load()))
     obj = BpfObject(built.path, policy.name)
     try:
         obj.set_rodata(tunables)
@@ -140,7 +144,7 @@ def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> 
         obj.close()
     return VerifyResult(policy.name, report.ops_name, str(policy.source), policy.source_hash(),
                         str(built.path), built.cached, tunables, rodata,
-                        ["static gate", "clang", "kernel verifier"])
+                        ["static gate", "clang", "object check", "kernel verifier"])
 
 
 def recover(store: Store) -> str | None:

@@ -144,6 +144,39 @@ class Quarantined(PolicyError):
         self.policy, self.reason = policy, reason
 
 
+class ObjectRejection(PolicyError):
+    """The compiled object holds something a scheduler may not (the security boundary).
+
+    ``rule`` names the check, ``found`` what the object holds (a helper, kfunc, section,
+    map or layout) and ``allowed`` what the check accepts.
+    """
+
+    exit_code = 16
+
+    def __init__(self, source: str, rule: str, found: str, allowed: str) -> None:
+        super().__init__(
+            f"object check refused {source}: {rule}: found {found}; allowed: {allowed}. "
+            "A scheduler may only hold one SEC(\".struct_ops.link\") struct sched_ext_ops, "
+            "struct_ops programs, and allow-listed helpers, kfuncs and maps; remove it and "
+            "verify again."
+        )
+        self.source, self.rule, self.found, self.allowed = source, rule, found, allowed
+
+
+class CompileLimitExceeded(PolicyError):
+    """clang hit its time, CPU, memory or output limit and was stopped."""
+
+    exit_code = 17
+
+    def __init__(self, source: str, limit: str, value: int, unit: str) -> None:
+        super().__init__(
+            f"compiling {source} was stopped: it exceeded the {limit} limit of {value} {unit}. "
+            "A scheduler compiles in about a second; look for runaway macro expansion or "
+            "huge initialisers."
+        )
+        self.source, self.limit, self.value, self.unit = source, limit, value, unit
+
+
 class SchedExtBusy(KernelError):
     """Another BPF scheduler already owns sched_ext."""
 

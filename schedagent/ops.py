@@ -176,7 +176,7 @@ def _verify(a: VerifyArgs, actor: str) -> dict[str, Any]:
     art = services.verify_artifact(spec, a.tunables, actor)
     return {"artifact_id": art.artifact_id, "policy": art.policy, "tunables": art.tunables,
             "source_hash": art.source_hash, "passed": ["static gate", "clang",
-                                                       "kernel verifier"],
+                                                       "object check", "kernel verifier"],
             "next": f"load_policy(policy={art.artifact_id!r}, pid=..., duration_s=...)"}
 
 

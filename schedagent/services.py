@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +38,8 @@ from schedagent.store import (
     VerifiedArtifact,
     pid_alive,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +194,39 @@ def stage_source(source: str) -> str:
             f"the source is {len(data)} bytes; the limit is {gate.MAX_SOURCE_BYTES}. Send a "
             "smaller scheduler, or start from a repository policy by name")
     digest = hashlib.sha256(data).hexdigest()[:16]
-    directory = config.state_dir() / "staged" / digest
-    directory.mkdir(parents=True, exist_ok=True)
+    staged = config.state_dir() / "staged"
+    directory = staged / digest
     path = directory / f"src_{digest}.bpf.c"
     if not path.exists():
+        _evict_staged(staged, len(data))
+        directory.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
     return str(path)
+
+
+#: Staged sources kept at most (count and bytes); the oldest go first (issue 12).
+MAX_STAGED_SOURCES = 64
+MAX_STAGED_BYTES = 4 << 20
+
+
+def _evict_staged(staged: Path, incoming: int) -> None:
+    """Make room for one more source of ``incoming`` bytes by removing the oldest."""
+    entries: list[tuple[float, Path, int]] = []
+    for directory in staged.glob("*"):
+        files = [f for f in directory.glob("*") if f.is_file()]
+        size = sum(f.stat().st_size for f in files)
+        mtime = max((f.stat().st_mtime for f in files), default=directory.stat().st_mtime)
+        entries.append((mtime, directory, size))
+    entries.sort()
+    total = sum(e[2] for e in entries)
+    while entries and (len(entries) + 1 > MAX_STAGED_SOURCES
+                       or total + incoming > MAX_STAGED_BYTES):
+        _mtime, directory, size = entries.pop(0)
+        shutil.rmtree(directory, ignore_errors=True)
+        total -= size
+        log.info("evicted staged source %s (%d bytes)", directory.name, size)
 
 
 def verify_artifact(spec: str, overrides: dict[str, int], actor: str) -> VerifiedArtifact:

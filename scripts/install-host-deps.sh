@@ -14,6 +14,11 @@ check modprobe kmod
 check mkfs.ext4 e2fsprogs
 check chroot coreutils
 check zstd zstd
+# The host-side unit tests compile the adversarial corpus and a real scheduler to BPF
+# objects and inspect them (Debian 12's clang 14 targets BPF); libbpf-dev gives <bpf/*.h>.
+check clang clang
+check llvm-objdump llvm
+[ -f /usr/include/bpf/bpf_helpers.h ] || need="$need libbpf-dev"
 
 if [ -z "$need" ]; then
     echo "host tools: all present"

@@ -88,6 +88,8 @@ def lib() -> ctypes.CDLL:
         ("btf__find_by_name_kind", ctypes.c_int32, (vp, cp, ctypes.c_uint32)),
         ("btf__type_by_id", vp, (vp, ctypes.c_uint32)),
         ("btf__name_by_offset", cp, (vp, ctypes.c_uint32)),
+        ("btf__raw_data", vp, (vp, ctypes.POINTER(ctypes.c_uint32))),
+        ("bpf_map__btf_value_type_id", ctypes.c_uint32, (vp,)),
         ("libbpf_num_possible_cpus", i, ()),
     ):
         _sig(handle, name, res, *args)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from schedagent.errors import (
     FeatureMissing,
+    ObjectRejection,
     SchedExtBusy,
     SchedulerExited,
     SchedulerLoadError,
@@ -176,20 +177,32 @@ class BpfObject:
             ctypes.memmove(addr + var.offset, raw, var.size)
 
     def _ops_member(self, member: str) -> tuple[int, int]:
-        """(byte offset, byte size) of a field of struct sched_ext_ops."""
+        """(byte offset, byte size) of a field of struct sched_ext_ops, checked.
+
+        The layout comes from the running kernel's BTF, never from the object's own:
+        a source declaring its own ``struct sched_ext_ops`` with fake offsets made the
+        loader read and write out of bounds (issue 12). The object's layout must
+        agree with it, and the field must lie inside the struct_ops initial value.
+        """
+        want = kbtf.load().ops_layout.get(member)
+        if want is None:
+            raise FeatureMissing(f"sched_ext_ops.{member}", "the field is not in this kernel's "
+                                 "BTF", "use a kernel with that sched_ext feature")
+        _, value_size = self._ops_data()
+        check_ops_member(str(self.path), member, self._object_ops_layout().get(member), want,
+                         value_size)
+        return want
+
+    def _object_ops_layout(self) -> dict[str, tuple[int, int]]:
+        """Member layout of the struct the object's struct_ops map really has."""
         lib = libbpf.lib()
-        sid = lib.btf__find_by_name_kind(self._btf, b"sched_ext_ops", libbpf.BTF_KIND_STRUCT)
-        if sid <= 0:
-            raise FeatureMissing("struct sched_ext_ops in the object's BTF",
-                                 "the object was not built against a sched_ext vmlinux.h",
-                                 "rebuild it with schedagent's toolchain")
-        _, _, vlen, ptr = _btf_type(self._btf, sid)
-        for i in range(vlen):
-            name_off, mtype, offset_bits = struct_unpack(ptr + 12 + 12 * i, "<III")
-            if lib.btf__name_by_offset(self._btf, name_off).decode() == member:
-                return (offset_bits & 0xFFFFFF) // 8, _type_size(self._btf, mtype)
-        raise FeatureMissing(f"sched_ext_ops.{member}", "the field is not in this kernel's BTF",
-                             "use a kernel with that sched_ext feature")
+        size = ctypes.c_uint32(0)
+        raw = lib.btf__raw_data(self._btf, ctypes.byref(size)) if self._btf else None
+        type_id = lib.bpf_map__btf_value_type_id(self.ops_map)
+        if not raw or not type_id:
+            return {}
+        table = kbtf.parse_types(ctypes.string_at(raw, size.value))
+        return table.layout(table.skip_mods(type_id))
 
     def _ops_data(self) -> tuple[int, int]:
         addr, size = self._data(self.ops_map)
@@ -294,17 +307,21 @@ class BpfObject:
             self._obj = None
 
 
-def _type_size(btf: int, type_id: int) -> int:
-    for _ in range(16):
-        _, kind, _, ptr = _btf_type(btf, type_id)
-        size_or_type = struct_unpack(ptr + 8, "<I")[0]
-        if kind in (1, 4, 5, 6, 16, 19):  # INT STRUCT UNION ENUM FLOAT ENUM64
-            return size_or_type
-        if kind == 3:  # ARRAY: elem type, index type, nelems
-            elem, _idx, nelems = struct_unpack(ptr + 12, "<III")
-            return _type_size(btf, elem) * nelems
-        type_id = size_or_type  # TYPEDEF / VOLATILE / CONST ...
-    return 8
+def check_ops_member(source: str, member: str, have: tuple[int, int] | None,
+                     want: tuple[int, int], value_size: int) -> None:
+    """Refuse unless the object's ``member`` is where the kernel has it, inside the value.
+
+    ``have`` and ``want`` are (byte offset, byte size) in the object's and the
+    kernel's ``struct sched_ext_ops``; ``value_size`` is the size of the struct_ops
+    initial value the loader reads and writes.
+    """
+    offset, size = want
+    if have != want or offset + size > value_size:
+        found = (f"offset {have[0]} size {have[1]}" if have else "no such member")
+        raise ObjectRejection(source, "ops layout",
+                              f"sched_ext_ops.{member} at {found} in a {value_size}-byte "
+                              "struct_ops value",
+                              f"the running kernel's offset {offset} size {size}")
 
 
 def _log_tail(messages: list[str], lines: int = 40) -> str:

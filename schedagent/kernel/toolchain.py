@@ -16,20 +16,24 @@ consulted after the cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import resource
 import shutil
+import signal
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from schedagent.config import DATA_ROOT, cache_dir, find_cached
-from schedagent.errors import CompileError, ToolMissing
+from schedagent.errors import CompileError, CompileLimitExceeded, ToolMissing
 from schedagent.kernel import btf
 
 log = logging.getLogger(__name__)
@@ -145,15 +149,56 @@ def _project_headers_digest() -> str:
     return digest.hexdigest()
 
 
-def compile_source(source: Path, extra_flags: tuple[str, ...] = ()) -> BuiltObject:
+@dataclass(frozen=True, slots=True)
+class CompileLimits:
+    """Bounds on one clang run: a scheduler compiles in about a second and 150 MB.
+
+    Without them a macro bomb took clang past 590 MB until it crashed, and an
+    include bomb ran for minutes (issue 12). Under TCG emulation in the testbed one
+    policy took minutes, hence the generous time limits; memory is what a bomb
+    exhausts first, and 1 GiB of address space (clang maps ~150 MB for a real
+    7.2 vmlinux.h) keeps it from taking a 2 GiB guest down with it.
+    """
+
+    timeout_s: float = 900.0
+    cpu_s: int = 600
+    address_space_bytes: int = 1 << 30
+    output_bytes: int = 64 << 20
+
+
+DEFAULT_LIMITS = CompileLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class IncludeBox:
+    """The only headers a compile may see: vmlinux.h, libbpf's bpf/ and the project's."""
+
+    vmlinux_h: Path
+    libbpf_dir: Path
+    project_headers: Path
+
+
+#: Where distributions install libbpf's BPF-side headers (bpf_helpers.h ...).
+LIBBPF_HEADER_DIRS = (Path("/usr/include/bpf"), Path("/usr/local/include/bpf"))
+
+
+def libbpf_headers() -> Path:
+    """The directory holding libbpf's ``bpf_helpers.h``."""
+    for candidate in LIBBPF_HEADER_DIRS:
+        if (candidate / "bpf_helpers.h").is_file():
+            return candidate
+    raise ToolMissing("libbpf-dev", "provide <bpf/bpf_helpers.h> for BPF schedulers",
+                      "apt-get install libbpf-dev")
+
+
+def compile_source(source: Path, extra_flags: tuple[str, ...] = (),
+                   limits: CompileLimits = DEFAULT_LIMITS) -> BuiltObject:
     """Compile ``source`` to a BPF object, reusing a cached object when possible."""
-    clang = _tool("clang", "apt-get install clang llvm", "compile BPF schedulers")
     header = vmlinux_header()
-    flags = [*CFLAGS, *compat_defines(), *extra_flags,
-             f"-I{header.parent}", f"-I{BPF_INCLUDE_DIR}"]
+    flags = [*CFLAGS, *compat_defines(), *extra_flags]
     text = source.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([text, _project_headers_digest().encode(), " ".join(flags[:-2]).encode(),
+        b"\0".join([text, _project_headers_digest().encode(), " ".join(flags).encode(),
                     kernel_build_id().encode()])
     ).hexdigest()
     rel = Path("objects") / f"{source.stem}-{key[:20]}.bpf.o"
@@ -162,39 +207,115 @@ def compile_source(source: Path, extra_flags: tuple[str, ...] = ()) -> BuiltObje
         return BuiltObject(found, key, cached=True)
     obj = cache_dir() / rel
     obj.parent.mkdir(parents=True, exist_ok=True)
-    tmp = obj.with_suffix(".tmp")
+    box = IncludeBox(header, libbpf_headers(), BPF_INCLUDE_DIR / "schedagent")
     started = time.monotonic()
-    proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(tmp)],
-                          capture_output=True, text=True, check=False,
-                          preexec_fn=_raise_priority)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise _compile_error(source, proc.stderr)
-    tmp.rename(obj)
+    build_object(text, source, obj, flags, box, limits)
     return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
 
 
-_DIAG = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|fatal error): "
+def build_object(text: bytes, source: Path, out: Path, flags: list[str], box: IncludeBox,
+                 limits: CompileLimits = DEFAULT_LIMITS) -> None:
+    """Compile ``text`` (the bytes read from ``source``) in a box and write ``out``.
+
+    The box: a private directory holding a copy of the text (so quote includes find
+    nothing beside the original, and clang compiles exactly the bytes that were
+    hashed) and an include directory with only ``vmlinux.h``, ``bpf/`` and
+    ``schedagent/``; ``-nostdinc`` drops every system path. clang runs under
+    rlimits and a wall-clock timeout, and only diagnostics about the submitted file
+    come back: a compile error must never quote another file.
+    """
+    clang = _tool("clang", "apt-get install clang llvm", "compile BPF schedulers")
+    with tempfile.TemporaryDirectory(prefix="schedagent-cc-") as tmp:
+        root = Path(tmp)
+        inc, src_dir = root / "include", root / "src"
+        inc.mkdir()
+        src_dir.mkdir()
+        (inc / "vmlinux.h").symlink_to(box.vmlinux_h)
+        (inc / "bpf").symlink_to(box.libbpf_dir)
+        (inc / "schedagent").symlink_to(box.project_headers)
+        src = src_dir / source.name
+        src.write_bytes(text)
+        tmp_out = root / "out.o"
+        cmd = [clang, *flags, "-nostdinc", "-isystem", str(inc), "-fno-crash-diagnostics",
+               "-ferror-limit=20", "-c", str(src), "-o", str(tmp_out)]
+        proc = _run_limited(cmd, src_dir, limits, str(source))
+        if proc.returncode != 0 or not tmp_out.exists():
+            raise _compile_error(source, src, text, proc, limits)
+        partial = out.with_suffix(".tmp")
+        shutil.copyfile(tmp_out, partial)
+        partial.rename(out)
+
+
+def _run_limited(cmd: list[str], cwd: Path, limits: CompileLimits,
+                 source: str) -> subprocess.CompletedProcess[str]:
+    def apply_limits() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes,) * 2)
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes,) * 2)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core holds what clang read
+        _raise_priority()
+
+    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=apply_limits, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=limits.timeout_s)
+    except subprocess.TimeoutExpired as err:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise CompileLimitExceeded(source, "wall-clock time", int(limits.timeout_s),
+                                   "s") from err
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+_DIAG = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|fatal error): "
                    r"(?P<msg>.*)$")
+_OOM = ("out of memory", "Allocation failed", "bad_alloc", "Cannot allocate memory")
 
 
-def _compile_error(source: Path, stderr: str) -> CompileError:
+def _limit_tripped(source: Path, proc: subprocess.CompletedProcess[str],
+                   limits: CompileLimits) -> CompileLimitExceeded | None:
+    rc = proc.returncode
+    if rc in (-signal.SIGXCPU, -signal.SIGKILL):
+        return CompileLimitExceeded(str(source), "CPU time", limits.cpu_s, "s")
+    if rc == -signal.SIGXFSZ:
+        return CompileLimitExceeded(str(source), "output size", limits.output_bytes, "bytes")
+    if any(marker in proc.stderr for marker in _OOM):
+        return CompileLimitExceeded(str(source), "memory", limits.address_space_bytes, "bytes")
+    return None
+
+
+def _compile_error(source: Path, boxed: Path, text: bytes,
+                   proc: subprocess.CompletedProcess[str],
+                   limits: CompileLimits) -> CompileError | CompileLimitExceeded:
+    tripped = _limit_tripped(source, proc, limits)
+    if tripped is not None:
+        return tripped
     diagnostics: list[str] = []
     excerpt: list[str] = []
-    lines = source.read_text(errors="replace").splitlines()
-    for raw in stderr.splitlines():
+    lines = text.decode(errors="replace").splitlines()
+    others = 0
+    for raw in proc.stderr.splitlines():
         match = _DIAG.match(raw)
         if not match:
+            continue  # source lines, carets, notes and backtraces are never passed on
+        if match["file"] != str(boxed):
+            others += 1  # about a header: its text must not reach the caller
             continue
-        diagnostics.append(raw)
-        if Path(match["file"]).name == source.name and len(excerpt) < 30:
-            lineno = int(match["line"])
+        lineno = int(match["line"])
+        diagnostics.append(f"{source}:{lineno}:{match['col']}: {match['sev']}: {match['msg']}")
+        if len(excerpt) < 30:
             for n in range(max(1, lineno - 2), min(len(lines), lineno + 2) + 1):
                 mark = ">>" if n == lineno else "  "
                 excerpt.append(f"{mark} {n:4d} | {lines[n - 1]}")
             excerpt.append("")
-    if not diagnostics:
-        diagnostics = stderr.strip().splitlines()[-5:]
+    if others:
+        diagnostics.append(f"({others} more error(s) inside included headers, not shown)")
+    if not diagnostics or diagnostics[0].startswith("("):
+        crashed = " (clang crashed)" if proc.returncode < 0 or "crash" in proc.stderr else ""
+        diagnostics.insert(0, f"{source}: clang exited with status {proc.returncode}"
+                              f"{crashed}")
     return CompileError(str(source), diagnostics, "\n".join(excerpt).rstrip())
 
 

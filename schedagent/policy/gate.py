@@ -13,66 +13,30 @@ import re
 from dataclasses import dataclass
 
 from schedagent.errors import GateRejection
+from schedagent.policy import allowlist
+from schedagent.policy.lexer import Token, tokenize
 
 MAX_SOURCE_BYTES = 64 * 1024
 MAX_SOURCE_LINES = 1500
 
-#: sched_ext kfuncs (old and new names) and the header macros over them.
-ALLOWED_SCX = frozenset("""
-scx_bpf_dsq_insert scx_bpf_dsq_insert_vtime scx_bpf_dispatch scx_bpf_dispatch_vtime
-scx_bpf_dsq_move_to_local scx_bpf_consume scx_bpf_dsq_move scx_bpf_dsq_move_vtime
-scx_bpf_dsq_move_set_slice scx_bpf_dsq_move_set_vtime scx_bpf_dispatch_from_dsq
-scx_bpf_dispatch_vtime_from_dsq scx_bpf_dispatch_nr_slots scx_bpf_dispatch_cancel
-scx_bpf_create_dsq scx_bpf_destroy_dsq scx_bpf_dsq_nr_queued scx_bpf_dsq_peek
-scx_bpf_kick_cpu scx_bpf_reenqueue_local scx_bpf_select_cpu_dfl scx_bpf_select_cpu_and
-scx_bpf_test_and_clear_cpu_idle scx_bpf_pick_idle_cpu scx_bpf_pick_any_cpu
-scx_bpf_pick_idle_cpu_node scx_bpf_pick_any_cpu_node
-scx_bpf_get_idle_cpumask scx_bpf_get_idle_smtmask scx_bpf_put_idle_cpumask
-scx_bpf_get_idle_cpumask_node scx_bpf_get_idle_smtmask_node
-scx_bpf_get_online_cpumask scx_bpf_get_possible_cpumask scx_bpf_put_cpumask
-scx_bpf_nr_cpu_ids scx_bpf_nr_node_ids scx_bpf_cpu_node scx_bpf_task_running
-scx_bpf_task_cpu scx_bpf_cpu_rq scx_bpf_task_cgroup scx_bpf_now scx_bpf_events
-scx_bpf_cpuperf_cap scx_bpf_cpuperf_cur scx_bpf_cpuperf_set
-scx_bpf_task_set_dsq_vtime scx_bpf_task_set_slice scx_bpf_dsq_reenq scx_bpf_cpu_curr
-scx_bpf_error scx_bpf_error_bstr scx_bpf_exit scx_bpf_exit_bstr scx_bpf_dump scx_bpf_dump_bstr
-""".split())
-
-#: BPF helpers, generic kfuncs and libbpf header macros a scheduler may use.
-ALLOWED_BPF = frozenset("""
-bpf_ktime_get_ns bpf_ktime_get_boot_ns bpf_get_smp_processor_id bpf_get_prandom_u32
-bpf_map_lookup_elem bpf_map_update_elem bpf_map_delete_elem bpf_map_lookup_percpu_elem
-bpf_map_push_elem bpf_map_pop_elem bpf_map_peek_elem
-bpf_task_storage_get bpf_task_storage_delete bpf_cgrp_storage_get bpf_cgrp_storage_delete
-bpf_probe_read_kernel bpf_probe_read_kernel_str bpf_loop bpf_for bpf_for_each bpf_repeat
-bpf_printk bpf_trace_printk bpf_get_current_pid_tgid bpf_get_current_task_btf
-bpf_spin_lock bpf_spin_unlock bpf_kptr_xchg bpf_obj_new bpf_obj_drop
-bpf_rcu_read_lock bpf_rcu_read_unlock bpf_task_from_pid bpf_task_acquire bpf_task_release
-bpf_cgroup_from_id bpf_cgroup_acquire bpf_cgroup_release bpf_cgroup_ancestor
-bpf_cpumask_create bpf_cpumask_release bpf_cpumask_acquire bpf_cpumask_set_cpu
-bpf_cpumask_clear_cpu bpf_cpumask_test_cpu bpf_cpumask_first bpf_cpumask_first_zero
-bpf_cpumask_and bpf_cpumask_or bpf_cpumask_copy bpf_cpumask_clear bpf_cpumask_setall
-bpf_cpumask_empty bpf_cpumask_full bpf_cpumask_weight bpf_cpumask_any_distribute
-bpf_cpumask_any_and_distribute bpf_cpumask_intersects bpf_cpumask_subset
-bpf_cpumask_test_and_set_cpu bpf_cpumask_test_and_clear_cpu bpf_cpumask_equal
-bpf_cpumask_first_and
-bpf_core_read bpf_core_field_exists bpf_core_type_exists bpf_core_enum_value_exists
-bpf_core_enum_value bpf_core_field_size bpf_core_type_size bpf_ksym_exists
-bpf_iter_num_new bpf_iter_num_next bpf_iter_num_destroy
-""".split())
+#: Names a source may mention (helpers, kfuncs, header macros): one list, in allowlist.py.
+ALLOWED_NAMES = allowlist.SOURCE_NAMES
 
 #: Program sections a scheduler object may contain.
 _ALLOWED_SECTIONS = re.compile(
-    r'^(\.struct_ops(\.link)?|struct_ops(\.s)?/\w+|\.(data|bss|rodata)(\.\w+)?|license|\.maps)$'
+    r'^(\.struct_ops\.link|struct_ops(\.s)?/\w+|\.(data|bss|rodata)(\.\w+)?|license|\.maps)$'
 )
-_INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 _ALLOWED_INCLUDE = re.compile(r'^(vmlinux\.h|bpf/[\w.-]+\.h|schedagent/[\w.-]+\.h)$')
-_CALL = re.compile(r'\b((?:scx_bpf|bpf)_\w+)\s*\(')
-_ASM = re.compile(r'\b(asm|__asm__|__asm)\b')
-_SECTION = re.compile(r'\bSEC\s*\(\s*"([^"]*)"\s*\)')
 _OPS_DEF = re.compile(r'\b(?:SCX_OPS_DEFINE\s*\(\s*(\w+)|struct\s+sched_ext_ops\s+(\w+))')
 _OPS_NAME = re.compile(r'\.name\s*=\s*"([^"]*)"')
-_PREPROC_DEFINE = re.compile(r'^\s*#\s*define\s+(\w+)')
-_FUNC_DEF = re.compile(r'\b(\w+)\s*\([^;{)]*\)\s*(?:\{|$)')
+#: Directives a scheduler needs; #include is checked on its own.
+_PLAIN_DIRECTIVES = frozenset("define undef if ifdef ifndef elif elifdef elifndef else endif"
+                              .split())
+_ASM = frozenset({"asm", "__asm", "__asm__"})
+_PRAGMA = frozenset({"_Pragma", "__pragma"})
+_FILE_PROBES = frozenset({"__has_include", "__has_include_next", "__has_embed"})
+_RESERVED = re.compile(r"^(scx_bpf|bpf)_\w+$")
+_TAG_KEYWORDS = frozenset({"struct", "union", "enum"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +78,13 @@ def strip_comments_and_strings(text: str) -> str:
 
 
 def check_source(text: str, source: str = "<source>") -> GateReport:
-    """Run the static gate; return what it found or raise :class:`GateRejection`."""
+    """Run the static gate; return what it found or raise :class:`GateRejection`.
+
+    The gate lexes preprocessing tokens (comments, strings, line splices and
+    digraphs handled as clang does) and checks every directive and identifier. It
+    is a fast filter with line-numbered messages; the object check after clang is
+    the security boundary.
+    """
     size = len(text.encode())
     if size > MAX_SOURCE_BYTES:
         raise GateRejection(source, 0, "size limit",
@@ -126,63 +96,119 @@ def check_source(text: str, source: str = "<source>") -> GateReport:
                             f"{len(raw_lines)} lines, the limit is {MAX_SOURCE_LINES}")
     if "\0" in text:
         raise GateRejection(source, 0, "encoding", "the source contains NUL bytes")
-    code = strip_comments_and_strings(text)
-    code_lines = code.splitlines()
-    _check_includes(raw_lines, code_lines, source)
-    defined = _locally_defined(code)
+    try:
+        lines = _logical_lines(tokenize(text))
+    except ValueError as err:
+        line = int(err.args[1]) if len(err.args) > 1 else 0
+        raise GateRejection(source, line, "lexical error", str(err.args[0])) from err
     calls: set[str] = set()
-    for lineno, line in enumerate(code_lines, 1):
-        if _ASM.search(line):
-            raise GateRejection(source, lineno, "inline assembly",
-                                f"{raw_lines[lineno - 1].strip()!r}: inline asm is not allowed")
-        for match in _CALL.finditer(line):
-            # kfunc "flavours" (name___v2) resolve to the name before the ___
-            name = match.group(1).split("___")[0]
-            if name in defined:
-                continue
-            if name not in ALLOWED_SCX and name not in ALLOWED_BPF:
-                raise GateRejection(
-                    source, lineno, "kfunc/helper not allowed",
-                    f"{name}() is not on the allow-list of sched_ext kfuncs and BPF helpers")
-            calls.add(name)
-        if "__ksym" in line:
-            names = re.findall(r"\b((?:scx_bpf|bpf)_\w+)\s*\(", line)
-            for name in names:
-                if name not in ALLOWED_SCX and name not in ALLOWED_BPF:
-                    raise GateRejection(source, lineno, "kfunc not allowed",
-                                        f"extern {name} is not on the kfunc allow-list")
-    for lineno, raw in enumerate(raw_lines, 1):
-        for sec in _SECTION.findall(raw):
-            if not _ALLOWED_SECTIONS.match(sec):
-                raise GateRejection(source, lineno, "program type not allowed",
-                                    f'SEC("{sec}"): a scheduler may only contain struct_ops '
-                                    "programs and data sections")
-    ops_name = _required_ops(text, code, source)
+    for toks in lines:
+        if toks[0].text == "#":
+            _check_directive(toks, source)
+            # #if lines and #define bodies are checked like code (a name, a probe, a pragma)
+            body = toks[2:] if len(toks) > 2 and toks[1].text != "include" else []
+        else:
+            body = toks
+        calls |= _check_tokens(body, source)
+    ops_name = _required_ops(text, strip_comments_and_strings(text), source)
     return GateReport(ops_name, frozenset(calls), len(raw_lines), size)
 
 
-def _check_includes(raw_lines: list[str], code_lines: list[str], source: str) -> None:
-    for lineno, raw in enumerate(raw_lines, 1):
-        match = _INCLUDE.match(raw)
-        if not match or not code_lines[lineno - 1].lstrip().startswith("#"):
-            continue
-        header = match.group(2)
-        if ".." in header or not _ALLOWED_INCLUDE.match(header):
-            raise GateRejection(
-                source, lineno, "include not allowed",
-                f"#include {match.group(1)}{header}: only vmlinux.h, libbpf's <bpf/...> "
-                "headers and the project's <schedagent/...> headers may be included")
+def _logical_lines(tokens: list[Token]) -> list[list[Token]]:
+    """Tokens grouped by logical line (line splices and block comments already joined)."""
+    lines: list[list[Token]] = []
+    current: list[Token] = []
+    for tok in tokens:
+        if tok.kind == "newline":
+            if current:
+                lines.append(current)
+            current = []
+        else:
+            current.append(tok)
+    if current:
+        lines.append(current)
+    return lines
 
 
-def _locally_defined(code: str) -> set[str]:
-    names = {m.group(1) for m in _PREPROC_DEFINE.finditer(code.replace("\\\n", " "))}
-    for line in code.splitlines():
-        if line.startswith((" ", "\t")):
+def _check_directive(toks: list[Token], source: str) -> None:
+    if len(toks) == 1:
+        return  # the null directive
+    name = toks[1]
+    if name.text == "include":
+        _check_include(toks, source)
+        return
+    if name.kind != "ident" or name.text not in _PLAIN_DIRECTIVES:
+        shown = " ".join(t.text for t in toks[:3])
+        raise GateRejection(source, toks[0].line, "directive not allowed",
+                            f"{shown!r}: only #include <allowed header>, #define, #undef, "
+                            "#if/#ifdef/#ifndef/#elif/#else and #endif are allowed (no "
+                            "#pragma, #include_next, #import, #line, #embed, #error)")
+
+
+def _check_include(toks: list[Token], source: str) -> None:
+    line = toks[0].line
+    if len(toks) != 3 or toks[2].kind not in ("header", "string"):
+        shown = " ".join(t.text for t in toks[2:]) or "nothing"
+        raise GateRejection(source, line, "include not allowed",
+                            f"#include {shown}: write the header literally as <name.h> "
+                            "(a macro-computed include is not allowed)")
+    header = toks[2].text[1:-1]
+    if ".." in header or not _ALLOWED_INCLUDE.match(header):
+        raise GateRejection(
+            source, line, "include not allowed",
+            f"#include {toks[2].text}: only vmlinux.h, libbpf's <bpf/...> "
+            "headers and the project's <schedagent/...> headers may be included")
+
+
+def _check_tokens(toks: list[Token], source: str) -> set[str]:
+    calls: set[str] = set()
+    for i, tok in enumerate(toks):
+        if tok.kind != "ident":
             continue
-        match = _FUNC_DEF.search(line)
-        if match and "=" not in line.split("(")[0]:
-            names.add(match.group(1))
-    return names
+        name = tok.text
+        nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+        prev = toks[i - 1].text if i else ""
+        if name in _ASM:
+            raise GateRejection(source, tok.line, "inline assembly",
+                                f"{name}: inline asm is not allowed")
+        if name in _PRAGMA:
+            raise GateRejection(source, tok.line, "pragma not allowed",
+                                f"{name}(...): pragmas can change sections and attributes")
+        if name in _FILE_PROBES:
+            raise GateRejection(source, tok.line, "file probe not allowed",
+                                f"{name}: a scheduler never asks which files exist")
+        if name == "__section__" or (name == "section" and nxt == "(" and prev in ("(", ",")):
+            raise GateRejection(source, tok.line, "program type not allowed",
+                                "__attribute__((section(...))): use SEC(\"struct_ops/...\")")
+        if name == "SEC" and nxt == "(":
+            _check_sec(toks, i, source)
+        if _RESERVED.match(name) and prev not in _TAG_KEYWORDS:
+            base = allowlist.kfunc_base(name)
+            if base not in ALLOWED_NAMES:
+                raise GateRejection(
+                    source, tok.line, "kfunc/helper not allowed",
+                    f"{name} is not on the allow-list of sched_ext kfuncs and BPF helpers "
+                    "(names starting bpf_/scx_bpf_ are reserved for them)")
+            if nxt == "(":
+                calls.add(base)
+    return calls
+
+
+def _check_sec(toks: list[Token], i: int, source: str) -> None:
+    parts: list[str] = []
+    j = i + 2
+    while j < len(toks) and toks[j].text != ")":
+        if toks[j].kind != "string" or not toks[j].text.startswith('"'):
+            raise GateRejection(source, toks[i].line, "program type not allowed",
+                                f"SEC({toks[j].text} ...): the section must be a plain "
+                                "string literal")
+        parts.append(toks[j].text[1:-1])
+        j += 1
+    sec = "".join(parts)
+    if not _ALLOWED_SECTIONS.match(sec):
+        raise GateRejection(source, toks[i].line, "program type not allowed",
+                            f'SEC("{sec}"): a scheduler may only contain struct_ops '
+                            'programs, one SEC(".struct_ops.link") and data sections')
 
 
 def _required_ops(text: str, code: str, source: str) -> str:

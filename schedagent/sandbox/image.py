@@ -42,7 +42,7 @@ GUEST_PACKAGES: tuple[str, ...] = (
 #: Python packages for the guest venv (schedagent's runtime and test deps).
 GUEST_PYTHON_REQUIREMENTS: tuple[str, ...] = (
     "typer>=0.12", "psutil>=5.9", "pyyaml>=6.0", "pydantic>=2.7",
-    "mcp>=1.20", "anthropic>=0.40", "pytest>=8",
+    "mcp>=1.20", "anthropic>=0.40", "pytest>=8", "pyelftools>=0.29",
 )
 
 #: Bump when the build recipe itself changes in a way that needs a rebuild.

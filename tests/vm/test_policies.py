@@ -28,7 +28,7 @@ def test_policy_passes_the_verifier_at_default_min_and_max(name: str, store: Sto
     for bound in ("default", "min", "max"):
         overrides = {k: getattr(t, bound) for k, t in meta.tunables.items()}
         result = engine.verify(name, overrides, store)
-        assert result.gates == ["static gate", "clang", "kernel verifier"]
+        assert result.gates == ["static gate", "clang", "object check", "kernel verifier"]
         assert result.ops_name == name and result.tunables == overrides
         assert sorted(result.rodata) == sorted(meta.tunables)
     assert scx.read_state().state == "disabled"

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Tries: `#define S "/etc/shadow"` then `#include S`, to quote the file in a compile error */
+// expect: 11 macro-computed
+#define S "/etc/shadow"
+#include S
+#include <schedagent/common.bpf.h>
+
+char _license[] SEC("license") = "GPL";
+
+void SA_OPS(adv_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	sa_dsq_insert(p, SCX_DSQ_GLOBAL, SCX_SLICE_DFL, enq_flags);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops adv_ops = {
+	.enqueue	= (void *)adv_enqueue,
+	.name		= "adv",
+};

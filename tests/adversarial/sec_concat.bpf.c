@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Tries: a kprobe program via string concatenation, SEC("kp" "robe/...") */
+// expect: 11 kprobe/do_exit
+#include <schedagent/common.bpf.h>
+
+char _license[] SEC("license") = "GPL";
+SEC("kp" "robe/do_exit")
+int probe(void *ctx)
+{
+	return 0;
+}
+
+void SA_OPS(adv_enqueue, struct task_struct *p, u64 enq_flags)
+{
+	sa_dsq_insert(p, SCX_DSQ_GLOBAL, SCX_SLICE_DFL, enq_flags);
+}
+
+SEC(".struct_ops.link")
+struct sched_ext_ops adv_ops = {
+	.enqueue	= (void *)adv_enqueue,
+	.name		= "adv",
+};
