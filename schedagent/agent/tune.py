@@ -256,7 +256,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     compiling = time.monotonic()
     with procstat.priority():
         trials = _planned(prof, store, req.max_candidates,
-                          lambda line: progress(line, 0, 1))
+                          lambda line: progress(line, 1, 1))  # 1/1: a line that stays
         if live.wants_probe(prof.slo) and req.latency_log is None:
             progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
         meter = live.Meter(req.target, prof.slo, latency_log=req.latency_log).__enter__()
@@ -265,7 +265,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
                             asdict(meter.metric), req.agent)
         report.trials = trials
         report.compile_s = time.monotonic() - compiling
-        progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 0, 1)
+        progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 1, 1)
         measuring = time.monotonic()
         _run(req, store, prof, report, _Loop(req, store, prof, report, progress, meter))
         report.measure_s = time.monotonic() - measuring
