@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from pydantic import Field
 
+from mcp_server import httpauth
 from schedagent import ops
 from schedagent.errors import SchedagentError
 from schedagent.policy import repo
@@ -56,6 +60,12 @@ def _call(backend: Backend, op: str, args: dict[str, Any]) -> dict[str, Any]:
         return backend.call(op, args)
     except SchedagentError as err:
         raise ToolError(str(err)) from err
+    except Exception as err:
+        # MCP adapter top: the text of an unexpected error may quote what it was reading
+        # (a file behind a symlink), so the model gets the operation's name, the log the rest
+        log.exception("MCP %s failed", op)
+        raise ToolError(f"{op} failed with an unexpected internal error; the server's log "
+                        "has the details. Check the arguments, or report it") from err
 
 
 Pid = Annotated[int | None, Field(ge=1, description="process id; its threads and children "
@@ -169,13 +179,35 @@ def build(backend: Backend | None = None) -> MCPServer:
     return mcp
 
 
+def http_app(server: MCPServer, host: str, token: str | None) -> httpauth.App:
+    """The SDK's streamable-HTTP app, behind the bearer-token check when a token is given."""
+    app: httpauth.App = server.streamable_http_app(host=host)
+    return httpauth.BearerAuth(app, token) if token is not None else app
+
+
 def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
-          backend: Backend | None = None) -> None:
-    """Run the server until the client disconnects (stdio) or it is stopped (http)."""
+          backend: Backend | None = None, token_file: Path | None = None,
+          auth: bool = True) -> None:
+    """Run the server until the client disconnects (stdio) or it is stopped (http).
+
+    Over HTTP every request needs the bearer token from ``token_file`` (created 0600 if
+    absent); serving without one is refused as root, and a non-loopback ``host`` is
+    warned about on stderr.
+    """
     server = build(backend)
     if transport == "stdio":
         server.run("stdio")
-    elif transport == "http":
-        server.run("streamable-http", host=host, port=port)
-    else:
+        return
+    if transport != "http":
         raise ValueError(f"unknown transport {transport!r}; valid choices: stdio, http")
+    import uvicorn
+
+    path = token_file or httpauth.default_token_path()
+    token = httpauth.load_or_create_token(path) if auth else None
+    for warning in httpauth.check_http_serving(host, token, os.geteuid()):
+        log.warning("%s", warning)
+        print(warning, file=sys.stderr)
+    if token is not None:
+        print(f"MCP over HTTP on {host}:{port}; clients must send 'Authorization: Bearer "
+              f"<token>' with the token stored in {path}", file=sys.stderr)
+    uvicorn.run(http_app(server, host, token), host=host, port=port, log_level="warning")

@@ -215,7 +215,10 @@ class Session:
 def session(req: RunRequest, store: Store) -> Iterator[Session]:
     """Attach a policy with the guard on for the ``with`` block; always detach and record."""
     resolve(req.spec)
+    canary = req.target is not None and not req.switch_all
     if req.target is not None:
+        if req.target.pid is not None:  # never pid 1 or a kernel thread as a canary
+            partial.check_pid(req.target.pid, canary=canary)
         partial.target_tids(req.target)  # a missing pid or cgroup is reported first
     snap = _require_sched_ext()
     recover(store)
@@ -223,7 +226,6 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         raise SchedExtBusy(snap.ops)
     policy, _report, _built, obj, tunables = _prepare(req.spec, req.overrides, store)
     target_text = req.target.describe() if req.target else None
-    canary = req.target is not None and not req.switch_all
     tids = partial.target_tids(req.target) if req.target and canary else []
     options = LoadOptions(tunables, partial=canary, timeout_ms=req.timeout_ms)
     # the kernel log is followed from before attach: a scheduler that errors within its
@@ -244,11 +246,17 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         kernel_log.close()
         raise
     outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
-    store.set_active(ActiveRecord(policy.name, policy.source_hash(), os.getpid(), sched.enable_seq,
-                                  target_text, tunables, time.time()))
-    store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
-                    tunables=tunables, actor=req.actor)
-    guard = Guard(sched, kmsg=kernel_log).start()
+    try:
+        store.set_active(ActiveRecord(policy.name, policy.source_hash(), os.getpid(),
+                                      sched.enable_seq, target_text, tunables, time.time()))
+        store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
+                        tunables=tunables, actor=req.actor)
+        guard = Guard(sched, kmsg=kernel_log).start()
+    except BaseException:
+        # attached but not yet guarded: a store (or guard) failure here must not leave the
+        # scheduler running with nobody watching it (issue 12)
+        _detach_unguarded(obj, sched, kernel_log)
+        raise
     started = time.monotonic()
     switched: list[partial.SwitchedTask] = []
     try:
@@ -261,6 +269,18 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         yield Session(obj, guard, outcome)
     finally:
         _teardown(outcome, obj, sched, guard, switched, store, policy.source_hash(), started)
+
+
+def _detach_unguarded(obj: BpfObject, sched: AttachedScheduler, kernel_log: KmsgReader) -> None:
+    """Remove a scheduler attached before its guard ran; every step runs, errors are logged
+    (the caller re-raises the failure that got us here)."""
+    for what, fn in (("rollback", lambda: rollback(sched)),
+                     ("detach", lambda: sched.detach(timeout_s=0)),
+                     ("close object", obj.close), ("close kernel log", kernel_log.close)):
+        try:
+            fn()
+        except Exception:
+            log.exception("detaching an unguarded scheduler: %s failed", what)
 
 
 def _teardown(outcome: RunOutcome, obj: BpfObject, sched: AttachedScheduler, guard: Guard,
@@ -376,6 +396,8 @@ class ExternalRollback:
     state_before: str
     state_after: str
     ops_before: str | None
+    #: set when the store could not be used and the kernel's view was used instead
+    note: str = ""
 
 
 def rollback_active(store: Store, timeout_s: float = 5.0) -> ExternalRollback:

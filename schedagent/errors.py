@@ -231,3 +231,27 @@ class TargetGone(KernelError):
             "process (see `ps -e`)."
         )
         self.pid = pid
+
+
+class TargetRefused(GuardrailViolation):
+    """A pid or cgroup given as a target is outside what schedagent may act on."""
+
+    exit_code = 31
+
+    def __init__(self, kind: str, value: object, expected: str, fix: str) -> None:
+        shown = repr(value[:200]) if isinstance(value, str) else str(value)
+        super().__init__(f"{kind} {shown} refused: expected {expected}. Fix: {fix}")
+        self.kind, self.value, self.expected, self.fix = kind, value, expected, fix
+
+
+class StoreUnavailable(SchedagentError):
+    """The SQLite store cannot be opened or written (missing, corrupted, read-only)."""
+
+    exit_code = 5
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"the state database {path} is unusable: {reason}. `schedagent rollback` still "
+            "works without it; to recover, move the file aside (it is recreated empty) or "
+            "restore it from a backup, and check the directory is writable")
+        self.path, self.reason = path, reason

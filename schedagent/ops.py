@@ -13,6 +13,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from schedagent import engine, services
 from schedagent.bench import workload as bench_workload
 from schedagent.bench.runner import Arm
 from schedagent.errors import ConfigError, SchedagentError
-from schedagent.kernel import bccprobes, partial, procstat, scx
+from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, scx
 from schedagent.policy import repo
 
 #: No single string in a result is longer than this (policy sources, verifier logs).
@@ -33,6 +34,12 @@ MAX_ITEMS = 200
 
 class OpError(ConfigError):
     """An operation was called with arguments it cannot accept."""
+
+
+#: The uid of the peer a request came from. The daemon socket sets it per connection
+#: (SO_PEERCRED); None means an in-process caller with this process's rights (CLI, MCP
+#: run as root). A context variable, so the socket's handler signature stays the same.
+CALLER_UID: ContextVar[int | None] = ContextVar("schedagent_caller_uid", default=None)
 
 
 class _Args(BaseModel):
@@ -51,8 +58,13 @@ class TargetArgs(_Args):
             raise ValueError("give exactly one of pid or cgroup")
         return self
 
-    def target(self) -> partial.Target:
-        return partial.Target(pid=self.pid, cgroup=self.cgroup)
+    def target(self, *, canary: bool = False) -> partial.Target:
+        """The checked target: a pid the caller may act on, or a confined cgroup path."""
+        if self.pid is not None:
+            partial.check_pid(self.pid, CALLER_UID.get(), canary=canary)
+            return partial.Target(pid=self.pid)
+        assert self.cgroup is not None
+        return partial.Target(cgroup=cgroupfs.normalize(self.cgroup))
 
 
 class ProfileArgs(TargetArgs):
@@ -142,8 +154,9 @@ def _profile(a: ProfileArgs) -> dict[str, Any]:
 
 
 def _runqueue_latency(a: ProfileArgs) -> dict[str, Any]:
+    target = a.target()
     if not bccprobes.bcc_available():
-        window = procstat.observe(a.target(), a.duration_s)
+        window = procstat.observe(target, a.duration_s)
         waits = [(last.wait_ns - window.first[t].wait_ns,
                   last.slices - window.first[t].slices) for t, last in window.last.items()]
         wait_ns, slices = sum(w for w, _ in waits), sum(s for _, s in waits)
@@ -151,7 +164,7 @@ def _runqueue_latency(a: ProfileArgs) -> dict[str, Any]:
                           "for percentiles)",
                 "mean_wait_us": wait_ns / 1000 / slices if slices else 0.0,
                 "timeslices": slices, "duration_s": window.duration_s}
-    rep = services.deep_probe(a.target(), a.duration_s)
+    rep = services.deep_probe(target, a.duration_s)
     return {"source": "bcc: " + ", ".join(rep.attach_points), "wakeups": rep.wakeups,
             "wakeup_latency_us": {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
                                   for q in (50, 90, 99)},
@@ -181,9 +194,10 @@ def _verify(a: VerifyArgs, actor: str) -> dict[str, Any]:
 
 
 def _load(a: LoadArgs, actor: str) -> dict[str, Any]:
+    target = a.target(canary=True)  # a refused target costs nothing further
     art = services.verified_artifact(a.policy, a.tunables)
     seen: list[str | None] = []
-    req = engine.RunRequest(art.spec, art.tunables, a.target(), duration_s=a.duration_s,
+    req = engine.RunRequest(art.spec, art.tunables, target, duration_s=a.duration_s,
                             actor=actor)
     outcome = services.run_policy(req, lambda o: seen.append(scx.read_state().ops))
     return {"artifact_id": art.artifact_id, "policy": art.policy, "mode": "partial (canary)",

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +25,16 @@ from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
 from schedagent.engine import VerifyResult
-from schedagent.errors import GuardrailViolation, SchedagentError
-from schedagent.kernel import bccprobes, capabilities, partial, procstat, scx, toolchain
+from schedagent.errors import GuardrailViolation, SchedagentError, StoreUnavailable
+from schedagent.kernel import (
+    bccprobes,
+    capabilities,
+    emergency,
+    partial,
+    procstat,
+    scx,
+    toolchain,
+)
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import gate, repo
 from schedagent.profile.classify import build_profile
@@ -159,15 +168,36 @@ def audit(actor: str, action: str, args: dict[str, object], result: dict[str, ob
 
 
 def rollback() -> engine.ExternalRollback:
-    """Return to EEVDF, whichever process holds the link."""
-    store = open_store()
+    """Return to EEVDF, whichever process holds the link.
+
+    The emergency path must not depend on the database: when the store is missing,
+    corrupted or read-only, the struct_ops link's holder is found from /proc instead
+    (then SIGKILL, then sysrq-S), and the result says so in ``note``.
+    """
     try:
-        result = engine.rollback_active(store)
-        store.audit("cli", "rollback", {}, {"action": result.action,
-                                            "state_after": result.state_after})
+        store = open_store()
+    except StoreUnavailable as err:
+        return _rollback_without_store(err.reason)
+    try:
+        try:
+            result = engine.rollback_active(store)
+        except sqlite3.Error as err:  # corruption found on the first read
+            log.warning("rollback: the store failed (%s); using the kernel's view", err)
+            return _rollback_without_store(str(err))
+        try:
+            store.audit("cli", "rollback", {}, {"action": result.action,
+                                                "state_after": result.state_after})
+        except sqlite3.Error as err:  # rolled back already: a lost audit line is no failure
+            log.warning("rollback done, but not audited: the store failed (%s)", err)
         return result
     finally:
         store.close()
+
+
+def _rollback_without_store(why: str) -> engine.ExternalRollback:
+    done = emergency.release_without_store(why)
+    return engine.ExternalRollback(done.action, done.state_before, done.state_after,
+                                   done.ops_before, done.note)
 
 
 def unquarantine(policy: str) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedagent.config import state_dir
+from schedagent.errors import StoreUnavailable
 
 SCHEMA_VERSION = 1
 
@@ -108,20 +109,32 @@ class VerifiedArtifact:
         return hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
+def _reason(err: BaseException) -> str:
+    """sqlite's or the OS's own words, which never include the file's content."""
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
 class Store:
     """The SQLite store. One connection per instance; safe to reopen after a crash."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or state_dir() / "schedagent.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)  # idempotent DDL; executescript commits by itself
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                       (str(SCHEMA_VERSION),))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
+                                       check_same_thread=False)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreUnavailable(str(self.path), _reason(err)) from err
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)  # idempotent DDL; executescript commits by itself
+            with self._tx() as db:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                           (str(SCHEMA_VERSION),))
+        except sqlite3.Error as err:
+            self._db.close()
+            raise StoreUnavailable(str(self.path), _reason(err)) from err
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

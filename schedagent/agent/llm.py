@@ -113,6 +113,8 @@ class Budget:
     max_tokens: int = 300_000
     max_usd: float = 3.0
     max_synth_attempts: int = 3
+    #: verify calls (each one runs clang and the kernel verifier), apart from synthesis
+    max_verify_calls: int = 10
 
 
 @dataclass(slots=True)
@@ -194,6 +196,7 @@ class AgentState:
     goal: dict[str, Any] | None = None
     synthesized: dict[str, Path] = field(default_factory=dict)
     synth_attempts: int = 0
+    verify_calls: int = 0
     finished: dict[str, Any] | None = None
 
 
@@ -271,6 +274,10 @@ class Tools:
 
     def _t_verify(self, args: dict[str, Any]) -> str:
         spec = self._spec(self._str(args, "policy", 64))
+        if self.state.verify_calls >= self.budget.max_verify_calls:
+            raise ToolError(f"verify budget used ({self.budget.max_verify_calls} calls); "
+                            "measure a verified policy or finish")
+        self.state.verify_calls += 1
         try:
             res = engine.verify(spec, self._tunables(args), self.store)
         except SchedagentError as err:
@@ -379,6 +386,13 @@ def run(loop: _Loop, store: Store, report: TuneReport, prof: WorkloadProfile,
             break
         results = []
         for use in uses:
+            # the budget holds per call, not per response: one response may ask for 50
+            over = _over_budget(cost, budget)
+            if over:
+                report.ended, report.end_note = "budget", over
+                results.append({"type": "tool_result", "tool_use_id": use.get("id"),
+                                "content": f"not run: {over}", "is_error": True})
+                continue
             cost.tool_calls += 1
             try:
                 text, is_error = tools.call(str(use.get("name")), use.get("input")), False
@@ -391,6 +405,8 @@ def run(loop: _Loop, store: Store, report: TuneReport, prof: WorkloadProfile,
             results.append({"type": "tool_result", "tool_use_id": use.get("id"),
                             "content": text, "is_error": is_error})
         messages.append({"role": "user", "content": results})
+        if report.ended == "budget":
+            break
     report.decision = _agent_decision(report, loop, tools)
     _record(store, prof, report)
     _adopt(report.decision, tools)

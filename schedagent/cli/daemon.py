@@ -117,11 +117,17 @@ def history(limit: Annotated[int, typer.Option(min=1, max=1000, help="Records to
 
 
 def mcp(transport: Annotated[str, typer.Option(help="stdio or http.")] = "stdio",
-        host: Annotated[str, typer.Option(help="http: address to bind.")] = "127.0.0.1",
+        host: Annotated[str, typer.Option(help="http: address to bind (loopback unless you "
+                                                "mean it).")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=1, max=65535, help="http: port.")] = 8765,
+        token_file: Annotated[Path | None, typer.Option(help="http: bearer-token file "
+                              "(created 0600; default <state dir>/mcp-http.token).")] = None,
+        no_auth: Annotated[bool, typer.Option("--no-auth", help="http: serve without a "
+                           "token (refused as root).")] = False,
         ) -> None:
     """Serve schedagent's tools to coding agents over MCP (delegates to the daemon when it
-    runs, so the server itself needs no privilege)."""
+    runs, so the server itself needs no privilege). Over HTTP every request needs the
+    bearer token whose file path is printed at start."""
     try:
         if transport not in ("stdio", "http"):
             raise ConfigError(f"--transport {transport!r}: valid choices are stdio "
@@ -129,6 +135,6 @@ def mcp(transport: Annotated[str, typer.Option(help="stdio or http.")] = "stdio"
         from mcp_server import server
 
         client = daemon_client()
-        server.serve(transport, host, port, client)
+        server.serve(transport, host, port, client, token_file=token_file, auth=not no_auth)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err)

@@ -232,4 +232,5 @@ def rollback(json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json(vars_of(result))
     else:
-        print(f"rollback: {result.action}; state {result.state_before} -> {result.state_after}")
+        print(f"rollback: {result.action}; state {result.state_before} -> {result.state_after}"
+              + (f"; {result.note}" if result.note else ""))

@@ -6,6 +6,7 @@ profile does that, from behaviour.
 
 from __future__ import annotations
 
+import pwd
 import re
 from pathlib import Path
 from typing import Literal
@@ -13,7 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schedagent.config import load_yaml_model
-from schedagent.errors import ConfigError
+from schedagent.errors import ConfigError, TargetRefused
+from schedagent.kernel import cgroupfs
 from schedagent.profile.model import parse_slo
 
 DEFAULT_PATH = Path("/etc/schedagent/config.yaml")
@@ -24,25 +26,120 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: A command line is searched in its first this many characters only (with one repeat
+#: allowed, a search then costs well under a millisecond per process).
+MAX_CMDLINE_CHARS = 1024
+
+
+def check_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a ``command:`` pattern that cannot backtrack catastrophically.
+
+    Python's engine backtracks: ``(a+)+$`` costs seconds on 30 characters, and even
+    ``a.*a.*x`` costs seconds on a few kilobytes. The parsed pattern (what will run, not
+    its text) may hold at most one repeat (``*``, ``+``, ``{m,n}`` with n > 1), no
+    alternation inside it and no back-reference; and the subject is cut to
+    ``MAX_CMDLINE_CHARS``. Raises ValueError naming the rule.
+    """
+    try:
+        compiled = re.compile(pattern)
+        tree = _sre_parse(pattern)
+    except re.error as err:
+        raise ValueError(f"command is not a valid regular expression: {err}") from err
+    repeats = _count_repeats(tree, inside_repeat=False)
+    if repeats > 1:
+        raise ValueError(f"command {pattern!r} has {repeats} repeats (*, +, {{m,n}}); at most "
+                         "one is allowed, so matching stays fast on hostile command lines. "
+                         "Make the rest literal, and narrow the match with user:")
+    return compiled
+
+
+def _sre_parse(pattern: str) -> list[tuple[object, object]]:
+    # the stdlib parser is the only way to see the pattern as the engine will run it;
+    # it is private (re._parser since 3.11), hence the import here and not at the top
+    from re import _parser  # type: ignore[attr-defined]  # private stdlib module, see above
+
+    return list(_parser.parse(pattern))
+
+
+def _count_repeats(items: object, inside_repeat: bool) -> int:
+    """Repeats with an upper bound above 1; ValueError for a construct that backtracks."""
+    from re import _constants as c  # type: ignore[attr-defined]  # private stdlib, see above
+
+    count = 0
+    for op, arg in items:  # type: ignore[attr-defined]  # sre's (opcode, argument) pairs
+        if op in (c.GROUPREF, c.GROUPREF_EXISTS):
+            raise ValueError("command patterns may not use back-references (\\1, (?P=name)): "
+                             "they make matching exponential")
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            low, high, body = arg
+            if high > 1:
+                if inside_repeat:
+                    raise ValueError("command patterns may not nest repeats like (a+)+ : "
+                                     "that backtracks exponentially; use one repeat")
+                count += 1
+            count += _count_repeats(body, inside_repeat or high > 1)
+        elif op is c.BRANCH:
+            if inside_repeat:
+                raise ValueError("command patterns may not repeat an alternation like "
+                                 "(a|ab)*: that backtracks exponentially")
+            count += sum(_count_repeats(alt, inside_repeat) for alt in arg[1])
+        elif op is c.SUBPATTERN:
+            count += _count_repeats(arg[-1], inside_repeat)
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            count += _count_repeats(arg[1], inside_repeat)
+        elif op is getattr(c, "ATOMIC_GROUP", None):
+            count += _count_repeats(arg, inside_repeat)
+    return count
+
+
 class Match(_Strict):
-    """How to find a target: a systemd unit, a cgroup path, or a command-line pattern."""
+    """How to find a target: a systemd unit, a cgroup path, or a command-line pattern.
+
+    A command pattern alone would select the oldest matching process of any user, so a
+    local user could plant a decoy for root to tune: ``command`` needs ``user``.
+    """
 
     unit: str | None = Field(None, pattern=r"^[\w@.:-]+\.(service|scope|slice)$")
-    cgroup: str | None = Field(None, min_length=1)
+    cgroup: str | None = Field(None, min_length=1, max_length=4096)
     command: str | None = Field(None, min_length=1, max_length=500,
-                                description="regular expression searched in the command line")
+                                description="regular expression searched in the command line "
+                                "(at most one repeat; needs user)")
+    user: str | int | None = Field(None, description="with command: the user name or uid "
+                                   "that must own (real and effective uid) the process")
 
     @model_validator(mode="after")
     def _one(self) -> Match:
         given = [k for k in ("unit", "cgroup", "command") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of unit, cgroup or command")
-        if self.command:
+        if self.cgroup:
             try:
-                re.compile(self.command)
-            except re.error as err:
-                raise ValueError(f"command is not a valid regular expression: {err}") from err
+                cgroupfs.normalize(self.cgroup)
+            except TargetRefused as err:
+                raise ValueError(str(err)) from err
+        if self.command:
+            check_pattern(self.command)
+            if self.user is None:
+                raise ValueError("a command pattern needs user: (the name or uid that owns "
+                                 "the process), or any user could plant a matching decoy; "
+                                 "or match a unit: instead")
+            self.uid()  # an unknown user is an error now, not a silent miss later
+        elif self.user is not None:
+            raise ValueError("user: only applies to command patterns (a unit or cgroup is "
+                             "already owned by whoever may create it)")
         return self
+
+    def uid(self) -> int:
+        """The uid ``user`` names (ValueError when no such user exists)."""
+        if isinstance(self.user, int) and not isinstance(self.user, bool):
+            if not 0 <= self.user < 2**32 - 1:
+                raise ValueError(f"user {self.user} is not a valid uid")
+            return self.user
+        try:
+            return pwd.getpwnam(str(self.user)).pw_uid
+        except KeyError as err:
+            raise ValueError(f"user {self.user!r} does not exist on this host; give an "
+                             "existing user name or a numeric uid") from err
 
 
 class TargetConfig(_Strict):

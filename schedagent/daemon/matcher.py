@@ -1,41 +1,48 @@
 """Find a configured target on the running system.
 
 A pattern only chooses which processes to look at. What they are is decided later
-by the profile, from behaviour; the command line is never used for that.
+by the profile, from behaviour; the command line is never used for that. A command
+pattern only sees processes of its configured owner (real and effective uid), so
+another user cannot plant a decoy, and it searches a bounded prefix of the command
+line with a pattern that ``config.check_pattern`` accepted.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import psutil
 
-from schedagent.daemon.config import Match
-from schedagent.kernel import partial
+from schedagent.daemon.config import MAX_CMDLINE_CHARS, Match, check_pattern
+from schedagent.errors import TargetRefused
+from schedagent.kernel import cgroupfs, partial
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-
-def _unit_cgroup(unit: str, root: Path = CGROUP_ROOT) -> str | None:
+def _unit_cgroup(unit: str, root: Path | None = None) -> str | None:
     """The cgroup v2 path of a systemd unit, relative to the cgroup root."""
-    for path in (root / "system.slice" / unit, *root.glob(f"**/{unit}")):
-        if (path / "cgroup.procs").is_file():
-            return str(path.relative_to(root))
+    base = root if root is not None else cgroupfs.CGROUP_ROOT
+    for path in (base / "system.slice" / unit, *base.glob(f"**/{unit}")):
+        if not path.is_symlink() and (path / "cgroup.procs").is_file():
+            return str(path.relative_to(base))
     return None
 
 
-def _command_root(pattern: str) -> int | None:
-    """The oldest matching process whose parent does not match (a process tree's root)."""
-    regex = re.compile(pattern)
+def _command_root(pattern: str, uid: int) -> int | None:
+    """The oldest process of ``uid`` whose command line matches and whose parent does not
+    (a process tree's root)."""
+    regex = check_pattern(pattern)
     me = os.getpid()
     matches: dict[int, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status"]):
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status",
+                                     "uids"]):
         info = proc.info
         if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        cmdline = " ".join(info["cmdline"] or [])
+        uids = info["uids"]
+        if uids is None or uids.real != uid or uids.effective != uid:
+            continue  # someone else's process: never a target, whatever its command line
+        cmdline = " ".join(info["cmdline"] or [])[:MAX_CMDLINE_CHARS]
         if cmdline and regex.search(cmdline):
             matches[info["pid"]] = (info["create_time"], info["ppid"])
     roots = [(created, pid) for pid, (created, ppid) in matches.items() if ppid not in matches]
@@ -45,15 +52,14 @@ def _command_root(pattern: str) -> int | None:
 def find(match: Match) -> partial.Target | None:
     """The target this match selects right now, or None when nothing matches."""
     if match.command:
-        pid = _command_root(match.command)
+        pid = _command_root(match.command, match.uid())
         return partial.Target(pid=pid) if pid is not None else None
     cgroup = _unit_cgroup(match.unit) if match.unit else match.cgroup
     if cgroup is None:
         return None
-    procs = CGROUP_ROOT / cgroup.lstrip("/") / "cgroup.procs"
     try:
-        if not procs.read_text().split():
+        if not cgroupfs.read_ids(cgroup, "cgroup.procs"):
             return None  # an empty cgroup has nothing to tune
-    except OSError:
-        return None
-    return partial.Target(cgroup=cgroup.lstrip("/"))
+    except TargetRefused:
+        return None  # absent (or not a cgroup) right now: nothing to tune yet
+    return partial.Target(cgroup=cgroupfs.normalize(cgroup))

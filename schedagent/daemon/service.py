@@ -238,11 +238,22 @@ class Daemon:
         raise _Stop(signal.Signals(signum).name)
 
     def _shutdown(self) -> None:
+        # SIGTERM must detach every target even when the store is broken (read-only disk,
+        # corrupted file): the engine's teardown detaches before it records, so a failure
+        # here is logged and the next target is still released (issue 12)
         with self.lock:
             for ts in self.targets.values():
                 if ts.active is not None:
-                    self._release(ts, "daemon stopping", keep_applied=True)
-        self._audit("stop", None, {"state_after": scx.read_state().state})
+                    try:
+                        self._release(ts, "daemon stopping", keep_applied=True)
+                    except Exception:
+                        log.exception("releasing %s at stop failed after its detach",
+                                      ts.cfg.name)
+                        ts.active = None
+        try:
+            self._audit("stop", None, {"state_after": scx.read_state().state})
+        except Exception:
+            log.exception("the stop record was not written (the store failed)")
         if self._api is not None:
             self._api.stop()
         if self._metrics is not None:

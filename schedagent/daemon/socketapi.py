@@ -2,7 +2,10 @@
 
 Only root and members of the configured group may talk to it. The socket file is
 mode 0660 (group-owned), and every connection is checked again with SO_PEERCRED, so
-a loosened file mode still refuses strangers.
+a loosened file mode still refuses strangers. A stranger is answered before anything
+else happens (no priority change, no read). Every client has ``REQUEST_TIMEOUT_S`` to
+send its request line, and at most ``MAX_CONNECTIONS`` are served at once; the rest are
+refused at accept, so idle connections cannot pin threads.
 
 Request: ``{"op": "status", "args": {}}``.
 Reply: ``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "...", "kind": "..."}``.
@@ -19,10 +22,12 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from schedagent import ops
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
 from schedagent.kernel import procstat
 
@@ -72,16 +77,82 @@ def authorize(pid: int, uid: int, gid: int, group: str) -> str | None:
             f"to add you (usermod -aG {group} USER) or use sudo")
 
 
+#: A client has this long to send its whole request line (a slow or idle client is dropped).
+REQUEST_TIMEOUT_S = 10.0
+#: Connections served at once; the next one is refused at accept, not queued on a thread.
+MAX_CONNECTIONS = 32
+#: A reply that the client does not read within this long is abandoned.
+REPLY_TIMEOUT_S = 30.0
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = True
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # the cap is taken at accept, before a thread exists: 200 idle peers cost 200
+        # file descriptors for at most REQUEST_TIMEOUT_S, not 200 threads forever
+        if not self.slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self.slots.release()
+
+
+def _refuse_busy(sock: socket.socket) -> None:
+    message = {"ok": False, "kind": "DaemonBusy",
+               "error": f"the daemon already serves {MAX_CONNECTIONS} connections; retry in a "
+                        "few seconds (an idle client is dropped after "
+                        f"{REQUEST_TIMEOUT_S:.0f} s)"}
+    with contextlib.suppress(OSError):
+        sock.settimeout(0.5)
+        sock.sendall(json.dumps(message).encode() + b"\n")
+
+
+def read_request(sock: socket.socket, limit: int, timeout_s: float) -> bytes | None:
+    """One request line of at most ``limit`` bytes (``limit + 1`` means too long), or None
+    when the peer did not send a whole line within ``timeout_s`` in total.
+
+    The deadline covers the whole line, so a client trickling one byte at a time is
+    dropped as surely as one that sends nothing.
+    """
+    deadline = time.monotonic() + timeout_s
+    data = bytearray()
+    while b"\n" not in data and len(data) <= limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(65536, limit + 1 - len(data)))
+        except (TimeoutError, OSError):
+            return None
+        if not chunk:
+            break
+        data += chunk
+    end = data.find(b"\n")
+    return bytes(data[: end + 1] if end >= 0 else data[: limit + 1])
 
 
 class ApiServer:
     """Serve ``handler(op, args, actor)`` on a Unix socket in background threads."""
 
-    def __init__(self, path: Path, group: str, handler: Handler) -> None:
+    def __init__(self, path: Path, group: str, handler: Handler, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.path, self.group, self.handler = path, group, handler
+        self.max_connections, self.request_timeout_s = max_connections, request_timeout_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,15 +162,16 @@ class ApiServer:
             self.path.unlink()
         api = self
 
-        class _Conn(socketserver.StreamRequestHandler):
+        class _Conn(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                api._serve_one(self.request, self.rfile, self.wfile)
+                api._serve_one(self.request)
 
         old = os.umask(0o117)
         try:
             self._server = _Server(str(self.path), _Conn)
         finally:
             os.umask(old)
+        self._server.slots = threading.BoundedSemaphore(self.max_connections)
         gid = group_id(self.group)
         if gid is not None:
             os.chown(self.path, 0, gid)
@@ -115,36 +187,49 @@ class ApiServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def _serve_one(self, sock: socket.socket, rfile: Any, wfile: Any) -> None:
-        # requests verify, attach and measure: they must stay on time beside the very
-        # CPU hogs a policy is being tried against (only root and the group get here)
-        procstat.raise_priority()
+    def _serve_one(self, sock: socket.socket) -> None:
         pid, uid, gid = peer_credentials(sock)
         refusal = authorize(pid, uid, gid, self.group)
-        if refusal is not None:
+        if refusal is not None:  # a stranger gets this line and nothing else: no priority
             log.warning("socket: %s (pid %d)", refusal, pid)
-            _reply(wfile, {"ok": False, "error": refusal, "kind": "PermissionDenied"})
+            _reply(sock, {"ok": False, "error": refusal, "kind": "PermissionDenied"})
             return
-        line = rfile.readline(MAX_REQUEST + 1)
+        line = read_request(sock, MAX_REQUEST, self.request_timeout_s)
+        if line is None:
+            log.info("socket: dropped pid %d: no request line within %.0f s", pid,
+                     self.request_timeout_s)
+            _reply(sock, {"ok": False, "kind": "ConfigError",
+                          "error": f"no request line within {self.request_timeout_s:.0f} s; "
+                                   "send one JSON object and a newline"})
+            return
         if len(line) > MAX_REQUEST:
-            _reply(wfile, {"ok": False, "kind": "GuardrailViolation",
-                           "error": f"request larger than {MAX_REQUEST} bytes refused"})
+            _reply(sock, {"ok": False, "kind": "GuardrailViolation",
+                          "error": f"request larger than {MAX_REQUEST} bytes refused"})
             return
         req, problem = _parse(line)
         if problem is not None:
-            _reply(wfile, {"ok": False, "kind": "ConfigError",
-                           "error": f"malformed request: {problem}"})
+            _reply(sock, {"ok": False, "kind": "ConfigError",
+                          "error": f"malformed request: {problem}"})
             return
-        args = req.get("args", {})
+        # only now, for an authorised and complete request: verify, attach and measure
+        # must stay on time beside the very CPU hogs a policy is being tried against
+        procstat.raise_priority()
+        caller = ops.CALLER_UID.set(uid)
         try:
-            result = self.handler(req["op"], args, f"socket uid={uid} pid={pid}")
-            _reply(wfile, {"ok": True, "result": result})
+            result = self.handler(req["op"], req.get("args", {}), f"socket uid={uid} pid={pid}")
+            _reply(sock, {"ok": True, "result": result})
         except SchedagentError as err:
-            _reply(wfile, {"ok": False, "error": str(err), "kind": type(err).__name__})
-        except Exception as err:
+            _reply(sock, {"ok": False, "error": str(err), "kind": type(err).__name__})
+        except Exception:
+            # the text of an unexpected error may hold what it was reading: log it here,
+            # send the client only the operation's name
             log.exception("socket: %s failed", req["op"])
-            _reply(wfile, {"ok": False, "kind": "InternalError",
-                           "error": f"{req['op']} failed inside the daemon: {err!r}; see its log"})
+            _reply(sock, {"ok": False, "kind": "InternalError",
+                          "error": f"{req['op']} failed inside the daemon with an unexpected "
+                                   "error; the daemon's log (journalctl -u schedagent) has "
+                                   "the details"})
+        finally:
+            ops.CALLER_UID.reset(caller)
 
 
 def _parse(line: bytes) -> tuple[dict[str, Any], str | None]:
@@ -160,10 +245,10 @@ def _parse(line: bytes) -> tuple[dict[str, Any], str | None]:
     return req, None
 
 
-def _reply(wfile: Any, message: dict[str, Any]) -> None:
+def _reply(sock: socket.socket, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
-        wfile.write(json.dumps(message, default=str).encode() + b"\n")
-        wfile.flush()
+        sock.settimeout(REPLY_TIMEOUT_S)
+        sock.sendall(json.dumps(message, default=str).encode() + b"\n")
 
 
 class ApiClient:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import psutil
 
-from schedagent.errors import ConfigError, TargetGone
+from schedagent.errors import ConfigError, TargetGone, TargetRefused
+from schedagent.kernel import cgroupfs
 from schedagent.kernel.scx import SCHED_EXT
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,7 @@ def target_tids(target: Target) -> list[int]:
                 continue
         return sorted(set(tids))
     if target.cgroup is not None:
-        path = Path("/sys/fs/cgroup") / target.cgroup.lstrip("/")
-        try:
-            text = (path / "cgroup.threads").read_text()
-        except OSError as err:
-            raise ConfigError(
-                f"cannot read {path}/cgroup.threads ({err.strerror}); pass a cgroup v2 path "
-                "relative to /sys/fs/cgroup, e.g. system.slice/nginx.service") from err
-        return sorted(int(t) for t in text.split())
+        return cgroupfs.read_ids(target.cgroup, "cgroup.threads")
     raise ConfigError("a target needs a pid or a cgroup")
 
 
@@ -82,12 +76,55 @@ def target_tgids(target: Target) -> list[int]:
             return sorted(found)
         except psutil.NoSuchProcess as err:
             raise TargetGone(target.pid) from err
-    path = Path("/sys/fs/cgroup") / (target.cgroup or "").lstrip("/") / "cgroup.procs"
+    if target.cgroup is None:
+        raise ConfigError("a target needs a pid or a cgroup")
+    return cgroupfs.read_ids(target.cgroup, "cgroup.procs")
+
+
+#: task flag of kernel threads (include/linux/sched.h), field 9 of /proc/PID/stat
+PF_KTHREAD = 0x00200000
+
+_PID_FIX = ("pass the pid of one of your own running user processes (see `ps -u $USER`); "
+            "for a system-wide trial use a cgroup or `policies load --switch-all` as root")
+
+
+def check_pid(pid: int, caller_uid: int | None = None, *, canary: bool = False) -> None:
+    """Refuse a pid target that does not exist, that the caller may not act on, or, for a
+    canary, that would make the canary system-wide or hit the kernel itself.
+
+    ``caller_uid`` None or 0 is root (the CLI, MCP in process); any other caller may only
+    name processes whose real and effective uid are its own.
+    """
     try:
-        return sorted(int(t) for t in path.read_text().split())
+        proc = psutil.Process(pid)
+        uids = proc.uids()
+        ppid = proc.ppid()
+    except psutil.NoSuchProcess as err:
+        raise TargetGone(pid) from err
+    except psutil.AccessDenied as err:
+        raise TargetRefused("pid", pid, "a process visible to schedagent", _PID_FIX) from err
+    if caller_uid not in (None, 0) and (uids.real != caller_uid or uids.effective != caller_uid):
+        # the same answer as for a missing process: a stranger learns nothing about it
+        raise TargetGone(pid)
+    if not canary:
+        return
+    if pid == 1 or pid == os.getpid():
+        raise TargetRefused("pid", pid, "a process other than init (pid 1) and schedagent "
+                            "itself: a canary on it would cover the whole system", _PID_FIX)
+    if pid == 2 or ppid == 2 or _is_kernel_thread(pid):
+        raise TargetRefused("pid", pid, "a user process, not a kernel thread", _PID_FIX)
+
+
+def _is_kernel_thread(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
     except OSError as err:
-        raise ConfigError(f"cannot read {path} ({err.strerror}); pass a cgroup v2 path "
-                          "relative to /sys/fs/cgroup") from err
+        raise TargetGone(pid) from err
+    try:
+        flags = int(text.rsplit(")", 1)[1].split()[6])
+    except (IndexError, ValueError):
+        return True  # an unparsable stat line: refuse rather than guess
+    return bool(flags & PF_KTHREAD)
 
 
 def descendants(pid: int) -> set[int] | None:

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,21 @@ TOOLS = {"system_snapshot", "profile_workload", "runqueue_latency", "list_polici
 def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("SCHEDAGENT_SOCKET", str(tmp_path / "no-daemon.sock"))
+
+
+#: stands for the pid of the ``sleeper`` fixture in parametrized arguments
+SLEEPER = -1
+
+
+@pytest.fixture
+def sleeper() -> Iterator[int]:
+    """A user process a canary may name (pid 1 and the server itself are refused)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _in_memory(body: Callable[[Client], Awaitable[None]]) -> None:
@@ -90,14 +105,17 @@ def test_read_only_tools_answer_on_a_host_without_sched_ext() -> None:
     ("profile_workload", {"pid": 1, "duration_s": 1e9}, "less than or equal to 120"),
     ("verify_policy", {}, "exactly one of name"),
     ("verify_policy", {"name": "vtime", "tunables": {"slice_ns": "big"}}, "valid integer"),
-    ("load_policy", {"policy": "vtime", "pid": 1}, "has not passed verification"),
-    ("load_policy", {"policy": "0123456789abcdef0123", "pid": 1}, "call verify_policy first"),
-    ("load_policy", {"pid": 1}, "policy"),
+    ("load_policy", {"policy": "vtime", "pid": SLEEPER}, "has not passed verification"),
+    ("load_policy", {"policy": "0123456789abcdef0123", "pid": SLEEPER},
+     "call verify_policy first"),
+    ("load_policy", {"pid": SLEEPER}, "policy"),
     ("benchmark", {"workload": "nope", "policy": "vtime"}, "valid choices: jobset"),
     ("history", {"limit": 0}, "greater than or equal to 1"),
 ])
 def test_bad_arguments_are_tool_errors_that_say_what_to_do(tool: str, args: dict[str, Any],
-                                                          expect: str) -> None:
+                                                          expect: str, sleeper: int) -> None:
+    args = {k: sleeper if v == SLEEPER else v for k, v in args.items()}
+
     async def body(client: Client) -> None:
         result = await client.call_tool(tool, args)
         assert result.is_error, _text(result)
@@ -105,10 +123,10 @@ def test_bad_arguments_are_tool_errors_that_say_what_to_do(tool: str, args: dict
     _in_memory(body)
 
 
-def test_unverified_source_is_refused_and_oversized_source_is_rejected() -> None:
+def test_unverified_source_is_refused_and_oversized_source_is_rejected(sleeper: int) -> None:
     async def body(client: Client) -> None:
         # loading a source's artifact id without verify_policy: refused by hash
-        staged = await client.call_tool("load_policy", {"policy": "f" * 20, "pid": 1})
+        staged = await client.call_tool("load_policy", {"policy": "f" * 20, "pid": sleeper})
         assert staged.is_error and "verify_policy" in _text(staged)
         huge = await client.call_tool("verify_policy", {"source": "x" * (65 * 1024)})
         assert huge.is_error and "limit is 65536" in _text(huge)
@@ -130,7 +148,7 @@ def test_resources_expose_the_repository_and_reports() -> None:
     _in_memory(body)
 
 
-def test_stdio_server_speaks_mcp_to_the_sdk_client(tmp_path: Path) -> None:
+def test_stdio_server_speaks_mcp_to_the_sdk_client(tmp_path: Path, sleeper: int) -> None:
     """`schedagent mcp` as a subprocess, driven by the SDK's stdio client."""
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "schedagent", "mcp", "--transport", "stdio"],
@@ -143,7 +161,7 @@ def test_stdio_server_speaks_mcp_to_the_sdk_client(tmp_path: Path) -> None:
             assert names == TOOLS
             status = await client.call_tool("status", {})
             assert not status.is_error and "sched_ext" in status.structured_content
-            bad = await client.call_tool("load_policy", {"policy": "fifo", "pid": 1,
+            bad = await client.call_tool("load_policy", {"policy": "fifo", "pid": sleeper,
                                                          "duration_s": 5})
             assert bad.is_error and "has not passed verification" in _text(bad)
             hist = await client.call_tool("history", {"limit": 5})

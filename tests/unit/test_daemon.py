@@ -34,7 +34,7 @@ budgets: {observe_s: 0.5}
 guard: {window_s: 0.5}
 targets:
   - name: sleeper
-    match: {command: "%s"}
+    match: {command: "%s", user: root}
 """
 
 
@@ -48,16 +48,19 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("mode: [unclosed", "is not valid YAML"),
     ("- a list", "must be a YAML mapping"),
     ("mode: observe\n", "targets: Field required"),
-    ("mode: yolo\ntargets: [{name: a, match: {command: x}}]", "mode: Input should be"),
-    ("targets: [{name: a, match: {command: x, unit: a.service}}]", "exactly one of unit"),
-    ("targets: [{name: a, match: {command: '(unclosed'}}]", "not a valid regular expression"),
+    ("mode: yolo\ntargets: [{name: a, match: {command: x, user: root}}]", "mode: Input should be"),
+    ("targets: [{name: a, match: {command: x, user: root, unit: a.service}}]",
+     "exactly one of unit"),
+    ("targets: [{name: a, match: {command: '(unclosed', user: root}}]",
+     "not a valid regular expression"),
     ("targets: [{name: a, match: {unit: 'no spaces allowed'}}]", "match.unit"),
-    ("targets: [{name: a, match: {command: x}, slo: 'fast please'}]", "expected METRIC<=VALUE"),
-    ("targets: [{name: a, match: {command: x}}, {name: a, match: {command: y}}]",
-     "repeated: a"),
-    ("guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x}}]",
+    ("targets: [{name: a, match: {command: x, user: root}, slo: 'fast please'}]",
+     "expected METRIC<=VALUE"),
+    ("targets: [{name: a, match: {command: x, user: root}}, "
+     "{name: a, match: {command: y, user: root}}]", "repeated: a"),
+    ("guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x, user: root}}]",
      "guard.regression_ratio"),
-    ("targets: [{name: a, match: {command: x}}]\nbogus: 1", "bogus: Extra inputs"),
+    ("targets: [{name: a, match: {command: x, user: root}}]\nbogus: 1", "bogus: Extra inputs"),
 ])
 def test_bad_config_is_refused_with_the_field_and_the_problem(tmp_path: Path, text: str,
                                                               expect: str) -> None:

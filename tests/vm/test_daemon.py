@@ -39,7 +39,7 @@ guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_
         backoff_s: 600}
 targets:
   - name: server
-    match: {command: "-w 4 -n 1000000 -r 400"}   # the mixed workload's server
+    match: {command: "-w 4 -n 1000000 -r 400", user: root}   # the mixed workload's server
     latency_log: ACCESS_LOG                      # its access log: tune judges its p99
 """
 
