@@ -206,8 +206,10 @@ def test_a_user_process_passes_and_a_strangers_process_is_invisible(sleeper: int
     token = ops.CALLER_UID.set(65534)
     try:
         # a socket peer of another uid learns only "no such process"
+        args = ops.validate("profile_workload", {"pid": sleeper})
+        assert isinstance(args, ops.ProfileArgs)
         with pytest.raises(TargetGone):
-            ops.validate("profile_workload", {"pid": sleeper}).target()  # type: ignore[attr-defined]
+            args.target()
     finally:
         ops.CALLER_UID.reset(token)
 
