@@ -73,6 +73,8 @@ def cgroot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "evil" / "cgroup.procs").symlink_to(secret)
     (root / "evil" / "cgroup.threads").symlink_to(secret)
     (root / "link").symlink_to(outside)
+    (root / "evil2").mkdir()  # a symlinked file that holds valid ids: only O_NOFOLLOW stops it
+    (root / "evil2" / "cgroup.procs").symlink_to(outside / "cgroup.procs")
     (root / "notids").mkdir()
     (root / "notids" / "cgroup.procs").write_text(SECRET + "\n")
     monkeypatch.setattr(cgroupfs, "CGROUP_ROOT", root)
@@ -84,8 +86,9 @@ def test_a_real_cgroup_is_read(cgroot: Path) -> None:
     assert cgroupfs.read_ids("/ok/") == [123, 456]
 
 
-@pytest.mark.parametrize("path", ["evil", "link", "link/", "notids", "../../../tmp/x",
-                                  "ok/../evil", "ok/./x", "a//b", "ok\x00", ".."])
+@pytest.mark.parametrize("path", ["evil", "evil2", "link", "link/", "notids", "../../../tmp/x",
+                                  "ok/../evil", "ok/../../outside", "../outside", "ok/./x",
+                                  "a//b", "ok\x00", ".."])
 def test_a_cgroup_path_that_leaves_the_cgroup_fs_is_refused_without_leaking(
         cgroot: Path, path: str) -> None:
     """Issue 12: symlinks, `..` and non-id files are refused; the secret never shows."""
@@ -634,3 +637,12 @@ def test_sigterm_releases_every_target_when_the_store_is_broken(
     daemon._shutdown()
     assert sorted(detached) == ["a", "b"]
     assert all(ts.active is None for ts in daemon.targets.values())
+
+
+def test_the_unit_keeps_state_and_cache_private_and_bpffs_read_only() -> None:
+    unit = (Path(__file__).resolve().parents[2] / "scripts" / "schedagent.service").read_text()
+    for line in ("StateDirectory=schedagent", "CacheDirectory=schedagent", "UMask=0077",
+                 "SCHEDAGENT_CACHE_DIR=/var/cache/schedagent", "ProtectControlGroups=yes"):
+        assert line in unit, line
+    read_only = next(ln for ln in unit.splitlines() if ln.startswith("ReadOnlyPaths="))
+    assert "/sys/fs/bpf" in read_only.split("=", 1)[1].split()
