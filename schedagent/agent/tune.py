@@ -274,7 +274,16 @@ class _Loop:
         trial.ci, trial.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
     def measure(self, trials: list[Trial], rounds: int, step: list[int], total: int) -> None:
-        """Interleave: EEVDF window, candidate window, for each live trial, ``rounds`` times."""
+        """Interleave: EEVDF window, candidate window, for each live trial, ``rounds`` times;
+        then judge them on what was measured, however the rounds ended."""
+        try:
+            self._interleave(trials, rounds, step, total)
+        finally:
+            for trial in trials:
+                self.judge(trial)
+
+    def _interleave(self, trials: list[Trial], rounds: int, step: list[int],
+                    total: int) -> None:
         for _ in range(rounds):
             for trial in trials:
                 if trial.status == "rejected":
@@ -287,8 +296,6 @@ class _Loop:
                 self.baseline_window()
                 self.candidate_window(trial)
                 step[0] += 1
-        for trial in trials:
-            self.judge(trial)
 
     def confirm(self, leader: Trial, step: list[int], total: int) -> None:
         """Fresh interleaved windows, EEVDF then the leader; judged on those alone."""
@@ -440,8 +447,6 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
         report.ended, report.end_note = "target-exited", str(err)
     except _PhaseChanged as err:
         report.ended, report.end_note = "phase-change", str(err)
-    for trial in report.trials:
-        loop.judge(trial)
     report.decision = _decide(report, metric, req.target)
     _record(store, prof, report)
     progress("done", total, total)
