@@ -301,7 +301,10 @@ class _Loop:
         """Fresh interleaved windows, EEVDF then the leader; judged on those alone."""
         conf = leader.confirmation = Confirmation()
         self.reserve = 0
-        for _ in range(confirm_windows(self.req)):
+        want = confirm_windows(self.req)
+        for _ in range(2 * want):   # invalid windows are made up for, up to twice over
+            if min(len(conf.samples), len(conf.baseline_samples)) >= want:
+                break
             reason = self.out_of_budget()
             if reason is not None:
                 self.report.end_note = reason

@@ -443,7 +443,7 @@ class Daemon:
         if meter.metric.name == tune_metric and tune_samples:
             return _Baseline(statistics.median(tune_samples), tune_metric,
                              f"median of tune's {len(tune_samples)} EEVDF windows", tune_metric)
-        return self._measure_baseline(ts, meter, f"tune judged on {tune_metric}")
+        return self._measure_baseline(ts, meter, tune_metric)
 
     def _restore_applied(self, ts: TargetState) -> bool:
         """After a restart: apply the decision that was active before, without re-tuning."""
@@ -458,7 +458,7 @@ class Daemon:
                     float(saved["baseline"]), meter.metric.name, "saved before the restart",
                     meter.metric.name)
             else:  # saved on another metric (or by an older daemon): measure it again
-                baseline = self._measure_baseline(ts, meter, f"saved on {saved.get('metric')}")
+                baseline = self._measure_baseline(ts, meter, str(saved.get("metric")))
             if baseline is None:
                 return False
             self._apply(ts, str(saved["policy"]), dict(saved["tunables"]), meter, baseline,
@@ -722,7 +722,7 @@ class Daemon:
         prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s, ts.cfg.slo)
         ts.profile = prof
         meter = live.guard_meter(ts.target, prof.slo, ts.cfg.latency_log)
-        baseline = self._measure_baseline(ts, meter, "not tuned: applied by an operator")
+        baseline = self._measure_baseline(ts, meter, "none: applied by an operator")
         if baseline is not None:
             self._apply(ts, policy, tunables, meter, baseline, why)
 
