@@ -146,3 +146,29 @@ def test_no_better_policy_keeps_eevdf_and_too_few_windows_are_not_ties(tmp_path:
     measured = [t for t in report.trials if t.samples]
     assert measured and all(t.verdict == "insufficient" for t in measured)
     assert store.verdict_summary("target") == {}   # recorded, but not as a tie
+
+
+def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -> None:
+    """--agent anthropic: the model's pick goes through the same confirmation round."""
+    from types import SimpleNamespace
+
+    from schedagent.agent import llm
+
+    world = World(LOWER, {"latency": 0.5, "vtime": 1.0})
+    store = Store(tmp_path / "db.sqlite")
+    request = tune.TuneRequest(partial.Target(pid=1), canary_s=0.0)
+    report = tune.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
+    report.trials = [tune.Trial(p, {}, "r") for p in ("latency", "vtime")]
+    loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
+                world.clock)
+    loop.measure(report.trials, 4, [0], 1)
+
+    def tools(policy: str) -> object:
+        return SimpleNamespace(state=SimpleNamespace(finished={
+            "policy": policy, "tunables": {}, "reasoning": "r"}), _spec=lambda name: name)
+    refused = llm._agent_decision(report, loop, tools("vtime"))  # type: ignore[arg-type]
+    assert refused.policy == "eevdf"
+    for t in report.trials:
+        t.confirmation = None
+    kept = llm._agent_decision(report, loop, tools("latency"))  # type: ignore[arg-type]
+    assert kept.policy == "latency" and "confirmed on 4 fresh" in kept.why
