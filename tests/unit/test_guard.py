@@ -50,7 +50,7 @@ def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> se
                         lambda *a: scx.ScxState(True, "disabled", None, 0, False, 0))
     monkeypatch.setattr(service, "starvation_scan", lambda window_s, limit_ms: (1.0, None, 2000))
     cfg = config.DaemonConfig.model_validate({
-        "mode": "auto", "targets": [{"name": "t", "match": {"command": "x"}, **extra}],
+        "mode": "auto", "targets": [{"name": "t", "match": {"unit": "x.service"}, **extra}],
         "guard": {"regression_windows": 2, "quarantine_after": 100}})
     return service.Daemon(cfg, Store(tmp_path / "db.sqlite"))
 
