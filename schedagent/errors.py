@@ -39,6 +39,9 @@ class SandboxError(SchedagentError):
 class SandboxTimeout(SandboxError):
     """The guest did not finish within its time limit and was killed."""
 
+    #: apart from a dead guest's 4: a hang is not retried (scripts/run-vm-tests.sh)
+    exit_code = 7
+
     def __init__(self, timeout_s: float, console_log: str, tail: str) -> None:
         super().__init__(
             f"the testbed guest did not finish within {timeout_s:.0f} s and was killed. "

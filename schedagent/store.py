@@ -240,19 +240,25 @@ class Store:
 
     def add_verdict(self, policy: str, workload_class: str, verdict: str,
                     **detail: object) -> None:
-        """Record an A/B verdict (better/worse/no-difference) for a policy on a class."""
+        """Record an A/B verdict for a policy on a class (better, worse, no-difference; also
+        insufficient or invalid, which ``verdict_summary`` does not count)."""
         with self._tx() as db:
             db.execute("INSERT INTO verdicts (ts, policy, workload_class, verdict, detail) "
                        "VALUES (?, ?, ?, ?, ?)", (time.time(), policy, workload_class, verdict,
                                                   json.dumps(detail, default=str)))
 
     def verdict_summary(self, policy: str) -> dict[str, dict[str, int]]:
-        """``{class: {"wins": n, "losses": n, "ties": n}}`` for one policy."""
+        """``{class: {"wins": n, "losses": n, "ties": n}}`` for one policy.
+
+        Only decided comparisons count: ``insufficient`` (too few samples to reach alpha) and
+        ``invalid`` runs are no evidence of a tie (issue 13)."""
         out: dict[str, dict[str, int]] = {}
         for cls, verdict, n in self._db.execute(
                 "SELECT workload_class, verdict, COUNT(*) FROM verdicts WHERE policy = ? "
                 "GROUP BY workload_class, verdict", (policy,)):
-            key = {"better": "wins", "worse": "losses"}.get(verdict, "ties")
+            key = {"better": "wins", "worse": "losses", "no-difference": "ties"}.get(verdict)
+            if key is None:
+                continue
             out.setdefault(cls, {"wins": 0, "losses": 0, "ties": 0})[key] += n
         return out
 

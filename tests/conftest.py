@@ -24,9 +24,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # --- resuming a VM run after the guest kernel died ------------------------------------
-# With SCHEDAGENT_VM_JOURNAL=path, each finished test appends "outcome nodeid" to the file,
-# and tests already in it are deselected. scripts/run-vm-tests.sh boots again after a
-# guest crash and so runs only what had not finished; it fails if any line says failed.
+# With SCHEDAGENT_VM_JOURNAL=path the journal records, one line each: "collected N" (the
+# first boot's count), "started NODEID" before a test's setup, and "OUTCOME NODEID" for
+# its result: the call's outcome, or "error" for a setup or teardown that failed. Tests
+# with an outcome are deselected on the next boot. scripts/run-vm-tests.sh writes
+# "failed NODEID" for a test that started and never finished (the guest died in it), and
+# fails the run unless every collected test has exactly a "passed" outcome.
+
+FINAL = ("passed", "failed", "skipped", "error")
 
 
 def _journal() -> Path | None:
@@ -34,24 +39,42 @@ def _journal() -> Path | None:
     return Path(path) if path else None
 
 
+def _append(journal: Path, line: str) -> None:
+    with journal.open("a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _drop_finished(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect the tests a previous boot already finished."""
+    """Record what was collected (first boot), and deselect tests already finished."""
     journal = _journal()
-    if journal is None or not journal.exists():
+    if journal is None:
         return
-    done = {line.split(" ", 1)[1] for line in journal.read_text().splitlines() if " " in line}
+    lines = journal.read_text().splitlines() if journal.exists() else []
+    if not any(line.startswith("collected ") for line in lines):
+        _append(journal, f"collected {len(items)}")
+    done = {line.split(" ", 1)[1] for line in lines
+            if " " in line and line.split(" ", 1)[0] in FINAL}
     keep = [i for i in items if i.nodeid not in done]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.nodeid in done])
         items[:] = keep
 
 
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    journal = _journal()
+    if journal is not None:
+        _append(journal, f"started {nodeid}")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     journal = _journal()
     if journal is None:
         return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        with journal.open("a") as f:
-            f.write(f"{report.outcome} {report.nodeid}\n")
-            f.flush()
-            os.fsync(f.fileno())
+    if report.when == "call":
+        _append(journal, f"{report.outcome} {report.nodeid}")
+    elif report.when == "setup" and report.outcome == "skipped":
+        _append(journal, f"skipped {report.nodeid}")
+    elif report.outcome == "failed":  # a setup or teardown error
+        _append(journal, f"error {report.nodeid}")

@@ -13,7 +13,15 @@ under EEVDF and under a candidate give interleaved samples of the same metric.
   fallback is the mean runqueue wait per timeslice from schedstat, and the
   metric's ``explains`` says so. The fallback is coarser: a policy that hands
   out fewer, longer slices raises wait per slice while it shortens requests.
-- throughput and makespan SLOs: CPUs the target used (higher is better);
+- throughput SLOs: CPUs the target used (higher is better);
+- makespan SLOs (job sets: a loop or a build whose processes come and go): the target's
+  processes that finished per second (higher is better). Completed work, not CPU
+  consumed: "CPU time the target got" rises for a policy that makes the jobs spin, and
+  a job set's CPU time is where exited children were double counted (issue 13).
+
+Every window is checked against physical bounds (``physical_problem``): CPUs used at
+most the machine's CPUs, rates and latencies not negative, values finite. A window
+that breaks them is invalid: it is reported and never compared.
 - messaging completion time: bytes the target's processes read and wrote per
   second (``/proc/PID/io`` rchar + wchar, higher is better): messages moved,
   however a scheduler batches them. Voluntary switches per second, used before,
@@ -32,7 +40,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 from schedagent.errors import ConfigError, FeatureMissing, TargetGone
 from schedagent.kernel import bccprobes, partial, procstat
@@ -53,6 +61,8 @@ class LiveMetric:
         """The value from the window's features (io and p99 metrics are read apart)."""
         if self.name == "runq_wait_us":
             return f.avg_wait_us
+        if self.name == "jobs_per_s":
+            raise ValueError("jobs_per_s is counted from the window, not its features")
         return f.cpu_util
 
 
@@ -84,8 +94,42 @@ def metric_for(slo: Slo) -> LiveMetric:
                           "messaging completion time is measured live as the bytes the target's "
                           "processes read and wrote per second (/proc/PID/io rchar + wchar): "
                           "messages moved, however they are batched")
+    if slo.metric == "makespan":
+        return LiveMetric("jobs_per_s", "jobs/s", "higher",
+                          "makespan is measured live as the target's processes that finished "
+                          "per second (completed jobs, not the CPU they consumed)")
     return LiveMetric("cpus_used", "CPUs", "higher",
                       f"{slo.metric} is measured live as the CPU time the target got per second")
+
+
+#: CPUs used may exceed the CPU count by this share before a window is impossible:
+#: schedstat and tick-based child times are read at slightly different instants
+CPU_SLACK = 1.05
+
+
+def physical_problem(metric: LiveMetric, value: float, feats: Features) -> str | None:
+    """Why a window's value cannot be physically true, or None when it can be.
+
+    CPUs used (by the metric or in the window's own accounting) at most the machine's
+    CPUs; rates, counts and latencies at least 0 (the floor); every value finite.
+    """
+    if not math.isfinite(value):
+        return f"{metric.name} is {value}: not a finite number"
+    if value < 0:
+        return f"{metric.name} {value:.4g} {metric.unit} is below 0, its physical floor"
+    cpus = max(feats.system_cpus, 1)
+    if feats.cpu_util > cpus * CPU_SLACK:
+        return (f"the target used {feats.cpu_util:.3f} CPUs on a {cpus}-CPU machine: the "
+                "window's CPU accounting is impossible")
+    return None
+
+
+class GuardMeter(Protocol):
+    """What the daemon's guard measures with: one metric, window by window."""
+
+    metric: LiveMetric
+
+    def measure(self, window_s: float) -> Sample: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +170,16 @@ def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Samp
     """Watch the target for one window (raises TargetGone if it is gone at the start)."""
     io_start = io_bytes(target) if metric.name == "io_bytes_per_s" else {}
     window, feats = _watch(target, window_s)
-    if metric.name != "io_bytes_per_s":
-        return Sample(metric.value(feats), feats, window.target_exited)
-    # processes alive at both ends; one that came or went in between is not counted
-    io_end = io_bytes(target)
-    moved = sum(io_end[t] - io_start[t] for t in io_start.keys() & io_end.keys())
-    return Sample(moved / max(window.duration_s, 1e-3), feats, window.target_exited)
+    if metric.name == "jobs_per_s":
+        value = len(window.tgids_exited) / max(window.duration_s, 1e-3)
+    elif metric.name == "io_bytes_per_s":
+        # processes alive at both ends; one that came or went in between is not counted
+        io_end = io_bytes(target)
+        moved = sum(io_end[t] - io_start[t] for t in io_start.keys() & io_end.keys())
+        value = moved / max(window.duration_s, 1e-3)
+    else:
+        value = metric.value(feats)
+    return Sample(value, feats, window.target_exited, physical_problem(metric, value, feats))
 
 
 #: the most of an access log read per window: a flood beyond it keeps its newest lines
@@ -260,9 +308,11 @@ class Meter:
             self._log.take()    # what was logged before this window belongs to no one
             window, feats = _watch(self.target, window_s)
             values = self._log.take()
+            p99 = percentile(values, 99)
             invalid = None if len(values) >= MIN_WAKEUPS else \
                 f"{len(values)} requests logged in the window, fewer than {MIN_WAKEUPS}"
-            return Sample(percentile(values, 99), feats, window.target_exited, invalid)
+            invalid = invalid or physical_problem(self.metric, p99, feats)
+            return Sample(p99, feats, window.target_exited, invalid)
         if self._probe is None:
             return measure(self.target, self.metric, window_s)
         # threads and children started since the last window join the probe's targets
@@ -270,6 +320,15 @@ class Meter:
         before = self._probe.wake_fine()
         window, feats = _watch(self.target, window_s)
         hist = self._probe.wake_fine().minus(before)
+        p99 = hist.percentile(99)
         invalid = None if hist.total >= MIN_WAKEUPS else \
             f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
-        return Sample(hist.percentile(99), feats, window.target_exited, invalid)
+        invalid = invalid or physical_problem(self.metric, p99, feats)
+        return Sample(p99, feats, window.target_exited, invalid)
+
+
+def guard_meter(target: partial.Target, slo: Slo, latency_log: str | None) -> Meter:
+    """The daemon guard's meter: the access log's p99 when there is one (cheap: it reads
+    a file), else the cheap counter for the SLO (``metric_for``). No probe is attached,
+    so nothing needs releasing; it is returned ready to measure."""
+    return Meter(target, slo, deep=False, latency_log=latency_log).__enter__()

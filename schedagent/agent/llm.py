@@ -36,8 +36,10 @@ from schedagent.agent.tune import (
     TuneReport,
     TuneRequest,
     _decide,
+    _leader,
     _Loop,
     _record,
+    confirm_windows,
 )
 from schedagent.config import state_dir
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
@@ -332,9 +334,8 @@ class Tools:
             raise ToolError(f"not measured: {reason}")
         if self.loop.canary(trial):
             self.loop.measure([trial], self.loop.req.rounds, [0], 1)
-        if trial.verdict is None:
+        if trial.verdict is None or trial.ratio is None or trial.ci is None:
             raise ToolError(f"{label}: {trial.error or 'not enough windows to judge'}")
-        assert trial.ratio is not None and trial.ci is not None
         return (f"{label} with {resolved}: {trial.verdict}; ratio {trial.ratio:.3f} "
                 f"[{trial.ci[0]:.3f}, {trial.ci[1]:.3f}] p={trial.p_value:.3g} over "
                 f"{len(trial.samples)} windows")
@@ -367,6 +368,7 @@ def run(loop: _Loop, store: Store, report: TuneReport, prof: WorkloadProfile,
     specs[-1]["cache_control"] = {"type": "ephemeral"}  # the tool list is cached with the prompt
     system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
     messages: list[dict[str, Any]] = [{"role": "user", "content": observations(prof, names)}]
+    loop.reserve = confirm_windows(loop.req)  # the model's measurements leave room for it
     while tools.state.finished is None:
         over = _over_budget(cost, budget)
         if over:
@@ -424,23 +426,25 @@ def _over_budget(cost: Cost, budget: Budget) -> str | None:
 
 
 def _agent_decision(report: TuneReport, loop: _Loop, tools: Tools) -> Decision:
-    """The model proposes; only a measured ``better`` is kept (the code decides)."""
-    decision = _decide(report, loop.metric, loop.req.target)
+    """The model proposes; the code decides: its choice (or, without one, the screening
+    leader) is kept only when fresh interleaved windows confirm it ``better``."""
     wish = tools.state.finished
-    if wish is None or decision.policy == "eevdf":
-        return decision
-    wanted = tools._spec(wish["policy"]) if wish["policy"] != "eevdf" else "eevdf"
-    if wanted == "eevdf":
+    wanted = None if wish is None or wish["policy"] == "eevdf" else tools._spec(wish["policy"])
+    if wish is not None and wanted is None:
         return Decision("eevdf", {}, "model chose eevdf", None, None,
                         f"the model chose to keep EEVDF: {wish['reasoning'][:300]}", None)
-    chosen = next((t for t in report.trials if t.policy == wanted
-                   and t.overrides == wish["tunables"] and t.verdict == "better"), None)
-    if chosen is None:
-        return Decision("eevdf", {}, "refused", None, None,
-                        f"the model asked to keep {wish['policy']} {wish['tunables']}, which was "
-                        "not measured better than EEVDF; keeping EEVDF", None)
-    # the model may prefer a measured winner other than the best ratio: keep its choice
-    return _decide(replace(report, trials=[chosen]), loop.metric, loop.req.target)
+    if wish is None:
+        chosen = _leader(report.trials, loop.metric.direction)
+    else:
+        chosen = _leader([t for t in report.trials if t.policy == wanted
+                          and t.overrides == wish["tunables"]], loop.metric.direction)
+        if chosen is None:
+            return Decision("eevdf", {}, "refused", None, None,
+                            f"the model asked to keep {wish['policy']} {wish['tunables']}, "
+                            "which did not measure better than EEVDF; keeping EEVDF", None)
+    if chosen is not None and report.ended not in ("target-exited", "phase-change"):
+        loop.confirm(chosen, [0], 1)
+    return _decide(report, loop.metric, loop.req.target)
 
 
 def _adopt(decision: Decision, tools: Tools) -> None:

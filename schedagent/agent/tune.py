@@ -1,19 +1,29 @@
-"""The tuning loop: profile, rank, gate, canary, interleaved live A/B, decide.
+"""The tuning loop: profile, rank, gate, canary, interleaved live A/B, confirm, decide.
 
 Everything privileged goes through ``engine.session``; this module only
 decides what to try and judges what it measured. The system returns to its
 previous scheduler (EEVDF) when the loop ends, whatever ends it: a decision, the
 budget, the target exiting, a phase change, an error or Ctrl-C.
+
+The decision rule holds its error rate by confirmation (issue 13): screening
+(every candidate, then the leader's tunable variants) only chooses a leader; the
+leader is then measured again on fresh interleaved windows, EEVDF and leader,
+that took no part in choosing it, and it is kept only if that one comparison says
+``better``. A best-of-five over one pooled baseline, kept on its own screening
+verdict, kept a policy no better than EEVDF up to 8% of the time; the
+confirmation makes it one test at alpha, whatever screening did. The
+confirmation's windows are reserved in the budget before screening starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from schedagent import engine
 from schedagent.agent import live, planner
@@ -52,6 +62,18 @@ class TuneRequest:
 
 
 @dataclass(slots=True)
+class Confirmation:
+    """The leader against EEVDF on fresh interleaved windows, apart from screening."""
+
+    baseline_samples: list[float] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
+    verdict: str | None = None
+    ratio: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+
+
+@dataclass(slots=True)
 class Trial:
     """One candidate's path through the gates, the canary and the A/B windows."""
 
@@ -65,6 +87,8 @@ class Trial:
     ratio: float | None = None
     ci: tuple[float, float] | None = None
     p_value: float | None = None
+    #: the leader only: its confirmation round, which alone decides whether it is kept
+    confirmation: Confirmation | None = None
 
     @property
     def label(self) -> str:
@@ -117,31 +141,79 @@ class _PhaseChanged(Exception):
     pass
 
 
+class Clock(Protocol):
+    """Time for the loop: the real one, or a simulated one in tests and simulations."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class _RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class _Session(Protocol):
+    def problem(self) -> str | None: ...
+
+
+#: how the loop attaches a policy (``engine.session``, or a fake)
+Sessions = Callable[[engine.RunRequest, Store], contextlib.AbstractContextManager[_Session]]
+
+
+def confirm_windows(req: TuneRequest) -> int:
+    """Window pairs in the confirmation round: ``--rounds``, and never fewer than the
+    rank test needs to be able to reach the chosen alpha (4 at 0.05)."""
+    return max(req.rounds, stats.min_windows(1 - req.confidence))
+
+
+class _Meter(Protocol):
+    metric: live.LiveMetric
+
+    def measure(self, window_s: float) -> live.Sample: ...
+
+
 class _Loop:
     def __init__(self, req: TuneRequest, store: Store, prof: WorkloadProfile,
-                 report: TuneReport, progress: Progress, meter: live.Meter | None = None) -> None:
+                 report: TuneReport, progress: Progress, meter: _Meter | None = None,
+                 sessions: Sessions | None = None, clock: Clock | None = None) -> None:
         self.req, self.store, self.prof, self.report = req, store, prof, report
         # without a meter (unit tests), the cheap counters: nothing to compile or attach
-        self.meter = meter or live.Meter(req.target, prof.slo, deep=False)
+        self.meter: _Meter = meter or live.Meter(req.target, prof.slo, deep=False)
         self.metric = self.meter.metric
         self.progress = progress
-        self.started = time.monotonic()
+        self.sessions: Sessions = sessions or engine.session
+        self.clock: Clock = clock or _RealClock()
+        self.started = self.clock.monotonic()
         self.phase_votes: list[str | None] = []
+        #: window pairs held back for the confirmation round while screening runs
+        self.reserve = 0
+
+    def gate(self, trials: list[Trial]) -> list[Trial]:
+        """The leader's variants through the gates (a fake in simulations)."""
+        return _gated(trials, self.store)
 
     def out_of_budget(self) -> str | None:
-        elapsed = time.monotonic() - self.started
-        if elapsed + 2 * self.req.window_s > self.req.budget_s:
+        elapsed = self.clock.monotonic() - self.started
+        pair_s = 2 * self.req.window_s + min(0.5, self.req.window_s / 4)
+        if elapsed + 2 * self.req.window_s + self.reserve * pair_s > self.req.budget_s:
             return f"time budget of {self.req.budget_s:.0f} s used ({elapsed:.0f} s)"
-        if self.report.evaluations >= self.req.max_evals:
-            return f"{self.req.max_evals} evaluations done (--max-evals)"
+        if self.report.evaluations + self.reserve >= self.req.max_evals:
+            held = f", {self.reserve} held for the confirmation" if self.reserve else ""
+            return f"{self.req.max_evals} evaluations done (--max-evals{held})"
         return None
 
-    def baseline_window(self) -> None:
+    def baseline_window(self, into: list[float] | None = None) -> None:
+        """One EEVDF window; a valid one is appended to ``into`` (the pooled baseline)."""
         sample = self.meter.measure(self.req.window_s)
         if sample.target_exited:
             raise TargetGone(self.req.target.pid or 0)
         if sample.invalid is None:
-            self.report.baseline_samples.append(sample.value)
+            (self.report.baseline_samples if into is None else into).append(sample.value)
         else:
             self.report.skipped_windows.append(f"EEVDF: {sample.invalid}")
         # A material change (CPU use, wakeup rate) under EEVDF in two windows in a row is a
@@ -157,8 +229,8 @@ class _Loop:
         req = engine.RunRequest(trial.policy, trial.overrides, self.req.target,
                                 actor="tune-canary")
         try:
-            with engine.session(req, self.store) as sess:
-                time.sleep(self.req.canary_s)
+            with self.sessions(req, self.store) as sess:
+                self.clock.sleep(self.req.canary_s)
                 problem = sess.problem()
         except TargetGone:
             raise
@@ -169,11 +241,12 @@ class _Loop:
             return False
         return True
 
-    def candidate_window(self, trial: Trial) -> None:
+    def candidate_window(self, trial: Trial, into: list[float] | None = None) -> None:
+        """One window on the trial's policy; a valid one goes to ``into`` (its samples)."""
         req = engine.RunRequest(trial.policy, trial.overrides, self.req.target,
                                 switch_all=True, actor="tune")
-        with engine.session(req, self.store) as sess:
-            time.sleep(min(0.5, self.req.window_s / 4))  # let queues settle on the policy
+        with self.sessions(req, self.store) as sess:
+            self.clock.sleep(min(0.5, self.req.window_s / 4))  # let queues settle on it
             sample = self.meter.measure(self.req.window_s)
             problem = sess.problem()
         self.report.evaluations += 1
@@ -183,20 +256,34 @@ class _Loop:
         if sample.target_exited:
             raise TargetGone(self.req.target.pid or 0)
         if sample.invalid is None:
-            trial.samples.append(sample.value)
+            (trial.samples if into is None else into).append(sample.value)
         else:
             self.report.skipped_windows.append(f"{trial.label}: {sample.invalid}")
 
     def judge(self, trial: Trial) -> None:
-        if trial.status == "rejected" or len(trial.samples) < 2:
+        """The trial's screening verdict against the pooled EEVDF windows."""
+        if trial.status == "rejected" or not trial.samples:
+            return
+        trial.status = "measured"
+        if not self.report.baseline_samples:
+            trial.verdict = "insufficient"
             return
         cmp = stats.compare(self.report.baseline_samples, trial.samples,
                             self.metric.direction, self.req.confidence)
-        trial.status, trial.verdict, trial.ratio = "measured", cmp.verdict, cmp.ratio
+        trial.verdict, trial.ratio = cmp.verdict, cmp.ratio
         trial.ci, trial.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
     def measure(self, trials: list[Trial], rounds: int, step: list[int], total: int) -> None:
-        """Interleave: EEVDF window, candidate window, for each live trial, ``rounds`` times."""
+        """Interleave: EEVDF window, candidate window, for each live trial, ``rounds`` times;
+        then judge them on what was measured, however the rounds ended."""
+        try:
+            self._interleave(trials, rounds, step, total)
+        finally:
+            for trial in trials:
+                self.judge(trial)
+
+    def _interleave(self, trials: list[Trial], rounds: int, step: list[int],
+                    total: int) -> None:
         for _ in range(rounds):
             for trial in trials:
                 if trial.status == "rejected":
@@ -209,8 +296,33 @@ class _Loop:
                 self.baseline_window()
                 self.candidate_window(trial)
                 step[0] += 1
-        for trial in trials:
-            self.judge(trial)
+
+    def confirm(self, leader: Trial, step: list[int], total: int) -> None:
+        """Fresh interleaved windows, EEVDF then the leader; judged on those alone."""
+        conf = leader.confirmation = Confirmation()
+        self.reserve = 0
+        want = confirm_windows(self.req)
+        for _ in range(2 * want):   # invalid windows are made up for, up to twice over
+            if min(len(conf.samples), len(conf.baseline_samples)) >= want:
+                break
+            reason = self.out_of_budget()
+            if reason is not None:
+                self.report.end_note = reason
+                break
+            self.progress(f"confirming {leader.label}: EEVDF window, then it", step[0], total)
+            self.baseline_window(conf.baseline_samples)
+            self.candidate_window(leader, conf.samples)
+            step[0] += 1
+            if leader.status == "rejected":
+                conf.verdict = "ejected"
+                return
+        if not conf.samples or not conf.baseline_samples:
+            conf.verdict = "insufficient"
+            return
+        cmp = stats.compare(conf.baseline_samples, conf.samples, self.metric.direction,
+                            self.req.confidence)
+        conf.verdict, conf.ratio = cmp.verdict, cmp.ratio
+        conf.ci, conf.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
 
 def _gated(trials: list[Trial], store: Store,
@@ -239,6 +351,16 @@ def _gated(trials: list[Trial], store: Store,
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
     measured = [t for t in trials if t.ratio is not None]
     return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
+
+
+def _leader(trials: list[Trial], direction: str) -> Trial | None:
+    """The screening leader: the best ratio that points the better way, not ``worse``."""
+    for t in _better_first(trials, direction):
+        assert t.ratio is not None
+        pointing = t.ratio < 1 if direction == "lower" else t.ratio > 1
+        if t.status != "rejected" and t.verdict != "worse" and pointing:
+            return t
+    return None
 
 
 def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
@@ -296,74 +418,103 @@ def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
 
 def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneReport,
          loop: _Loop) -> None:
-    """Canary, measure, halve, decide and record; EEVDF is back when this returns."""
+    """Canary, screen, halve, confirm, decide and record; EEVDF is back when this returns."""
     progress, metric = loop.progress, loop.metric
     stage1 = [t for t in report.trials if t.status != "rejected"]
-    total = req.rounds * (len(stage1) + 2)
+    n_confirm = confirm_windows(req)
+    total = req.rounds * (len(stage1) + 2) + n_confirm
     step = [0]
+    leader: Trial | None = None
     try:
         for trial in stage1:
             progress(f"canary: {trial.label} on the target's threads only", step[0], total)
             loop.canary(trial)
+        loop.reserve = n_confirm
         loop.measure(stage1, req.rounds, step, total)
         ranked = _better_first(stage1, metric.direction)
         if ranked and not report.end_note:
             # successive halving: the leader's tunable variants compete with it
-            leader = ranked[0]
-            extra = _gated([Trial(v.policy, v.overrides, v.reason)
-                            for v in planner.variants(planner.Candidate(leader.policy,
-                                                                        leader.overrides))],
-                           store)
+            first = ranked[0]
+            extra = loop.gate([Trial(v.policy, v.overrides, v.reason)
+                               for v in planner.variants(planner.Candidate(first.policy,
+                                                                           first.overrides))])
             report.trials += extra
-            loop.measure([leader, *[t for t in extra if t.status != "rejected"]],
+            loop.measure([first, *[t for t in extra if t.status != "rejected"]],
                          max(2, req.rounds // 2), step, total)
+        report.end_note = ""  # screening stopping at the reserve is the plan, not an end
+        leader = _leader(report.trials, metric.direction)
+        if leader is not None:
+            loop.confirm(leader, step, total)
         report.ended = "budget" if report.end_note else "complete"
     except TargetGone as err:
         report.ended, report.end_note = "target-exited", str(err)
     except _PhaseChanged as err:
         report.ended, report.end_note = "phase-change", str(err)
-    for trial in report.trials:
-        loop.judge(trial)
     report.decision = _decide(report, metric, req.target)
     _record(store, prof, report)
     progress("done", total, total)
 
 
 def _decide(report: TuneReport, metric: live.LiveMetric, target: partial.Target) -> Decision:
-    winners = [t for t in _better_first(report.trials, metric.direction) if t.verdict == "better"]
     if report.ended in ("target-exited", "phase-change"):
         return Decision("eevdf", {}, "stopped", None, None,
                         f"stopped early ({report.end_note}); nothing kept, EEVDF restored", None)
-    if not winners:
-        tried = ", ".join(f"{t.label}: {t.verdict or t.status}" for t in report.trials)
+    screened = ", ".join(f"{t.label}: {t.verdict or t.status}"
+                         f"{f' on {len(t.samples)} windows' if t.samples else ''}"
+                         for t in report.trials)
+    best = next((t for t in report.trials if t.confirmation is not None), None)
+    conf = best.confirmation if best is not None else None
+    if best is None or conf is None:
         return Decision("eevdf", {}, "no candidate better", None, None,
-                        f"no candidate beat EEVDF on {metric.name} at the required confidence "
-                        f"({tried}); keeping EEVDF", None)
-    best = winners[0]
-    assert best.ratio is not None and best.ci is not None
-    median_base = statistics.median(report.baseline_samples)
-    median_best = statistics.median(best.samples)
+                        f"no candidate pointed better than EEVDF on {metric.name} in screening "
+                        f"({screened} against {len(report.baseline_samples)} EEVDF windows); "
+                        "keeping EEVDF", None)
+    windows = (f"{len(conf.samples)} fresh interleaved windows against "
+               f"{len(conf.baseline_samples)} of EEVDF")
+    if conf.verdict != "better":
+        return Decision("eevdf", {}, "not confirmed", conf.ratio, conf.ci,
+                        f"screening led with {best.label} ({screened} against "
+                        f"{len(report.baseline_samples)} EEVDF windows); its confirmation on "
+                        f"{windows} said {conf.verdict}"
+                        f"{_evidence(conf) if conf.ratio is not None else ''}; keeping EEVDF",
+                        None)
+    assert conf.ratio is not None and conf.ci is not None
     sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.overrides.items()))
     where = f"--pid {target.pid}" if target.pid else f"--cgroup {shlex.quote(target.cgroup or '')}"
     return Decision(
-        best.policy, best.overrides, "better", best.ratio, best.ci,
-        f"{best.label} changed {metric.name} from a median {median_base:.4g} to "
-        f"{median_best:.4g} {metric.unit} (ratio {best.ratio:.3f}, 95% CI "
-        f"[{best.ci[0]:.3f}, {best.ci[1]:.3f}], p={best.p_value:.3g}) over "
-        f"{len(best.samples)} interleaved windows",
+        best.policy, best.overrides, "better", conf.ratio, conf.ci,
+        f"{best.label} changed {metric.name} from a median "
+        f"{statistics.median(conf.baseline_samples):.4g} to "
+        f"{statistics.median(conf.samples):.4g} {metric.unit}{_evidence(conf)}, confirmed on "
+        f"{windows} that took no part in choosing it (screening: {screened} against "
+        f"{len(report.baseline_samples)} EEVDF windows)",
         f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip())
 
 
+def _evidence(conf: Confirmation) -> str:
+    assert conf.ratio is not None and conf.ci is not None and conf.p_value is not None
+    return (f" (ratio {conf.ratio:.3f}, 95% CI [{conf.ci[0]:.3f}, {conf.ci[1]:.3f}], "
+            f"p={conf.p_value:.3g})")
+
+
 def _record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
+    """Each trial's verdict goes to the planner's history; the confirmed leader's is its
+    confirmation (its screening verdict was chosen for looking good). ``insufficient`` is
+    stored as such, and the history does not count it as a tie."""
     for trial in report.trials:
-        if trial.verdict is not None:
+        conf = trial.confirmation
+        if conf is not None and conf.verdict is not None:
+            store.add_verdict(trial.policy, prof.workload_class, conf.verdict,
+                              source="tune-confirmation", label=trial.label, ratio=conf.ratio,
+                              ci=conf.ci, metric=report.metric["name"],
+                              windows=len(conf.samples))
+        elif trial.verdict is not None:
             store.add_verdict(trial.policy, prof.workload_class, trial.verdict, source="tune",
                               label=trial.label, ratio=trial.ratio, ci=trial.ci,
-                              metric=report.metric["name"])
+                              metric=report.metric["name"], windows=len(trial.samples))
     decision = report.decision
     assert decision is not None
     store.add_event("tune", decision.policy if decision.policy != "eevdf" else None,
                     target=report.target, ended=report.ended, note=report.end_note,
                     decision=asdict(decision), evaluations=report.evaluations,
                     slo=report.slo, workload_class=prof.workload_class)
-

@@ -65,7 +65,7 @@ def text_table(results: list[BenchResult]) -> str:
 
 
 _COLORS = {"better": (30, 140, 60), "worse": (200, 40, 40), "no-difference": (90, 90, 90),
-           "invalid": (200, 140, 0)}
+           "insufficient": (150, 150, 150), "invalid": (200, 140, 0)}
 _BASE = (40, 80, 200)
 _FLOOR = (0, 150, 150)
 

@@ -45,7 +45,7 @@ from schedagent.bench.workload import (
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-ArmVerdict = Literal["better", "worse", "no-difference", "invalid"]
+ArmVerdict = Literal["better", "worse", "no-difference", "insufficient", "invalid"]
 
 EEVDF = "eevdf"
 FLOOR = "floor"

@@ -90,6 +90,13 @@ def _print(report: TuneReport) -> None:
         else:
             detail = t.error or t.status
         print(f"  {t.label:<34} {detail}")
+        c = t.confirmation
+        if c is not None:
+            shown = (f"ratio {c.ratio:.3f} [{c.ci[0]:.3f}, {c.ci[1]:.3f}] p={c.p_value:.3g}, "
+                     if c.ratio is not None and c.ci is not None and c.p_value is not None
+                     else "")
+            print(f"  {'':<34} confirmation: {c.verdict}: {shown}{len(c.samples)} fresh windows "
+                  f"against {len(c.baseline_samples)} EEVDF")
         print(f"  {'':<34} why tried: {t.reason}")
     d = report.decision
     assert d is not None

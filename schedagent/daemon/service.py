@@ -9,7 +9,10 @@ For each configured target the daemon
 3. while a policy is active, guards it: the engine's kernel watch, the target's SLO
    metric against the EEVDF baseline, its phase, and starvation of any task on the
    system. A regression rolls back to EEVDF, with backoff, and quarantine after
-   repeated rollbacks;
+   repeated rollbacks. One metric per guarded decision (issue 13): the guard watches
+   the metric tune judged the winner by, against tune's own EEVDF windows; when the
+   guard's cheap metric is another (tune's p99 came from the bcc probe), it measures
+   its own EEVDF baseline on that metric before attaching. The apply record names both;
 4. records every decision in the audit trail: trigger, profile, SLO, evidence, the
    change, outcome and rationale.
 
@@ -59,12 +62,24 @@ class _Stop(BaseException):
     """SIGTERM/SIGINT: unwind whatever runs (detaching on the way) and exit."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Baseline:
+    """EEVDF's level on the guard's metric, and where it came from."""
+
+    value: float
+    metric: str
+    source: str
+    #: the metric the decision being guarded was made on
+    decided_on: str | None = None
+
+
 @dataclass(slots=True)
 class _Active:
     policy: str              # what the engine resolves: a name or a staged source path
     name: str                # the scheduler's ops name, as the kernel shows it
     tunables: dict[str, int]
-    metric: live.LiveMetric
+    #: the guard's meter: its metric is the one ``baseline`` was measured on under EEVDF
+    meter: live.GuardMeter
     baseline: float
     stack: contextlib.ExitStack
     session: engine.Session
@@ -415,9 +430,20 @@ class Daemon:
         self._audit("tune", ts, {**evidence, "outcome": decision.policy})
         ts.phase = "eevdf"
         if decision.policy != "eevdf":
-            metric = live.metric_for(ts.profile.slo)
-            self._apply(ts, decision.policy, decision.tunables, metric,
-                        statistics.median(report.baseline_samples), why)
+            meter = live.guard_meter(ts.target, ts.profile.slo, ts.cfg.latency_log)
+            baseline = self._guard_baseline(ts, meter, str(report.metric.get("name")),
+                                            report.baseline_samples)
+            if baseline is not None:
+                self._apply(ts, decision.policy, decision.tunables, meter, baseline, why)
+
+    def _guard_baseline(self, ts: TargetState, meter: live.GuardMeter, tune_metric: str,
+                        tune_samples: list[float]) -> _Baseline | None:
+        """EEVDF's level on the guard's metric: tune's own windows when tune measured that
+        metric, else measured now (still on EEVDF) the way the guard will measure."""
+        if meter.metric.name == tune_metric and tune_samples:
+            return _Baseline(statistics.median(tune_samples), tune_metric,
+                             f"median of tune's {len(tune_samples)} EEVDF windows", tune_metric)
+        return self._measure_baseline(ts, meter, tune_metric)
 
     def _restore_applied(self, ts: TargetState) -> bool:
         """After a restart: apply the decision that was active before, without re-tuning."""
@@ -426,9 +452,17 @@ class Daemon:
             prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s,  # type: ignore[arg-type]
                                              ts.cfg.slo)
             ts.profile = prof
-            metric = live.metric_for(prof.slo)
-            self._apply(ts, str(saved["policy"]), dict(saved["tunables"]), metric,
-                        float(saved["baseline"]), "restart")
+            meter = live.guard_meter(ts.target, prof.slo, ts.cfg.latency_log)  # type: ignore[arg-type]
+            if saved.get("metric") == meter.metric.name:
+                baseline: _Baseline | None = _Baseline(
+                    float(saved["baseline"]), meter.metric.name, "saved before the restart",
+                    meter.metric.name)
+            else:  # saved on another metric (or by an older daemon): measure it again
+                baseline = self._measure_baseline(ts, meter, str(saved.get("metric")))
+            if baseline is None:
+                return False
+            self._apply(ts, str(saved["policy"]), dict(saved["tunables"]), meter, baseline,
+                        "restart")
             return ts.active is not None
         except (SchedagentError, KeyError, ValueError) as err:
             self._audit("restore-failed", ts, {"error": str(err), "saved": saved})
@@ -437,7 +471,7 @@ class Daemon:
             return False
 
     def _apply(self, ts: TargetState, policy: str, tunables: dict[str, int],
-               metric: live.LiveMetric, baseline: float, why: str) -> None:
+               meter: live.GuardMeter, base: _Baseline, why: str) -> None:
         assert ts.target is not None
         stack = contextlib.ExitStack()
         req = engine.RunRequest(policy, tunables, ts.target, switch_all=True, actor="daemon")
@@ -448,15 +482,19 @@ class Daemon:
             self._audit("apply-failed", ts, {"trigger": why, "policy": policy,
                                              "error": str(err)})
             return
-        ts.active = _Active(policy, sess.outcome.ops_name, tunables, metric, baseline, stack,
+        ts.active = _Active(policy, sess.outcome.ops_name, tunables, meter, base.value, stack,
                             sess, time.time())
         ts.phase, ts.regressions, ts.last_switch = "active", 0, time.time()
-        ts.applied = {"policy": policy, "tunables": tunables, "baseline": baseline,
-                      "metric": metric.name}
+        ts.applied = {"policy": policy, "tunables": tunables, "baseline": base.value,
+                      "metric": meter.metric.name}
         self._save(ts)
         self._audit("apply", ts, {"trigger": why,
                                   "diff": f"eevdf -> {ts.active.name} {tunables}",
-                                  "evidence": {"baseline": baseline, "metric": metric.name},
+                                  "evidence": {"baseline": base.value,
+                                               "guard_metric": meter.metric.name,
+                                               "baseline_metric": base.metric,
+                                               "decided_on": base.decided_on,
+                                               "baseline_source": base.source},
                                   "outcome": f"{scx.read_state().ops} enabled, guard on"})
 
     def _release(self, ts: TargetState, why: str, keep_applied: bool = False) -> float:
@@ -510,19 +548,24 @@ class Daemon:
             self._rollback(ts, f"kernel: {problem}", {"guard_event": problem}, time.monotonic())
             return
         g = self.cfg.guard
-        sample = live.measure(ts.target, active.metric, g.window_s)
+        metric = active.meter.metric
+        sample = active.meter.measure(g.window_s)
         detected = time.monotonic()
         if sample.target_exited:
             raise TargetGone(ts.target.pid or 0)
-        active.last_value = sample.value
-        worse = (sample.value > active.baseline * g.regression_ratio
-                 if active.metric.direction == "lower"
-                 else sample.value < active.baseline / g.regression_ratio)
-        ts.regressions = ts.regressions + 1 if worse else 0
-        evidence = {"metric": active.metric.name, "value": sample.value,
+        evidence = {"metric": metric.name, "value": sample.value,
                     "baseline": active.baseline, "ratio_limit": g.regression_ratio}
+        if sample.invalid is not None:
+            # neither a regression nor a clean window: reported, and the count stands
+            self._audit("guard-window-invalid", ts, {**evidence, "invalid": sample.invalid})
+        else:
+            active.last_value = sample.value
+            worse = (sample.value > active.baseline * g.regression_ratio
+                     if metric.direction == "lower"
+                     else sample.value < active.baseline / g.regression_ratio)
+            ts.regressions = ts.regressions + 1 if worse else 0
         if ts.regressions >= g.regression_windows:
-            self._rollback(ts, f"SLO regression: {active.metric.name} {sample.value:.4g} vs "
+            self._rollback(ts, f"SLO regression: {metric.name} {sample.value:.4g} vs "
                            f"EEVDF {active.baseline:.4g} in {ts.regressions} windows",
                            evidence, detected)
             return
@@ -604,11 +647,26 @@ class Daemon:
             "targets": {name: _view(ts)
                         for name, ts in self.targets.items()}})
 
-    def _baseline(self, ts: TargetState, metric: live.LiveMetric) -> float:
+    def _measure_baseline(self, ts: TargetState, meter: live.GuardMeter,
+                          decided_on: str) -> _Baseline | None:
+        """EEVDF's median on the guard's own metric, from ``rounds`` windows measured now
+        (invalid windows left out); None, audited, when no window was valid."""
         assert ts.target is not None
-        samples = [live.measure(ts.target, metric, self.cfg.budgets.window_s).value
-                   for _ in range(self.cfg.budgets.rounds)]
-        return statistics.median(samples)
+        samples, invalid = [], []
+        for _ in range(self.cfg.budgets.rounds):
+            sample = meter.measure(self.cfg.budgets.window_s)
+            if sample.target_exited:
+                raise TargetGone(ts.target.pid or 0)
+            (samples.append(sample.value) if sample.invalid is None
+             else invalid.append(sample.invalid))
+        if not samples:
+            self._audit("apply-failed", ts, {"error": "no valid EEVDF window for the guard's "
+                                             f"baseline on {meter.metric.name}",
+                                             "invalid": invalid})
+            return None
+        return _Baseline(statistics.median(samples), meter.metric.name,
+                         f"median of {len(samples)} EEVDF windows measured by the guard "
+                         f"before attaching ({len(invalid)} invalid)", decided_on)
 
     @contextlib.contextmanager
     def _busy_lock(self, what: str, timeout_s: float = 300.0) -> Iterator[None]:
@@ -663,8 +721,10 @@ class Daemon:
         assert ts.target is not None
         prof = services.profile_workload(ts.target, self.cfg.budgets.observe_s, ts.cfg.slo)
         ts.profile = prof
-        metric = live.metric_for(prof.slo)
-        self._apply(ts, policy, tunables, metric, self._baseline(ts, metric), why)
+        meter = live.guard_meter(ts.target, prof.slo, ts.cfg.latency_log)
+        baseline = self._measure_baseline(ts, meter, "none: applied by an operator")
+        if baseline is not None:
+            self._apply(ts, policy, tunables, meter, baseline, why)
 
     def rollback_now(self, actor: str) -> dict[str, Any]:
         with self._busy_lock("rollback"):
@@ -724,7 +784,7 @@ def _view(ts: TargetState) -> dict[str, Any]:
     active, target = ts.active, ts.target
     return {"selected": target.describe() if target else None, "phase": ts.phase,
             "policy": active.name if active else "eevdf",
-            "metric": active.metric.name if active else None,
+            "metric": active.meter.metric.name if active else None,
             "last_value": active.last_value if active else None,
             "baseline": active.baseline if active else None,
             "backoff_s": max(0.0, ts.backoff_until - time.time()),

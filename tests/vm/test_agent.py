@@ -134,7 +134,11 @@ def test_clean_pick_is_measured_and_kept_only_if_better(tmp_path: Path) -> None:
     d = rep.decision
     assert d is not None
     trial = next(t for t in rep.trials if t.policy == "target")
-    # the model said "keep target"; the code keeps it only on a measured `better`
+    # the model said "keep target"; the code keeps it only when fresh windows confirm it
+    # `better` (issue 13); a screening `worse` is never even confirmed
     assert trial.verdict in ("better", "worse", "no-difference") and len(trial.samples) == 4
-    assert (d.policy == "target") == (trial.verdict == "better"), d.why
+    conf = trial.confirmation
+    assert (conf is None) == (trial.verdict == "worse" or trial.ratio is None
+                              or trial.ratio >= 1), d.why
+    assert (d.policy == "target") == (conf is not None and conf.verdict == "better"), d.why
     assert scx.read_state().state == "disabled"

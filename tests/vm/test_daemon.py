@@ -96,6 +96,12 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         # the regression to inject later, verified (through the socket) while the machine
         # is still quiet
         art = api.call("verify_policy", {"source": (FIXTURES / "lastserve.bpf.c").read_text()})
+        # issue 13: a regression that starves nothing: fair vtime with its longest slice
+        # (100 ms). Every thread still runs within a few slices (far under the guard's 2 s
+        # starvation limit) and nothing stalls, but the server's requests wait behind the
+        # hogs' long slices: its p99 rises far beyond 1.5x EEVDF's
+        slow = api.call("verify_policy", {"name": "vtime",
+                                          "tunables": {"slice_ns": 100_000_000}})
         # the workload appears after the daemon: a new target, profiled once settled
         procs.append(subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
                                        "--timeout", "1800s", "-q"]))
@@ -139,6 +145,23 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         assert scx.read_state().state == "disabled"
         assert rb["diff"] == "lastserve -> eevdf" and rb["quarantined"] is False
         assert rb["trigger"].startswith(("SLO regression", "kernel:", "starvation"))
+
+        # 2b. issue 13: that regression starves nothing, so only the SLO guard can catch
+        # it, on the metric it was baselined on (the access log's p99, re-measured under
+        # EEVDF before attaching)
+        def vtime_rollbacks() -> list[dict[str, Any]]:  # step 1's winner may be vtime too
+            return [r for r in _actions(db, "rollback")
+                    if r["result"]["diff"].startswith("vtime")]
+        earlier = len(vtime_rollbacks())
+        api.call("apply", {"target": "server", "policy": slow["artifact_id"]})
+        assert scx.read_state().ops == "vtime"
+        slo_rb = _wait("the guard's rollback of slow vtime",
+                       lambda: vtime_rollbacks()[earlier:], 180)[0]["result"]
+        measured["rollback_slo"] = {"trigger": slo_rb["trigger"]}
+        assert slo_rb["trigger"].startswith("SLO regression: p99_request_us"), slo_rb
+        forced = [r["result"]["evidence"] for r in _actions(db, "apply")
+                  if r["result"]["diff"].startswith("eevdf -> vtime")][-1]
+        assert forced["guard_metric"] == forced["baseline_metric"] == "p99_request_us"
 
         # 3. SIGKILL while a policy is active: the kernel itself returns to EEVDF
         api.call("apply", {"target": "server", "policy": art["artifact_id"]})

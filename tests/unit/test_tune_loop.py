@@ -1,0 +1,174 @@
+"""Issue 13: tune's loop (screening, halving, confirmation, decision, record) with a fake
+meter, fake sessions and a simulated clock: nothing is attached or compiled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedagent import engine
+from schedagent.agent import live, tune
+from schedagent.kernel import partial
+from schedagent.profile.model import Features, Slo, WorkloadProfile
+from schedagent.store import Store
+
+FEATS = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
+PROF = WorkloadProfile("mixed", 0.8, FEATS, Slo("p99_wakeup_latency", "<=", 1000.0, "us", "r"),
+                       "r", "pid 1", 5.0)
+# a small, fixed spread: each window is 100 x effect x one of these
+WIGGLE = [1.00, 1.03, 0.97, 1.02, 0.98, 1.01, 0.99, 1.04, 0.96]
+#: an EEVDF window the meter calls invalid carries this absurd value
+ABSURD = 1e9
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Attached:
+    def problem(self) -> str | None:
+        return None
+
+
+class World:
+    """The fake meter and sessions: a window's value depends on what is attached."""
+
+    def __init__(self, metric: live.LiveMetric, effects: dict[str, float],
+                 invalid_every: int = 0) -> None:
+        self.metric, self.effects, self.invalid_every = metric, effects, invalid_every
+        self.attached: str | None = None
+        self.eevdf_windows = 0
+        self.n = 0
+        self.clock = Clock()
+
+    def measure(self, window_s: float) -> live.Sample:
+        self.clock.sleep(window_s)
+        self.n += 1
+        value = 100.0 * WIGGLE[self.n % len(WIGGLE)]
+        if self.attached is None:
+            self.eevdf_windows += 1
+            if self.invalid_every and self.eevdf_windows % self.invalid_every == 0:
+                return live.Sample(ABSURD, FEATS, False, "fake: too few wakeups")
+            return live.Sample(value, FEATS, False)
+        return live.Sample(value * self.effects.get(self.attached, 1.0), FEATS, False)
+
+    @contextlib.contextmanager
+    def session(self, req: engine.RunRequest, store: Store) -> Iterator[Attached]:
+        self.attached = req.spec
+        try:
+            yield Attached()
+        finally:
+            self.attached = None
+
+
+class Loop(tune._Loop):
+    def gate(self, trials: list[tune.Trial]) -> list[tune.Trial]:
+        return trials   # nothing compiled on the host
+
+
+def _tune(tmp_path: Path, world: World, policies: list[str],
+          **req: object) -> tuple[tune.TuneReport, Store]:
+    store = Store(tmp_path / "db.sqlite")
+    request = tune.TuneRequest(partial.Target(pid=1), canary_s=0.0, **req)  # type: ignore[arg-type]
+    report = tune.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
+    report.trials = [tune.Trial(p, {}, "r") for p in policies]
+    loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
+                world.clock)
+    tune._run(request, store, PROF, report, loop)
+    return report, store
+
+
+LOWER = live.LiveMetric("p99_wakeup_us", "us", "lower", "fake")
+HIGHER = live.LiveMetric("jobs_per_s", "jobs/s", "higher", "fake")
+
+
+def test_a_clearly_better_policy_is_confirmed_and_kept(tmp_path: Path) -> None:
+    world = World(LOWER, {"latency": 0.5})
+    report, store = _tune(tmp_path, world, ["target", "latency", "vtime"])
+    d = report.decision
+    assert d is not None and d.policy == "latency" and d.verdict == "better", d
+    leader = next(t for t in report.trials if t.confirmation is not None)
+    conf = leader.confirmation
+    assert conf is not None and len(conf.samples) == len(conf.baseline_samples) == 4
+    # the confirmation's EEVDF windows are its own, not pooled with screening's
+    assert len(report.baseline_samples) + len(conf.baseline_samples) == world.eevdf_windows
+    assert d.ratio is not None and 0.45 < d.ratio < 0.55
+    assert "confirmed on 4 fresh interleaved windows" in d.why
+    history = store.verdict_summary("latency")["mixed"]   # the leader's variants count too
+    assert history["wins"] >= 1 and history["losses"] == 0
+
+
+def test_direction_comes_from_the_metric(tmp_path: Path) -> None:
+    # higher is better: doubling is kept, halving is a recorded loss
+    world = World(HIGHER, {"latency": 2.0, "vtime": 0.5})
+    report, store = _tune(tmp_path, world, ["latency", "vtime"])
+    assert report.decision is not None and report.decision.policy == "latency"
+    vtime = next(t for t in report.trials if t.policy == "vtime")
+    assert vtime.verdict == "worse"
+    assert store.verdict_summary("vtime")["mixed"] == {"wins": 0, "losses": 1, "ties": 0}
+
+
+def test_a_worse_policy_is_never_kept_and_is_stored_as_worse(tmp_path: Path) -> None:
+    world = World(LOWER, {"target": 1.8, "latency": 1.0})
+    report, store = _tune(tmp_path, world, ["target", "latency"])
+    assert report.decision is not None and report.decision.policy == "eevdf"
+    target = next(t for t in report.trials if t.policy == "target" and not t.overrides)
+    assert target.verdict == "worse" and target.ratio is not None and target.ratio > 1.5
+    assert store.verdict_summary("target")["mixed"]["losses"] == 1
+    assert store.verdict_summary("target")["mixed"]["wins"] == 0
+
+
+def test_invalid_eevdf_windows_are_skipped_and_reported(tmp_path: Path) -> None:
+    world = World(LOWER, {"latency": 0.5}, invalid_every=3)
+    report, _ = _tune(tmp_path, world, ["latency", "vtime"])
+    assert ABSURD not in report.baseline_samples
+    assert any(s.startswith("EEVDF: fake") for s in report.skipped_windows)
+    for t in report.trials:
+        assert t.confirmation is None or ABSURD not in t.confirmation.baseline_samples
+    assert report.decision is not None and report.decision.policy == "latency"
+
+
+def test_no_better_policy_keeps_eevdf_and_too_few_windows_are_not_ties(tmp_path: Path) -> None:
+    world = World(LOWER, {"target": 1.2, "latency": 1.2})
+    # 5 evaluations: 4 held for the confirmation, one screening window for one candidate
+    report, store = _tune(tmp_path, world, ["target", "latency"], max_evals=5)
+    assert report.decision is not None and report.decision.policy == "eevdf"
+    measured = [t for t in report.trials if t.samples]
+    assert measured and all(t.verdict == "insufficient" for t in measured)
+    assert store.verdict_summary("target") == {}   # recorded, but not as a tie
+
+
+def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -> None:
+    """--agent anthropic: the model's pick goes through the same confirmation round."""
+    from types import SimpleNamespace
+
+    from schedagent.agent import llm
+
+    world = World(LOWER, {"latency": 0.5, "vtime": 1.0})
+    store = Store(tmp_path / "db.sqlite")
+    request = tune.TuneRequest(partial.Target(pid=1), canary_s=0.0)
+    report = tune.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
+    report.trials = [tune.Trial(p, {}, "r") for p in ("latency", "vtime")]
+    loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
+                world.clock)
+    loop.measure(report.trials, 4, [0], 1)
+
+    def tools(policy: str) -> object:
+        return SimpleNamespace(state=SimpleNamespace(finished={
+            "policy": policy, "tunables": {}, "reasoning": "r"}), _spec=lambda name: name)
+    refused = llm._agent_decision(report, loop, tools("vtime"))  # type: ignore[arg-type]
+    assert refused.policy == "eevdf"
+    for t in report.trials:
+        t.confirmation = None
+    kept = llm._agent_decision(report, loop, tools("latency"))  # type: ignore[arg-type]
+    assert kept.policy == "latency" and "confirmed on 4 fresh" in kept.why
