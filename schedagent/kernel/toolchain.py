@@ -35,6 +35,7 @@ from pathlib import Path
 from schedagent.config import DATA_ROOT, cache_dir, find_cached
 from schedagent.errors import CompileError, CompileLimitExceeded, ToolMissing
 from schedagent.kernel import btf
+from schedagent.policy import objcheck
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,10 @@ def build_object(text: bytes, source: Path, out: Path, flags: list[str], box: In
     hashed) and an include directory with only ``vmlinux.h``, ``bpf/`` and
     ``schedagent/``; ``-nostdinc`` drops every system path. clang runs under
     rlimits and a wall-clock timeout, and only diagnostics about the submitted file
-    come back: a compile error must never quote another file.
+    come back: a compile error must never quote another file. clang runs twice:
+    source to LLVM IR, which :func:`objcheck.check_ir` reads for assembly (however it
+    was spelled: an assembler's ``.incbin`` reads any file root can), then that very
+    IR to the object.
     """
     clang = _tool("clang", "apt-get install clang llvm", "compile BPF schedulers")
     with tempfile.TemporaryDirectory(prefix="schedagent-cc-") as tmp:
@@ -235,15 +239,35 @@ def build_object(text: bytes, source: Path, out: Path, flags: list[str], box: In
         (inc / "schedagent").symlink_to(box.project_headers)
         src = src_dir / source.name
         src.write_bytes(text)
-        tmp_out = root / "out.o"
+        tmp_ir, tmp_out = root / "out.ll", root / "out.o"
+        # stage 1: source to IR (unoptimised, as the one-step compile would optimise it)
         cmd = [clang, *flags, "-nostdinc", "-isystem", str(inc), "-fno-crash-diagnostics",
-               "-ferror-limit=20", "-c", str(src), "-o", str(tmp_out)]
+               "-ferror-limit=20", "-S", "-emit-llvm", "-Xclang", "-disable-llvm-passes",
+               str(src), "-o", str(tmp_ir)]
         proc = _run_limited(cmd, src_dir, limits, str(source))
+        if proc.returncode != 0 or not tmp_ir.exists():
+            raise _compile_error(source, src, text, proc, limits)
+        # no assembly: a directive like .incbin reads host files into the object
+        objcheck.check_ir(tmp_ir.read_text(errors="replace"), str(source))
+        # stage 2: exactly that IR to the object (no preprocessor, no headers)
+        cmd = [clang, *_codegen_flags(flags), "-fno-crash-diagnostics", "-c", "-x", "ir",
+               str(tmp_ir), "-o", str(tmp_out)]
+        proc = _run_limited(cmd, root, limits, str(source))
         if proc.returncode != 0 or not tmp_out.exists():
             raise _compile_error(source, src, text, proc, limits)
         partial = out.with_suffix(".tmp")
         shutil.copyfile(tmp_out, partial)
         partial.rename(out)
+
+
+def _codegen_flags(flags: list[str]) -> list[str]:
+    """The flags that matter to code generation from IR (target, CPU, -O, -g)."""
+    kept: list[str] = []
+    for i, flag in enumerate(flags):
+        if flag in ("-target", "-g") or flag.startswith(("-O", "-mcpu=", "-g")) or (
+                i and flags[i - 1] == "-target"):
+            kept.append(flag)
+    return kept
 
 
 def _run_limited(cmd: list[str], cwd: Path, limits: CompileLimits,

@@ -16,6 +16,11 @@ the object is checked against :mod:`schedagent.policy.allowlist`:
   indirect calls, no pseudo map-fd/BTF-id loads that bypass relocation;
 - maps of allow-listed types, unpinned, with bounded sizes.
 
+Before that, :func:`check_ir` reads the LLVM IR clang made of the source (the
+compile box compiles exactly that IR): assembly is refused there, because an
+assembler directive (``.incbin``, ``.include``, ``.section .BTF``) can pull any
+file root can read into the object, or forge the BTF every later check trusts.
+
 Every refusal is an :class:`~schedagent.errors.ObjectRejection` naming what was found.
 """
 
@@ -60,6 +65,49 @@ _KNOWN_HELPERS = {4: "bpf_probe_read", 12: "bpf_tail_call", 36: "bpf_probe_write
                   58: "bpf_override_return", 109: "bpf_send_signal",
                   112: "bpf_probe_read_user", 117: "bpf_send_signal_thread",
                   166: "bpf_d_path", 186: "bpf_sys_bpf", 191: "bpf_kallsyms_lookup_name"}
+
+
+#: Inline asm in textual IR: ``asm [sideeffect] [alignstack] [inteldialect] [unwind] "T"``.
+#: IR string literals hex-escape ``"`` (``\\22``), so the template ends at the next quote.
+_IR_INLINE_ASM = re.compile(r'\basm\s+(?:(?:sideeffect|alignstack|inteldialect|unwind)\s+)*'
+                            r'"([^"]*)"')
+_IR_MODULE_ASM = re.compile(r"^module\s+asm\b", re.M)
+#: A declaration renamed with an asm label (``int x asm("name")``): ``@"\01name"``.
+_IR_ASM_LABEL = re.compile(r'[@%]"\\01')
+_ASM_ALLOWED = ('empty asm templates only (barrier(), barrier_var()); no file-scope asm, no '
+                'asm labels')
+
+
+def check_ir(ir: str, source: str) -> None:
+    """Refuse IR holding assembly: the compile box runs this between clang's two stages.
+
+    Whatever spelled it (token pasting, a macro, ``__asm__``), asm reaches the IR as
+    ``module asm`` or an ``asm`` call; only an empty template (a compiler barrier)
+    passes, since an assembler directive can read host files into the object.
+    """
+    module = _IR_MODULE_ASM.search(ir)
+    if module:
+        line = ir[module.start():ir.find("\n", module.start())]
+        raise ObjectRejection(source, "inline assembly", f"file-scope asm ({_shown(line)})",
+                              _ASM_ALLOWED)
+    for match in _IR_INLINE_ASM.finditer(ir):
+        if match[1]:
+            calls = [f"helper {n} ({_helper_name(int(n))})"
+                     for n in re.findall(r"\bcall\s+(\d{1,9})\b", match[1])]
+            note = f", a call to {', '.join(calls)}" if calls else ""
+            raise ObjectRejection(source, "inline assembly",
+                                  f"asm template {_shown(match[1])!r}{note}", _ASM_ALLOWED)
+    if _IR_ASM_LABEL.search(ir):
+        raise ObjectRejection(source, "inline assembly", "a symbol renamed with an asm label",
+                              _ASM_ALLOWED)
+
+
+def _helper_name(number: int) -> str:
+    return _KNOWN_HELPERS.get(number) or allowlist.HELPER_NAMES.get(number, "unknown")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +156,16 @@ def check_object(path: Path, source: str, kernel: KernelView | None) -> ObjectRe
     try:
         # read into memory: sections are read lazily, after this function's checks begin
         elf = _read(ELFFile(io.BytesIO(path.read_bytes())), source)
-    except (ELFError, ValueError, struct.error, KeyError, IndexError) as err:
-        raise ObjectRejection(source, "malformed object", f"an ELF file pyelftools cannot "
+        ops_var = _check_struct_ops(elf, kernel)
+        programs = _check_programs(elf)
+        maps = _check_maps(elf)
+        helpers, called = _check_code(elf, kernel)
+        kfuncs = _check_externs(elf, kernel, called)
+    except (ELFError, ValueError, struct.error, KeyError, IndexError, StopIteration,
+            UnicodeDecodeError) as err:
+        # a malformed ELF or BTF is a refusal, never a crash (and never echoes its bytes)
+        raise ObjectRejection(source, "malformed object", f"an ELF or BTF that cannot be "
                               f"read ({type(err).__name__})", "clang's BPF output") from err
-    ops_var = _check_struct_ops(elf, kernel)
-    programs = _check_programs(elf)
-    maps = _check_maps(elf)
-    helpers, called = _check_code(elf, kernel)
-    kfuncs = _check_externs(elf, kernel, called)
     return ObjectReport(ops_var, programs, tuple(sorted(helpers)), tuple(sorted(kfuncs)), maps)
 
 
@@ -162,7 +212,27 @@ def _read(elf: ELFFile, source: str) -> _Elf:
     if btf_sec is None:
         raise ObjectRejection(source, "no BTF", "an object without a .BTF section",
                               "objects built with -g")
-    return _Elf(source, sections, symbols, relocs, kbtf.parse_types(btf_sec.data()), exec_idx)
+    data = btf_sec.data()
+    _check_btf_blob(source, data)
+    return _Elf(source, sections, symbols, relocs, kbtf.parse_types(data), exec_idx)
+
+
+def _check_btf_blob(source: str, data: bytes) -> None:
+    """The .BTF section must be exactly the one blob its header describes.
+
+    Assembly appending a second ``.section .BTF`` ahead of clang's made an object
+    whose header (and so every type and name the checks and libbpf read) was the
+    attacker's, with clang's real BTF trailing unread.
+    """
+    if len(data) < 24:
+        raise ValueError("BTF too short")
+    _magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
+    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
+    end = hdr_len + max(type_off + type_len, str_off + str_len)
+    if hdr_len < 24 or end != len(data):
+        raise ObjectRejection(source, "malformed BTF",
+                              f"a .BTF section of {len(data)} bytes whose header describes "
+                              f"{end}", "one BTF blob, as clang emits it")
 
 
 def _kind_note(name: str) -> str:

@@ -172,3 +172,42 @@ def test_staged_sources_are_capped_and_the_oldest_evicted(
     monkeypatch.setattr(services, "MAX_STAGED_BYTES", 50)  # room for 36 new + one 12 old
     newest = Path(services.stage_source("// x" * 9))
     assert newest.exists() and [p.exists() for p in paths][2:] == [False, False, True]
+
+
+@needs_clang
+def test_object_check_refuses_forged_btf_even_without_the_box(
+        tmp_path: Path, kernel: objcheck.KernelView) -> None:
+    """The IR check stops asm; the object check must still refuse the object it made."""
+    import subprocess
+
+    forge = next(c for c in CASES if c.name == "asm_btf_forge")
+    secret = tmp_path / "secret"
+    secret.write_text("root:SECRETHASH:19000:0:99999:7:::\n")
+    src = tmp_path / "forge.bpf.c"
+    src.write_text(forge.path.read_text().replace("/etc/shadow", str(secret)))
+    inc = tmp_path / "inc"
+    inc.mkdir()
+    (inc / "vmlinux.h").symlink_to(HOST_INCLUDE / "vmlinux.h")
+    (inc / "bpf").symlink_to(toolchain.libbpf_headers())
+    (inc / "schedagent").symlink_to(toolchain.BPF_INCLUDE_DIR / "schedagent")
+    obj = tmp_path / "forge.bpf.o"
+    subprocess.run(["clang", *HOST_FLAGS, "-nostdinc", "-isystem", str(inc), "-c", str(src),
+                    "-o", str(obj)], check=True, capture_output=True)
+    with pytest.raises(ObjectRejection) as caught:
+        objcheck.check_object(obj, "forge", kernel)
+    assert caught.value.rule == "malformed BTF"
+    assert "SECRETHASH" not in str(caught.value)
+
+
+def test_ir_check_allows_only_empty_asm_templates() -> None:
+    barrier = 'call void asm sideeffect "", "~{memory}"() #3, !srcloc !7\n'
+    objcheck.check_ir(barrier + '@s = constant [9 x i8] c"asm \\22x\\22\\00"\n', "ok")
+    for ir, found in [
+        ('call void asm sideeffect "call 109", "~{r0}"()\n', "bpf_send_signal"),
+        ('callbr void asm sideeffect ".incbin \\22/etc/shadow\\22", "!i"()\n', ".incbin"),
+        ('module asm ".section .BTF"\n', "file-scope asm"),
+        ('@"\\01bpf_send_signal" = external global i32\n', "asm label"),
+    ]:
+        with pytest.raises(ObjectRejection) as caught:
+            objcheck.check_ir(ir, "adv")
+        assert caught.value.rule == "inline assembly" and found in caught.value.found
