@@ -205,3 +205,34 @@ def test_killed_cli_leaves_eevdf_and_restart_recovers_threads(
         assert [e.kind for e in store.events()][-2:] == ["recovered", "restored-threads"]
     finally:
         store.close()
+
+
+def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(
+        tmp_path: Path) -> None:
+    """Issue 12: the emergency path does not depend on the database."""
+    state = tmp_path / "state"
+    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state),
+           "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock")}
+    holder = subprocess.Popen([sys.executable, "-m", "schedagent", "policies", "load", "fifo",
+                               "--duration", "300"], cwd=PROJECT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ok, snap = scx.wait_for(lambda s: s.state == "enabled" and s.ops == "fifo", 120.0)
+        assert ok, f"fifo did not attach: {snap}"
+        db = state / "schedagent.db"
+        assert db.exists()
+        db.write_bytes(b"this is not a database\x00" * 512)
+        proc = subprocess.run([sys.executable, "-m", "schedagent", "rollback", "--json"],
+                              cwd=PROJECT, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        assert "store was not used" in result["note"]
+        assert result["action"].startswith("SIGTERM to link holder")
+        assert result["state_after"] == "disabled"
+        assert scx.read_state().state == "disabled"
+        holder.wait(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
