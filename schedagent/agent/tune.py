@@ -353,14 +353,25 @@ def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
     return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
 
 
+#: How much screening evidence a verdict carries when choosing the leader: a trial that
+#: screened ``better`` leads over one with a better ratio on too few windows to decide
+#: (a variant cut short by the budget once led on 1 window over ``target``, better on 5,
+#: and its confirmation then failed).
+_EVIDENCE = {"better": 0, "no-difference": 1, "insufficient": 2}
+
+
 def _leader(trials: list[Trial], direction: str) -> Trial | None:
-    """The screening leader: the best ratio that points the better way, not ``worse``."""
+    """The screening leader: the strongest evidence, then the best ratio that points the
+    better way; never ``worse``."""
+    eligible = []
     for t in _better_first(trials, direction):
         assert t.ratio is not None
         pointing = t.ratio < 1 if direction == "lower" else t.ratio > 1
         if t.status != "rejected" and t.verdict != "worse" and pointing:
-            return t
-    return None
+            eligible.append(t)
+    # sorted() is stable: within one kind of evidence the better ratio stays first
+    ranked = sorted(eligible, key=lambda t: _EVIDENCE.get(t.verdict or "", len(_EVIDENCE)))
+    return ranked[0] if ranked else None
 
 
 def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],

@@ -172,3 +172,21 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
         t.confirmation = None
     kept = llm._agent_decision(report, loop, tools("latency"))  # type: ignore[arg-type]
     assert kept.policy == "latency" and "confirmed on 4 fresh" in kept.why
+
+
+def test_the_leader_is_the_strongest_evidence_not_a_ratio_on_too_few_windows() -> None:
+    """Seen in CI: a variant cut short by the budget (1 window, 'insufficient') had a better
+    ratio than 'target', better on 5 windows, and was confirmed in its place (and failed)."""
+    strong = tune.Trial("target", {}, "r", status="measured", samples=[50.0] * 5,
+                        verdict="better", ratio=0.5)
+    thin = tune.Trial("target", {"target_slice_ns": 1000000}, "r", status="measured",
+                      samples=[20.0], verdict="insufficient", ratio=0.2)
+    worse = tune.Trial("vtime", {}, "r", status="measured", samples=[10.0] * 5,
+                       verdict="worse", ratio=0.1)
+    assert tune._leader([thin, worse, strong], "lower") is strong
+    # with no trial that screened better, the best ratio pointing the right way leads
+    assert tune._leader([thin, worse], "lower") is thin
+    up = tune.Trial("batch", {}, "r", status="measured", samples=[1.0] * 5,
+                    verdict="better", ratio=1.4)
+    assert tune._leader([up], "lower") is None
+    assert tune._leader([up], "higher") is up
