@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,11 +158,13 @@ def _vng_env(vng: str) -> dict[str, str]:
 
 
 def _new_rundir() -> Path:
+    """A fresh run directory. Unique even for two boots in one second from one process:
+    on a fresh cache the KVM probe boot fails at once and the real boot follows within
+    the same second (a fixed timestamp-pid name then collided, seen in a CI dry run)."""
     runs = cache_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    rundir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    rundir.mkdir()
-    return rundir
+    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-",
+                                 dir=runs))
 
 
 def _guest_cache() -> Path:

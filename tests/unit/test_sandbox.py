@@ -68,3 +68,13 @@ def test_hung_guest_is_killed_at_the_timeout(tmp_path: Path) -> None:
         runner._follow(proc, tmp_path, 0.5, started, quiet=True, progress=print)
     assert proc.poll() is not None  # the "guest" was killed
     assert "stuck here" in caught.value.tail
+
+
+def test_two_boots_in_one_second_get_their_own_run_directories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: on a fresh cache the failed KVM probe and the real boot came in the same
+    second from one process, and the second run directory already existed."""
+    monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runner.time, "strftime", lambda fmt: "20261130-084338")
+    first, second = runner._new_rundir(), runner._new_rundir()
+    assert first != second and first.is_dir() and second.is_dir()
