@@ -221,7 +221,13 @@ def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(
         assert ok, f"fifo did not attach: {snap}"
         db = state / "schedagent.db"
         assert db.exists()
-        db.write_bytes(b"this is not a database\x00" * 512)
+        # corrupt all of it: the store runs in WAL mode, and with only the main file
+        # overwritten a new reader still found the active record in the -wal file (the
+        # ordinary rollback then ran, not the path this test is about)
+        garbage = b"this is not a database\x00" * 512
+        db.write_bytes(garbage)
+        db.with_name(db.name + "-wal").write_bytes(garbage)
+        db.with_name(db.name + "-shm").unlink(missing_ok=True)
         proc = subprocess.run([sys.executable, "-m", "schedagent", "rollback", "--json"],
                               cwd=PROJECT, env=env, capture_output=True, text=True,
                               timeout=120, check=False)
