@@ -234,7 +234,9 @@ def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(
         assert proc.returncode == 0, proc.stdout + proc.stderr
         result = json.loads(proc.stdout)
         assert "store was not used" in result["note"]
-        assert result["action"].startswith("SIGTERM to link holder")
+        # SIGTERM, or SIGKILL when the holder did not detach within 5 s: both are the link
+        # holder found from the kernel's view, not sysrq-S and not the store's record
+        assert " to link holder" in result["action"], result["action"]
         assert result["state_after"] == "disabled"
         assert scx.read_state().state == "disabled"
         holder.wait(timeout=60)
