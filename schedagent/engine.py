@@ -34,6 +34,7 @@ from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, 
 from schedagent.policy import gate, objcheck
 from schedagent.policy.repo import PolicySource, resolve
 from schedagent.store import ActiveRecord, Store, pid_alive
+from schedagent.models import Target
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class RunRequest:
 
     spec: str
     overrides: dict[str, int]
-    target: partial.Target | None = None
+    target: Target | None = None
     duration_s: float | None = None
     timeout_ms: int | None = None
     actor: str = "cli"
@@ -346,7 +347,7 @@ def run_policy(req: RunRequest, store: Store,
     return outcome
 
 
-def fill_maps(obj: BpfObject, target: partial.Target | None) -> None:
+def fill_maps(obj: BpfObject, target: Target | None) -> None:
     """Write the engine-owned maps a policy declares: its target set and the topology."""
     maps = obj.maps()
     if "target_tgids" in maps and target is not None:

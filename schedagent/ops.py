@@ -25,6 +25,7 @@ from schedagent.bench.runner import Arm
 from schedagent.errors import ConfigError, SchedagentError
 from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, scx
 from schedagent.policy import repo
+from schedagent.models import Target
 
 #: No single string in a result is longer than this (policy sources, verifier logs).
 MAX_TEXT = 16_000
@@ -58,13 +59,13 @@ class TargetArgs(_Args):
             raise ValueError("give exactly one of pid or cgroup")
         return self
 
-    def target(self, *, canary: bool = False) -> partial.Target:
+    def target(self, *, canary: bool = False) -> Target:
         """The checked target: a pid the caller may act on, or a confined cgroup path."""
         if self.pid is not None:
             partial.check_pid(self.pid, CALLER_UID.get(), canary=canary)
-            return partial.Target(pid=self.pid)
+            return Target(pid=self.pid)
         assert self.cgroup is not None
-        return partial.Target(cgroup=cgroupfs.normalize(self.cgroup))
+        return Target(cgroup=cgroupfs.normalize(self.cgroup))
 
 
 class ProfileArgs(TargetArgs):

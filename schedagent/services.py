@@ -38,7 +38,7 @@ from schedagent.kernel import (
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import gate, repo
 from schedagent.profile.classify import build_profile
-from schedagent.profile.model import Slo, WorkloadProfile, parse_slo
+from schedagent.models import Slo, Target, WorkloadProfile, parse_slo
 from schedagent.store import (
     ActiveRecord,
     Event,
@@ -380,12 +380,12 @@ def show_policy(name: str) -> PolicyDetail:
 # --- workload analysis ------------------------------------------------------------------
 
 
-def deep_probe(target: partial.Target, duration_s: float) -> bccprobes.DeepReport:
+def deep_probe(target: Target, duration_s: float) -> bccprobes.DeepReport:
     """bcc histograms of wakeup latency and burst length for a target."""
     return bccprobes.run_deep(target, duration_s)
 
 
-def profile_workload(target: partial.Target, duration_s: float,
+def profile_workload(target: Target, duration_s: float,
                      explicit_slo: str | None = None) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
@@ -486,7 +486,7 @@ def tune(req: tune_mod.TuneRequest, slo: str | None = None,
 
 
 def _profile(req: tune_mod.TuneRequest, explicit: Slo | None) -> WorkloadProfile:
-    window = procstat.observe(req.target, req.observe_s)
+    window = procstat.observe(req.target, req.budget.observe_s)
     return build_profile(window, procstat.read_topology(), req.target.describe(), explicit)
 
 

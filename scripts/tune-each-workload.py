@@ -33,7 +33,7 @@ from schedagent.agent import live
 from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
 from schedagent.kernel import partial, scx
-from schedagent.profile.model import Slo
+from schedagent.models import Slo, Target, TuneBudget
 
 CPUS = os.cpu_count() or 1
 
@@ -67,7 +67,7 @@ def _floor(argv: list[str], log: Path, window_s: float) -> float:
     """The server's p99 service time alone on the idle system (median of 3 windows)."""
     slo = Slo("p99_request_latency", "<=", None, "us", "floor")
     with _running(argv, 4.0) as proc, \
-            live.Meter(partial.Target(pid=proc.pid), slo, latency_log=log) as meter:
+            live.Meter(Target(pid=proc.pid), slo, latency_log=log) as meter:
         values = sorted(meter.measure(window_s).value for _ in range(3))
     log.unlink(missing_ok=True)
     return values[1]
@@ -80,9 +80,9 @@ def _tune(name: str, argv: list[str], settle_s: float, log: Path | None, window_
     try:
         with _running(argv, settle_s) as proc:
             rep = services.tune(TuneRequest(
-                partial.Target(pid=proc.pid), observe_s=3, window_s=window_s, rounds=4,
-                budget_s=600, max_evals=12, max_candidates=2,
-                latency_log=str(log) if log else None))
+                Target(pid=proc.pid), latency_log=str(log) if log else None,
+                budget=TuneBudget(observe_s=3, window_s=window_s, rounds=4, budget_s=600,
+                                  max_evals=12, max_candidates=2)))
     finally:
         if hogs is not None:
             _kill(hogs)

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from schedagent import engine  # noqa: E402
 from schedagent.agent import live, planner, tune  # noqa: E402
 from schedagent.bench import stats  # noqa: E402
-from schedagent.daemon.config import Budgets  # noqa: E402
+from schedagent.daemon.config import DAEMON_BUDGET  # noqa: E402
 from schedagent.kernel import partial  # noqa: E402
-from schedagent.profile.model import Features, Slo, WorkloadProfile  # noqa: E402
+from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile  # noqa: E402
 
 Noise = Callable[[random.Random], float]
 
@@ -116,7 +116,7 @@ class SimLoop(tune._Loop):  # the unit under simulation is the loop itself
 def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None,
                rng: random.Random) -> str:
     """One simulated tune run; returns the policy kept ("eevdf" for none)."""
-    cands = planner.rank(PROFILE, {}, req.max_candidates)
+    cands = planner.rank(PROFILE, {}, req.budget.max_candidates)
     effects = {c.policy: 1.0 for c in cands}
     if better is not None:
         effects[better] = 1 / IMPROVEMENT
@@ -141,15 +141,12 @@ def bench_keeps(runs: int, noise: Noise, better: bool, rng: random.Random) -> bo
 
 def regimes() -> list[tuple[str, tune.TuneRequest | int]]:
     """(name, the request tune would make there, or the bench's runs per arm)."""
-    target = partial.Target(pid=1)
-    b = Budgets()
+    target = Target(pid=1)
+    b = DAEMON_BUDGET
     return [
         ("tune CLI defaults", tune.TuneRequest(target)),
-        ("tune --rounds 2", tune.TuneRequest(target, rounds=2)),
-        ("daemon defaults", tune.TuneRequest(target, budget_s=b.budget_s,
-                                             max_evals=b.max_evals, observe_s=b.observe_s,
-                                             window_s=b.window_s, rounds=b.rounds,
-                                             max_candidates=b.max_candidates)),
+        ("tune --rounds 2", tune.TuneRequest(target, budget=TuneBudget(rounds=2))),
+        ("daemon defaults", tune.TuneRequest(target, budget=b)),
         ("bench --runs 5", 5),
     ]
 

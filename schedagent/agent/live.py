@@ -45,7 +45,7 @@ from typing import Literal, Protocol, Self
 from schedagent.errors import ConfigError, FeatureMissing, TargetGone
 from schedagent.kernel import bccprobes, partial, procstat
 from schedagent.profile.classify import features_from_window
-from schedagent.profile.model import Features, Slo
+from schedagent.models import Features, Slo, Target
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class Sample:
     invalid: str | None = None
 
 
-def io_bytes(target: partial.Target) -> dict[int, int]:
+def io_bytes(target: Target) -> dict[int, int]:
     """rchar + wchar of each of the target's processes (all its threads), now."""
     totals: dict[int, int] = {}
     try:
@@ -160,13 +160,13 @@ def io_bytes(target: partial.Target) -> dict[int, int]:
     return totals
 
 
-def _watch(target: partial.Target, window_s: float) -> tuple[procstat.Window, Features]:
+def _watch(target: Target, window_s: float) -> tuple[procstat.Window, Features]:
     """One observation window and its features (TargetGone if it is gone at the start)."""
     window = procstat.observe(target, window_s)
     return window, features_from_window(window, procstat.read_topology())
 
 
-def measure(target: partial.Target, metric: LiveMetric, window_s: float) -> Sample:
+def measure(target: Target, metric: LiveMetric, window_s: float) -> Sample:
     """Watch the target for one window (raises TargetGone if it is gone at the start)."""
     io_start = io_bytes(target) if metric.name == "io_bytes_per_s" else {}
     window, feats = _watch(target, window_s)
@@ -267,7 +267,7 @@ class Meter:
     bcc is missing, or ``deep`` is False, it measures the cheap counter instead.
     """
 
-    def __init__(self, target: partial.Target, slo: Slo, deep: bool = True,
+    def __init__(self, target: Target, slo: Slo, deep: bool = True,
                  latency_log: str | os.PathLike[str] | None = None) -> None:
         self.target, self.slo = target, slo
         self.metric = metric_for(slo)
@@ -327,7 +327,7 @@ class Meter:
         return Sample(p99, feats, window.target_exited, invalid)
 
 
-def guard_meter(target: partial.Target, slo: Slo, latency_log: str | None) -> Meter:
+def guard_meter(target: Target, slo: Slo, latency_log: str | None) -> Meter:
     """The daemon guard's meter: the access log's p99 when there is one (cheap: it reads
     a file), else the cheap counter for the SLO (``metric_for``). No probe is attached,
     so nothing needs releasing; it is returned ready to measure."""

@@ -45,7 +45,7 @@ from schedagent.config import state_dir
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
 from schedagent.kernel import partial
 from schedagent.policy import gate, repo
-from schedagent.profile.model import WorkloadProfile
+from schedagent.models import Target, WorkloadProfile
 from schedagent.store import Store
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -333,7 +333,7 @@ class Tools:
             trial.status, trial.error = "rejected", f"not measured: {reason}"
             raise ToolError(f"not measured: {reason}")
         if self.loop.canary(trial):
-            self.loop.measure([trial], self.loop.req.rounds, [0], 1)
+            self.loop.measure([trial], self.loop.req.budget.rounds, [0], 1)
         if trial.verdict is None or trial.ratio is None or trial.ci is None:
             raise ToolError(f"{label}: {trial.error or 'not enough windows to judge'}")
         return (f"{label} with {resolved}: {trial.verdict}; ratio {trial.ratio:.3f} "
@@ -462,7 +462,7 @@ def report_cost(cost: Cost) -> dict[str, Any]:
     return {**asdict(cost), "usd": round(cost.usd, 4)}
 
 
-def target_names(target: partial.Target) -> list[str]:
+def target_names(target: Target) -> list[str]:
     """Names and command lines of the target's processes: untrusted text for the prompt."""
     names = []
     for tgid in partial.target_tgids(target)[:8]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schedagent.policy import repo
-from schedagent.profile.model import WorkloadClass, WorkloadProfile
+from schedagent.models import WorkloadClass, WorkloadProfile
 
 #: which policies to try first for each class (ideas, in order of expected fit)
 RULES: dict[WorkloadClass, list[str]] = {

@@ -32,7 +32,7 @@ from schedagent.errors import SchedagentError, TargetGone
 from schedagent.kernel import partial, procstat
 from schedagent.policy import repo
 from schedagent.profile.classify import material_change
-from schedagent.profile.model import WorkloadProfile
+from schedagent.models import TuneBudget, Target, WorkloadProfile
 from schedagent.store import Store
 
 Progress = Callable[[str, int, int], None]
@@ -43,18 +43,11 @@ Ended = Literal["complete", "dry-run", "budget", "target-exited", "phase-change"
 class TuneRequest:
     """What ``schedagent tune`` was asked to do."""
 
-    target: partial.Target
+    target: Target
     agent: Literal["offline", "anthropic"] = "offline"
-    budget_s: float = 600.0
-    max_evals: int = 24
+    budget: TuneBudget = field(default_factory=TuneBudget)
     dry_run: bool = False
-    observe_s: float = 5.0
-    window_s: float = 2.0
-    rounds: int = 4
-    canary_s: float = 1.0
     confidence: float = 0.95
-    #: how many repository policies the planner proposes
-    max_candidates: int = 3
     #: the model for --agent anthropic (default: $SCHEDAGENT_MODEL, then llm.DEFAULT_MODEL)
     model: str | None = None
     #: the target's access log: windows are judged on the p99 of its logged latencies
@@ -168,7 +161,7 @@ Sessions = Callable[[engine.RunRequest, Store], contextlib.AbstractContextManage
 def confirm_windows(req: TuneRequest) -> int:
     """Window pairs in the confirmation round: ``--rounds``, and never fewer than the
     rank test needs to be able to reach the chosen alpha (4 at 0.05)."""
-    return max(req.rounds, stats.min_windows(1 - req.confidence))
+    return max(req.budget.rounds, stats.min_windows(1 - req.confidence))
 
 
 class _Meter(Protocol):
@@ -199,17 +192,17 @@ class _Loop:
 
     def out_of_budget(self) -> str | None:
         elapsed = self.clock.monotonic() - self.started
-        pair_s = 2 * self.req.window_s + min(0.5, self.req.window_s / 4)
-        if elapsed + 2 * self.req.window_s + self.reserve * pair_s > self.req.budget_s:
-            return f"time budget of {self.req.budget_s:.0f} s used ({elapsed:.0f} s)"
-        if self.report.evaluations + self.reserve >= self.req.max_evals:
+        pair_s = 2 * self.req.budget.window_s + min(0.5, self.req.budget.window_s / 4)
+        if elapsed + 2 * self.req.budget.window_s + self.reserve * pair_s > self.req.budget.budget_s:
+            return f"time budget of {self.req.budget.budget_s:.0f} s used ({elapsed:.0f} s)"
+        if self.report.evaluations + self.reserve >= self.req.budget.max_evals:
             held = f", {self.reserve} held for the confirmation" if self.reserve else ""
-            return f"{self.req.max_evals} evaluations done (--max-evals{held})"
+            return f"{self.req.budget.max_evals} evaluations done (--max-evals{held})"
         return None
 
     def baseline_window(self, into: list[float] | None = None) -> None:
         """One EEVDF window; a valid one is appended to ``into`` (the pooled baseline)."""
-        sample = self.meter.measure(self.req.window_s)
+        sample = self.meter.measure(self.req.budget.window_s)
         if sample.target_exited:
             raise TargetGone(self.req.target.pid or 0)
         if sample.invalid is None:
@@ -230,7 +223,7 @@ class _Loop:
                                 actor="tune-canary")
         try:
             with self.sessions(req, self.store) as sess:
-                self.clock.sleep(self.req.canary_s)
+                self.clock.sleep(self.req.budget.canary_s)
                 problem = sess.problem()
         except TargetGone:
             raise
@@ -246,8 +239,8 @@ class _Loop:
         req = engine.RunRequest(trial.policy, trial.overrides, self.req.target,
                                 switch_all=True, actor="tune")
         with self.sessions(req, self.store) as sess:
-            self.clock.sleep(min(0.5, self.req.window_s / 4))  # let queues settle on it
-            sample = self.meter.measure(self.req.window_s)
+            self.clock.sleep(min(0.5, self.req.budget.window_s / 4))  # let queues settle on it
+            sample = self.meter.measure(self.req.budget.window_s)
             problem = sess.problem()
         self.report.evaluations += 1
         if problem is not None:
@@ -379,7 +372,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     """Run the whole loop once; the system is back on EEVDF when this returns."""
     started = time.monotonic()
     progress = progress or (lambda what, done, total: None)
-    progress(f"observing {req.target.describe()} for {req.observe_s:.0f} s", 0, 1)
+    progress(f"observing {req.target.describe()} for {req.budget.observe_s:.0f} s", 0, 1)
     prof = profile()
     if req.dry_run:
         return _dry_run(req, store, prof, started)
@@ -388,7 +381,7 @@ def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
     # fresh tune for 20 minutes (issue 14).
     compiling = time.monotonic()
     with procstat.priority():
-        trials = _planned(prof, store, req.max_candidates,
+        trials = _planned(prof, store, req.budget.max_candidates,
                           lambda line: progress(line, 1, 1))  # 1/1: a line that stays
         if live.wants_probe(prof.slo) and req.latency_log is None:
             progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
@@ -419,7 +412,7 @@ def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
              started: float) -> TuneReport:
     report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                         asdict(live.planned_metric(prof.slo, req.latency_log)), req.agent)
-    report.trials = _planned(prof, store, req.max_candidates)
+    report.trials = _planned(prof, store, req.budget.max_candidates)
     report.ended = "dry-run"
     report.decision = Decision("eevdf", {}, "not measured", None, None,
                                "--dry-run: candidates proposed and gated, nothing run", None)
@@ -433,7 +426,7 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
     progress, metric = loop.progress, loop.metric
     stage1 = [t for t in report.trials if t.status != "rejected"]
     n_confirm = confirm_windows(req)
-    total = req.rounds * (len(stage1) + 2) + n_confirm
+    total = req.budget.rounds * (len(stage1) + 2) + n_confirm
     step = [0]
     leader: Trial | None = None
     try:
@@ -441,7 +434,7 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
             progress(f"canary: {trial.label} on the target's threads only", step[0], total)
             loop.canary(trial)
         loop.reserve = n_confirm
-        loop.measure(stage1, req.rounds, step, total)
+        loop.measure(stage1, req.budget.rounds, step, total)
         ranked = _better_first(stage1, metric.direction)
         if ranked and not report.end_note:
             # successive halving: the leader's tunable variants compete with it
@@ -451,7 +444,7 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
                                                                            first.overrides))])
             report.trials += extra
             loop.measure([first, *[t for t in extra if t.status != "rejected"]],
-                         max(2, req.rounds // 2), step, total)
+                         max(2, req.budget.rounds // 2), step, total)
         report.end_note = ""  # screening stopping at the reserve is the plan, not an end
         leader = _leader(report.trials, metric.direction)
         if leader is not None:
@@ -466,7 +459,7 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
     progress("done", total, total)
 
 
-def _decide(report: TuneReport, metric: live.LiveMetric, target: partial.Target) -> Decision:
+def _decide(report: TuneReport, metric: live.LiveMetric, target: Target) -> Decision:
     if report.ended in ("target-exited", "phase-change"):
         return Decision("eevdf", {}, "stopped", None, None,
                         f"stopped early ({report.end_note}); nothing kept, EEVDF restored", None)

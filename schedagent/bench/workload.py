@@ -21,12 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schedagent.config import DATA_ROOT, cache_dir, load_yaml_model
 from schedagent.errors import ConfigError, ToolMissing
+from schedagent.models import WorkloadClass
 
 WORKLOADS_DIR = DATA_ROOT / "workloads"
-
-WorkloadClassName = Literal["latency-critical", "interactive", "messaging", "throughput",
-                            "batch", "io-bound", "mixed"]
-
 
 class MetricSpec(BaseModel):
     """One number read from a run's output."""
@@ -87,7 +84,7 @@ class WorkloadDef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     summary: str
-    slo_class: WorkloadClassName
+    slo_class: WorkloadClass
     command: list[str] = Field(min_length=1)
     output: Literal["json", "text"] = "text"
     params: dict[str, int | float | str] = Field(default_factory=dict)

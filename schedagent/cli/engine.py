@@ -14,6 +14,7 @@ from schedagent.cli.output import emit_json, fail
 from schedagent.errors import ConfigError
 from schedagent.kernel import partial
 from schedagent.policy.repo import parse_overrides
+from schedagent.models import Target
 
 policies_app = typer.Typer(help="Verify, load and inspect sched_ext policies.",
                            no_args_is_help=True)
@@ -88,7 +89,7 @@ def load(
     """Attach a policy with the guard on until the duration ends or Ctrl-C, then restore."""
     if pid is not None and cgroup is not None:
         fail(ConfigError("pass --pid or --cgroup, not both"), json_out)
-    target = partial.Target(pid=pid, cgroup=cgroup) if (pid or cgroup) else None
+    target = Target(pid=pid, cgroup=cgroup) if (pid or cgroup) else None
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
 
     def attached(outcome: engine.RunOutcome) -> None:

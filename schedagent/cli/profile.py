@@ -11,6 +11,7 @@ from schedagent.cli.output import emit_json, fail, to_jsonable
 from schedagent.errors import ConfigError, SchedagentError
 from schedagent.kernel import partial
 from schedagent.kernel.bccprobes import DeepReport
+from schedagent.models import Target
 
 
 def profile(
@@ -28,7 +29,7 @@ def profile(
     try:
         if (pid is None) == (cgroup is None):
             raise ConfigError("pass exactly one target: a PID argument or --cgroup PATH")
-        target = partial.Target(pid=pid, cgroup=cgroup)
+        target = Target(pid=pid, cgroup=cgroup)
         result = services.profile_workload(target, duration, slo)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)

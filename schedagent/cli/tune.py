@@ -13,6 +13,16 @@ from schedagent.cli.bench import ProgressBar
 from schedagent.cli.output import emit_json, fail
 from schedagent.errors import ConfigError
 from schedagent.kernel import partial
+from schedagent.models import Target, TuneBudget
+
+_B = TuneBudget()
+
+
+def budget_option(name: str) -> typer.models.OptionInfo:
+    """A ``--name`` option whose bounds and help are ``TuneBudget``'s, declared once."""
+    spec = TuneBudget.model_fields[name]
+    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in spec.metadata}
+    return typer.Option(min=bounds.get("Ge"), max=bounds.get("Le"), help=spec.description)
 
 
 def tune(
@@ -23,16 +33,11 @@ def tune(
                                             "overrides the inferred one.")] = None,
     agent: Annotated[str, typer.Option(help="offline (default, no network) or anthropic.")]
     = "offline",
-    budget_s: Annotated[float, typer.Option(min=10, max=86400, help="Wall-time budget.")]
-    = 600.0,
-    max_evals: Annotated[int, typer.Option(min=1, max=1000, help="Most candidate windows.")]
-    = 24,
-    rounds: Annotated[int, typer.Option(min=2, max=50, help="A/B window pairs per candidate.")]
-    = 4,
-    window_s: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds per window.")]
-    = 2.0,
-    observe_s: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds of profiling.")]
-    = 5.0,
+    budget_s: Annotated[float, budget_option("budget_s")] = _B.budget_s,
+    max_evals: Annotated[int, budget_option("max_evals")] = _B.max_evals,
+    rounds: Annotated[int, budget_option("rounds")] = _B.rounds,
+    window_s: Annotated[float, budget_option("window_s")] = _B.window_s,
+    observe_s: Annotated[float, budget_option("observe_s")] = _B.observe_s,
     model: Annotated[str | None, typer.Option(help="Model for --agent anthropic (default "
                                               "$SCHEDAGENT_MODEL or the built-in default).")]
     = None,
@@ -56,9 +61,11 @@ def tune(
         if agent not in ("offline", "anthropic"):
             raise ConfigError(f"--agent {agent!r}: expected offline or anthropic")
         chosen: Literal["offline", "anthropic"] = "offline" if agent == "offline" else "anthropic"
-        target = partial.Target(pid=pid, cgroup=cgroup)
-        req = TuneRequest(target, chosen, budget_s, max_evals, dry_run, observe_s, window_s,
-                          rounds, model=model, latency_log=latency_log)
+        target = Target(pid=pid, cgroup=cgroup)
+        req = TuneRequest(target, chosen, dry_run=dry_run, model=model, latency_log=latency_log,
+                          budget=TuneBudget(budget_s=budget_s, max_evals=max_evals,
+                                            rounds=rounds, window_s=window_s,
+                                            observe_s=observe_s))
         budget = Budget(max_tool_calls, max_tokens, max_usd)
         report = services.tune(req, slo, ProgressBar(enabled=True), budget)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
@@ -118,7 +125,7 @@ def _print(report: TuneReport) -> None:
         print(f"re-apply  {d.reapply}")
 
 
-def _hold(report: TuneReport, target: partial.Target) -> None:
+def _hold(report: TuneReport, target: Target) -> None:
     from schedagent.engine import RunRequest
 
     d = report.decision

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from schedagent.config import load_yaml_model
 from schedagent.errors import ConfigError, TargetRefused
 from schedagent.kernel import cgroupfs
-from schedagent.profile.model import parse_slo
+from schedagent.models import TuneBudget, parse_slo
 
 DEFAULT_PATH = Path("/etc/schedagent/config.yaml")
 DEFAULT_SOCKET = Path("/run/schedagent/schedagent.sock")
@@ -161,13 +161,7 @@ class TargetConfig(_Strict):
         return value
 
 
-class Budgets(_Strict):
-    budget_s: float = Field(300.0, ge=10, le=7200)
-    max_evals: int = Field(12, ge=1, le=200)
-    observe_s: float = Field(5.0, ge=0.5, le=300)
-    window_s: float = Field(2.0, ge=0.5, le=60)
-    rounds: int = Field(4, ge=2, le=20)
-    max_candidates: int = Field(3, ge=1, le=10)
+DAEMON_BUDGET = TuneBudget(budget_s=300.0, max_evals=12)
 
 
 class Guard(_Strict):
@@ -191,7 +185,8 @@ class DaemonConfig(_Strict):
     mode: Literal["observe", "propose", "auto"] = "observe"
     agent: Literal["offline", "anthropic"] = "offline"
     targets: list[TargetConfig] = Field(min_length=1, max_length=64)
-    budgets: Budgets = Field(default_factory=Budgets)
+    #: the same budget as ``tune``'s, halved by default: the daemon tunes in the background
+    budgets: TuneBudget = Field(default_factory=lambda: DAEMON_BUDGET)
     guard: Guard = Field(default_factory=Guard)
     #: hysteresis: never switch one target's policy more often than this
     min_switch_interval_s: float = Field(60.0, ge=0, le=86_400)

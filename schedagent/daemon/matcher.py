@@ -17,6 +17,7 @@ import psutil
 from schedagent.daemon.config import MAX_CMDLINE_CHARS, Match, check_pattern
 from schedagent.errors import TargetRefused
 from schedagent.kernel import cgroupfs, partial
+from schedagent.models import Target
 
 
 def _unit_cgroup(unit: str, root: Path | None = None) -> str | None:
@@ -49,11 +50,11 @@ def _command_root(pattern: str, uid: int) -> int | None:
     return min(roots)[1] if roots else None
 
 
-def find(match: Match) -> partial.Target | None:
+def find(match: Match) -> Target | None:
     """The target this match selects right now, or None when nothing matches."""
     if match.command:
         pid = _command_root(match.command, match.uid())
-        return partial.Target(pid=pid) if pid is not None else None
+        return Target(pid=pid) if pid is not None else None
     cgroup = _unit_cgroup(match.unit) if match.unit else match.cgroup
     if cgroup is None:
         return None
@@ -62,4 +63,4 @@ def find(match: Match) -> partial.Target | None:
             return None  # an empty cgroup has nothing to tune
     except TargetRefused:
         return None  # absent (or not a cgroup) right now: nothing to tune yet
-    return partial.Target(cgroup=cgroupfs.normalize(cgroup))
+    return Target(cgroup=cgroupfs.normalize(cgroup))

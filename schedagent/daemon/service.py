@@ -48,7 +48,7 @@ from schedagent.errors import ConfigError, SchedagentError, TargetGone
 from schedagent.kernel import partial, procstat, scx, toolchain
 from schedagent.policy import repo
 from schedagent.profile.classify import material_change
-from schedagent.profile.model import Features, WorkloadProfile, parse_slo
+from schedagent.models import Features, Target, WorkloadProfile, parse_slo
 from schedagent.store import Store
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class TargetState:
     """What the daemon knows about one configured target."""
 
     cfg: TargetConfig
-    target: partial.Target | None = None
+    target: Target | None = None
     phase: str = "waiting"   # waiting, observed, proposed, eevdf, active
     profile: WorkloadProfile | None = None
     active: _Active | None = None
@@ -114,7 +114,7 @@ class TargetState:
                 "rollbacks": self.rollbacks, "applied": self.applied}
 
 
-def _age_s(target: partial.Target) -> float:
+def _age_s(target: Target) -> float:
     """How long a pid target has existed (a cgroup counts as settled)."""
     if target.pid is None:
         return float("inf")
@@ -369,9 +369,7 @@ class Daemon:
     def _request(self, ts: TargetState, dry_run: bool) -> TuneRequest:
         b = self.cfg.budgets
         assert ts.target is not None
-        return TuneRequest(ts.target, agent=self.cfg.agent, budget_s=b.budget_s,
-                           max_evals=b.max_evals, dry_run=dry_run, observe_s=b.observe_s,
-                           window_s=b.window_s, rounds=b.rounds, max_candidates=b.max_candidates,
+        return TuneRequest(ts.target, agent=self.cfg.agent, budget=b, dry_run=dry_run,
                            latency_log=ts.cfg.latency_log)
 
     def _progress(self, what: str, done: int, total: int) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from schedagent.config import DATA_ROOT
 from schedagent.errors import FeatureMissing
 from schedagent.kernel import partial
+from schedagent.models import Target
 
 PROBE_SOURCE = DATA_ROOT / "bpf" / "probes" / "schedlat.bcc.c"
 ATTACH_POINTS = ("sched_wakeup", "sched_wakeup_new", "sched_switch", "sched_migrate_task")
@@ -204,7 +205,7 @@ def attached() -> Iterator[Probe]:
             _BPF_STATS.write_text(previous)
 
 
-def run_deep(target: partial.Target, duration_s: float) -> DeepReport:
+def run_deep(target: Target, duration_s: float) -> DeepReport:
     """Attach the probes for ``duration_s`` and return histograms and overhead."""
     tgids = partial.target_tgids(target)  # a missing target is reported before compiling
     with attached() as probe:

@@ -18,20 +18,9 @@ import psutil
 from schedagent.errors import ConfigError, TargetGone, TargetRefused
 from schedagent.kernel import cgroupfs
 from schedagent.kernel.scx import SCHED_EXT
+from schedagent.models import Target
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """What to move: a pid (with threads and children) or a cgroup path."""
-
-    pid: int | None = None
-    cgroup: str | None = None
-
-    def describe(self) -> str:
-        """Short text for logs and reports."""
-        return f"pid {self.pid}" if self.pid is not None else f"cgroup {self.cgroup}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,80 +19,7 @@ import psutil
 
 from schedagent.errors import TargetGone
 from schedagent.kernel import partial
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadSample:
-    """One thread's cumulative counters at one instant."""
-
-    tid: int
-    tgid: int
-    run_ns: int          # /proc/.../schedstat field 1: time on CPU
-    wait_ns: int         # field 2: time runnable but waiting (run_delay)
-    slices: int          # field 3: timeslices run
-    voluntary: int       # voluntary_ctxt_switches
-    involuntary: int     # nonvoluntary_ctxt_switches
-    at: float = 0.0      # time.monotonic() when read
-
-
-@dataclass(frozen=True, slots=True)
-class SystemSample:
-    """Whole-system counters at one instant."""
-
-    loadavg_1m: float
-    procs_running: int
-    psi_cpu_some_us: int | None
-    psi_mem_some_us: int | None
-    psi_io_some_us: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """CPUs, SMT, LLC and NUMA domains."""
-
-    cpus: int
-    smt: bool
-    llc_domains: int
-    numa_nodes: int
-
-
-@dataclass(slots=True)
-class Window:
-    """What was seen of a target over one observation window."""
-
-    def reaped_unseen_ns(self) -> int:
-        """CPU of the target's children that came and went between passes, unseen.
-
-        The target's processes reaped children worth ``reaped`` ns in the window: each
-        reaped child's own CPU plus what it had reaped itself (its cutime). A child that
-        was watched and then reaped is in that figure with its whole lifetime's CPU, which
-        its threads' own counters already cover, and with its cutime, which its own rise
-        in cutime (it is a reaper here too) and its children's counters cover: both are
-        taken off. Taking off only the first counted a job's grandchildren twice: a shell
-        loop of ``perf bench sched messaging`` measured 3.8 CPUs on 2 (issue 13).
-        """
-        reaped = sum(last - self.reaped_first.get(tgid, last)
-                     for tgid, last in self.reaped_last.items())
-        gone = self.tgids_exited - self.tgids_last  # exited and reaped, not still zombies
-        watched = sum(t.run_ns for t in self.last.values() if t.tgid in gone)
-        watched += sum(self.reaped_last.get(tgid, 0) for tgid in gone)
-        return max(0, reaped - watched)
-
-    duration_s: float
-    first: dict[int, ThreadSample] = field(default_factory=dict)
-    last: dict[int, ThreadSample] = field(default_factory=dict)
-    tids_seen: set[int] = field(default_factory=set)
-    tgids_seen: set[int] = field(default_factory=set)
-    tgids_exited: set[int] = field(default_factory=set)
-    #: the target's processes at the last pass (zombies included)
-    tgids_last: set[int] = field(default_factory=set)
-    max_threads: int = 0
-    #: per tgid: CPU time (ns) of its children that it reaped, at first and last sight
-    reaped_first: dict[int, int] = field(default_factory=dict)
-    reaped_last: dict[int, int] = field(default_factory=dict)
-    target_exited: bool = False
-    system_start: SystemSample | None = None
-    system_end: SystemSample | None = None
+from schedagent.models import SystemSample, Target, ThreadSample, Topology, Window
 
 
 def read_thread(tgid: int, tid: int) -> ThreadSample | None:
@@ -170,7 +97,7 @@ def read_topology(root: Path = Path("/sys/devices/system/cpu")) -> Topology:
     return Topology(cpus, smt, len(set(llc_ids(root).values())) or 1, nodes)
 
 
-def _target_threads(target: partial.Target) -> list[tuple[int, int]]:
+def _target_threads(target: Target) -> list[tuple[int, int]]:
     """(tgid, tid) pairs of the target right now."""
     pairs: list[tuple[int, int]] = []
     for tgid in partial.target_tgids(target):
@@ -218,7 +145,7 @@ def raise_priority() -> str:
         return "unchanged"
 
 
-def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) -> Window:
+def observe(target: Target, duration_s: float, sample_s: float = 0.1) -> Window:
     """Watch the target for ``duration_s``; raise TargetGone if it is gone at the start.
 
     The watching thread runs at raised priority (see ``raise_priority``): a target of
@@ -231,7 +158,7 @@ def observe(target: partial.Target, duration_s: float, sample_s: float = 0.1) ->
         return _observe(target, duration_s, sample_s)
 
 
-def _observe(target: partial.Target, duration_s: float, sample_s: float) -> Window:
+def _observe(target: Target, duration_s: float, sample_s: float) -> Window:
     window = Window(duration_s, system_start=read_system())
     boot_start = time.clock_gettime(time.CLOCK_BOOTTIME)
     started = time.monotonic()

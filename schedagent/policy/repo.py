@@ -16,12 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schedagent.config import DATA_ROOT, load_yaml_model
 from schedagent.errors import ConfigError, PolicyNotFound, TunableError
+from schedagent.models import WorkloadClass
 
 POLICIES_DIR = DATA_ROOT / "policies"
-
-WorkloadClass = Literal["latency-critical", "interactive", "messaging", "throughput", "batch",
-                        "io-bound", "mixed"]
-
 
 class Tunable(BaseModel):
     """One ``const volatile`` knob of a policy."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from schedagent.kernel.procstat import Topology, Window
-from schedagent.profile.model import Features, Slo, WorkloadClass, WorkloadProfile
+from schedagent.models import Topology, Window
+from schedagent.models import Features, Slo, WorkloadClass, WorkloadProfile
 
 #: A thread above this share of one CPU counts as busy (CPU-bound).
 BUSY_UTIL = 0.8

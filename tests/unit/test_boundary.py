@@ -41,6 +41,7 @@ from schedagent.errors import (
 )
 from schedagent.kernel import cgroupfs, emergency, partial, procstat
 from schedagent.store import Store
+from schedagent.models import Target, TuneBudget
 
 SECRET = "root:$6$SECRET-HASH-issue12$:19000:0:99999:7:::"
 
@@ -221,7 +222,7 @@ def test_the_engine_refuses_pid_1_as_a_canary_before_loading(tmp_path: Path) -> 
     store = Store(tmp_path / "s.db")
     try:
         with pytest.raises(TargetRefused), engine.session(
-                engine.RunRequest("vtime", {}, partial.Target(pid=1)), store):
+                engine.RunRequest("vtime", {}, Target(pid=1)), store):
             pass
     finally:
         store.close()
@@ -348,9 +349,9 @@ def test_a_decoy_of_another_user_is_not_matched(tmp_path: Path) -> None:
         _wait(lambda: marker in " ".join(psutil.Process(real.pid).cmdline()))
         assert psutil.Process(decoy.pid).create_time() <= psutil.Process(real.pid).create_time()
         root_match = config.Match(command=marker, user="root")
-        assert matcher.find(root_match) == partial.Target(pid=real.pid)
+        assert matcher.find(root_match) == Target(pid=real.pid)
         # the same pattern for nobody's processes finds the decoy: the owner decides
-        assert matcher.find(config.Match(command=marker, user=65534)) == partial.Target(
+        assert matcher.find(config.Match(command=marker, user=65534)) == Target(
             pid=decoy.pid)
     finally:
         for proc in (decoy, real):
@@ -401,7 +402,7 @@ def _llm_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, St
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
     store = Store(tmp_path / "s.db")
     prof = _profile()
-    req = tune.TuneRequest(partial.Target(pid=1), agent="anthropic", rounds=4)
+    req = tune.TuneRequest(Target(pid=1), agent="anthropic", budget=TuneBudget(rounds=4))
     rep = tune.TuneReport("pid 1", prof.to_json(), prof.slo.describe(), {}, "anthropic")
     return tune._Loop(req, store, prof, rep, lambda *a: None), store, rep
 

@@ -14,7 +14,7 @@ import pytest
 from schedagent.agent import live, tune
 from schedagent.daemon import config, service
 from schedagent.kernel import partial, scx
-from schedagent.profile.model import Features, Slo, WorkloadProfile
+from schedagent.models import Features, Slo, Target, WorkloadProfile
 from schedagent.store import Store
 
 LOWER = live.LiveMetric("runq_wait_us", "us", "lower", "fake")
@@ -58,7 +58,7 @@ def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> se
 def _active(d: service.Daemon, meter: FakeMeter, baseline: float,
             session: FakeSession | None = None) -> service.TargetState:
     ts = d.targets["t"]
-    ts.target = partial.Target(pid=os.getpid())
+    ts.target = Target(pid=os.getpid())
     ts.active = service._Active("vtime", "vtime", {}, meter, baseline, contextlib.ExitStack(),
                                 session or FakeSession(), 0.0)  # type: ignore[arg-type]
     ts.phase = "active"
@@ -141,7 +141,7 @@ def _tuned(monkeypatch: pytest.MonkeyPatch, d: service.Daemon, metric: str,
     monkeypatch.setattr(service.services, "tune", lambda *a, **k: report)
     made: list[FakeMeter] = []
 
-    def meter(target: partial.Target, slo: Slo, log: str | None) -> FakeMeter:
+    def meter(target: Target, slo: Slo, log: str | None) -> FakeMeter:
         made.append(guard_meter)
         return guard_meter
     monkeypatch.setattr(service.live, "guard_meter", meter)
@@ -150,7 +150,7 @@ def _tuned(monkeypatch: pytest.MonkeyPatch, d: service.Daemon, metric: str,
     def session(req: object, store: object) -> Iterator[FakeSession]:
         yield FakeSession(outcome=type("O", (), {"ops_name": "vtime"})())
     monkeypatch.setattr(service.engine, "session", session)
-    d.targets["t"].target = partial.Target(pid=os.getpid())
+    d.targets["t"].target = Target(pid=os.getpid())
     d._trigger(d.targets["t"], "new-target")
     return made
 

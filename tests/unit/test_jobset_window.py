@@ -15,7 +15,7 @@ import pytest
 from schedagent.agent import live
 from schedagent.kernel import partial, procstat
 from schedagent.profile.classify import features_from_window
-from schedagent.profile.model import Features, Slo
+from schedagent.models import Features, Slo, Target
 
 # A shell-like loop (the target) runs jobs one after another; each job forks two workers
 # that burn CPU for 40 ms and exit, waits for them and exits: grandchildren, reaped by a
@@ -64,7 +64,7 @@ def job_loop() -> Iterator[int]:
 
 
 def test_exited_jobs_cpu_is_counted_once(job_loop: int) -> None:
-    target = partial.Target(pid=job_loop)
+    target = Target(pid=job_loop)
     before = _cpu_ns(job_loop)
     window = procstat.observe(target, 1.5)
     truth_s = (_cpu_ns(job_loop) - before) / 1e9    # the tree's own CPU, by the kernel
@@ -79,7 +79,7 @@ def test_exited_jobs_cpu_is_counted_once(job_loop: int) -> None:
 def test_a_job_set_is_measured_by_the_jobs_it_finished(job_loop: int) -> None:
     metric = live.metric_for(Slo("makespan", "min", None, "s", "r"))
     assert (metric.name, metric.direction) == ("jobs_per_s", "higher")
-    sample = live.measure(partial.Target(pid=job_loop), metric, 1.0)
+    sample = live.measure(Target(pid=job_loop), metric, 1.0)
     assert sample.invalid is None, sample.invalid
     assert sample.value > 1.0   # about 3 processes per 40 ms job pair, minus the slow ones
 

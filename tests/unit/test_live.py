@@ -18,7 +18,7 @@ from schedagent.config import PROJECT_ROOT
 from schedagent.errors import ConfigError, FeatureMissing
 from schedagent.kernel import bccprobes, partial
 from schedagent.kernel.bccprobes import FINE_SLOTS, FineHistogram, Histogram, fine_edges
-from schedagent.profile.model import Slo
+from schedagent.models import Slo, Target
 
 LATENCY = Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r")
 THROUGHPUT = Slo("completed_ops_per_s", "max", None, "ops/s", "r")
@@ -101,7 +101,7 @@ def test_meter_reports_the_p99_of_each_window_and_skips_thin_ones(
         yield fake
 
     monkeypatch.setattr(bccprobes, "attached", attached)
-    with live.Meter(partial.Target(pid=os.getpid()), LATENCY) as meter:
+    with live.Meter(Target(pid=os.getpid()), LATENCY) as meter:
         assert meter.metric.name == "p99_wakeup_us" and meter.metric.direction == "lower"
         first = meter.measure(0.25)
         second = meter.measure(0.25)
@@ -122,13 +122,13 @@ def test_meter_without_bcc_measures_the_cheap_counter_and_says_so(
         yield
 
     monkeypatch.setattr(bccprobes, "attached", missing)
-    with live.Meter(partial.Target(pid=os.getpid()), LATENCY) as meter:
+    with live.Meter(Target(pid=os.getpid()), LATENCY) as meter:
         assert meter.metric.name == "runq_wait_us"
         assert "no p99 probe" in meter.metric.explains
         sample = meter.measure(0.2)
     assert sample.invalid is None and sample.value >= 0
     # throughput SLOs never compile the probe
-    with live.Meter(partial.Target(pid=os.getpid()), THROUGHPUT) as meter:
+    with live.Meter(Target(pid=os.getpid()), THROUGHPUT) as meter:
         assert meter.metric.name == "cpus_used" and meter.fallback_note is None
 
 
@@ -171,7 +171,7 @@ def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
         "        fh.write(f'{i} 0 {5000 if i % 10 == 0 else 100}\\n'); time.sleep(0.001)\n"),
         str(path)])
     try:
-        with live.Meter(partial.Target(pid=writer.pid), LATENCY, latency_log=path) as meter:
+        with live.Meter(Target(pid=writer.pid), LATENCY, latency_log=path) as meter:
             assert meter.metric.name == "p99_request_us" and str(path) in meter.metric.explains
             sample = meter.measure(0.5)
     finally:
@@ -180,7 +180,7 @@ def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
     assert sample.invalid is None
     assert sample.value == 5000.0   # 1 request in 10 took 5 ms: the p99 is 5 ms
     with pytest.raises(ConfigError, match="not a readable file"):
-        live.Meter(partial.Target(pid=os.getpid()), LATENCY, latency_log=tmp_path / "nope")
+        live.Meter(Target(pid=os.getpid()), LATENCY, latency_log=tmp_path / "nope")
     assert live.percentile([float(v) for v in range(1, 101)], 99) == 99.0
     assert live.percentile([], 99) == 0.0
 
@@ -206,8 +206,8 @@ def test_messaging_is_measured_as_bytes_moved_per_second(tmp_path: Path) -> None
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         time.sleep(0.5)
-        busy = live.measure(partial.Target(pid=writer.pid), msg, 1.0)
-        quiet = live.measure(partial.Target(pid=idle.pid), msg, 1.0)
+        busy = live.measure(Target(pid=writer.pid), msg, 1.0)
+        quiet = live.measure(Target(pid=idle.pid), msg, 1.0)
     finally:
         for proc in (writer, idle):
             proc.kill()

@@ -14,7 +14,7 @@ import pytest
 
 from schedagent.agent import llm, tune
 from schedagent.kernel import partial
-from schedagent.profile.model import Features, Slo, WorkloadProfile
+from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
 from schedagent.store import Store
 
 
@@ -38,7 +38,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[tune._Loop, 
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
     store = Store(tmp_path / "s.db")
     prof = _profile()
-    req = tune.TuneRequest(partial.Target(pid=1), agent="anthropic", rounds=4)
+    req = tune.TuneRequest(Target(pid=1), agent="anthropic", budget=TuneBudget(rounds=4))
     rep = tune.TuneReport("pid 1", prof.to_json(), prof.slo.describe(), {}, "anthropic")
     loop = tune._Loop(req, store, prof, rep, lambda *a: None)
     return loop, store, rep

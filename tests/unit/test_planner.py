@@ -5,7 +5,7 @@ from __future__ import annotations
 from schedagent.agent import live, planner, tune
 from schedagent.kernel import partial
 from schedagent.policy import repo
-from schedagent.profile.model import Features, Slo, WorkloadProfile
+from schedagent.models import Features, Slo, Target, WorkloadProfile
 
 
 def _profile(cls: str) -> WorkloadProfile:
@@ -69,7 +69,7 @@ def _trial(policy: str, verdict: str, ratio: float) -> tune.Trial:
 
 def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -> None:
     metric = live.metric_for(Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r"))
-    target = partial.Target(pid=7)
+    target = Target(pid=7)
     none = tune._decide(_report([_trial("vtime", "no-difference", 0.97),
                                  _trial("latency", "worse", 1.4)]), metric, target)
     assert none.policy == "eevdf" and "keeping EEVDF" in none.why and none.reapply is None

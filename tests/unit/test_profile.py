@@ -14,9 +14,9 @@ import pytest
 
 from schedagent.errors import ConfigError, TargetGone
 from schedagent.kernel import partial, procstat
-from schedagent.kernel.procstat import SystemSample, ThreadSample, Topology, Window
+from schedagent.models import SystemSample, Target, ThreadSample, Topology, Window
 from schedagent.profile import classify as cl
-from schedagent.profile.model import Features, parse_slo
+from schedagent.models import Features, parse_slo
 
 TOPO = Topology(cpus=2, smt=False, llc_domains=1, numa_nodes=1)
 SYS = SystemSample(1.0, 1, 0, 0, 0)
@@ -152,12 +152,12 @@ def test_profile_json_has_class_key() -> None:
 def test_observe_real_process_and_target_exit() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
     time.sleep(0.1)
-    window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.05)
+    window = procstat.observe(Target(pid=proc.pid), 3.0, sample_s=0.05)
     proc.wait()
     assert window.target_exited and window.duration_s < 3.0
     assert proc.pid in window.tgids_seen and window.first
     with pytest.raises(TargetGone):
-        procstat.observe(partial.Target(pid=proc.pid), 0.5)
+        procstat.observe(Target(pid=proc.pid), 0.5)
 
 
 def test_classifier_never_reads_names() -> None:
@@ -180,7 +180,7 @@ def test_cpu_of_children_too_short_lived_to_be_seen_is_counted() -> None:
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         time.sleep(0.5)
-        window = procstat.observe(partial.Target(pid=proc.pid), 3.0, sample_s=0.5)
+        window = procstat.observe(Target(pid=proc.pid), 3.0, sample_s=0.5)
     finally:
         proc.kill()
         proc.wait()
@@ -223,7 +223,7 @@ def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
             "time.sleep(30)\n")
     with _parent(code) as pid:
         time.sleep(0.2)
-        window = procstat.observe(partial.Target(pid=pid), 3.0, sample_s=0.05)
+        window = procstat.observe(Target(pid=pid), 3.0, sample_s=0.05)
         zombies = [c for c in psutil.Process(pid).children()
                    if c.status() == psutil.STATUS_ZOMBIE]
     assert len(zombies) == 9  # 8 jobs and the old one, none reaped
@@ -245,7 +245,7 @@ def test_a_job_born_between_passes_counts_all_of_its_cpu() -> None:
             "    time.sleep(30)\n"
             "time.sleep(30)\n")
     with _parent(code) as pid:
-        window = procstat.observe(partial.Target(pid=pid), 2.5, sample_s=1.0)
+        window = procstat.observe(Target(pid=pid), 2.5, sample_s=1.0)
     child_tids = [tid for tid, s in window.last.items() if s.tgid != pid]
     assert len(child_tids) == 1
     tid = child_tids[0]

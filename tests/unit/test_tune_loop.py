@@ -11,7 +11,7 @@ from pathlib import Path
 from schedagent import engine
 from schedagent.agent import live, tune
 from schedagent.kernel import partial
-from schedagent.profile.model import Features, Slo, WorkloadProfile
+from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
 from schedagent.store import Store
 
 FEATS = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
@@ -79,7 +79,7 @@ class Loop(tune._Loop):
 def _tune(tmp_path: Path, world: World, policies: list[str],
           **req: object) -> tuple[tune.TuneReport, Store]:
     store = Store(tmp_path / "db.sqlite")
-    request = tune.TuneRequest(partial.Target(pid=1), canary_s=0.0, **req)  # type: ignore[arg-type]
+    request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0, **req))  # type: ignore[arg-type]
     report = tune.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
     report.trials = [tune.Trial(p, {}, "r") for p in policies]
     loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
@@ -156,7 +156,7 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
 
     world = World(LOWER, {"latency": 0.5, "vtime": 1.0})
     store = Store(tmp_path / "db.sqlite")
-    request = tune.TuneRequest(partial.Target(pid=1), canary_s=0.0)
+    request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0))
     report = tune.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
     report.trials = [tune.Trial(p, {}, "r") for p in ("latency", "vtime")]
     loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,

@@ -22,6 +22,7 @@ from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
 from schedagent.kernel import partial, scx
 from schedagent.policy import repo
+from schedagent.models import Target, TuneBudget
 from tests.vm.conftest import report, stop_tree
 
 FIFO = (repo.POLICIES_DIR / "fifo" / "fifo.bpf.c").read_text()
@@ -59,8 +60,9 @@ def sleeper_target() -> Iterator[int]:
 
 
 def _req(pid: int, observe_s: float = 1, latency_log: str | None = None) -> TuneRequest:
-    return TuneRequest(partial.Target(pid=pid), agent="anthropic", observe_s=observe_s,
-                       window_s=1.5, rounds=4, budget_s=900, latency_log=latency_log)
+    return TuneRequest(Target(pid=pid), agent="anthropic", latency_log=latency_log,
+                       budget=TuneBudget(observe_s=observe_s, window_s=1.5, rounds=4,
+                                         budget_s=900))
 
 
 def test_synthesis_rejected_by_the_verifier_is_repaired_and_passes() -> None:

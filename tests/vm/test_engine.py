@@ -18,6 +18,7 @@ from schedagent.kernel import libbpf, partial, scx, toolchain
 from schedagent.kernel.guard import Guard, GuardEventKind, rollback
 from schedagent.kernel.loader import BpfObject, LoadOptions, attach
 from schedagent.store import Store
+from schedagent.models import Target
 from tests.vm.conftest import FIXTURES, PROJECT, cli, report
 
 MINIMAL = str(FIXTURES / "minimal.bpf.c")
@@ -48,7 +49,7 @@ def test_sigkill_of_link_holder_returns_kernel_to_eevdf() -> None:
 
 def test_partial_mode_moves_only_the_target_and_restores_it(
         store: Store, sleeper: subprocess.Popen[bytes]) -> None:
-    tids = partial.target_tids(partial.Target(pid=sleeper.pid))
+    tids = partial.target_tids(Target(pid=sleeper.pid))
     assert len(tids) == 4
     seen: dict[str, object] = {}
 
@@ -59,7 +60,7 @@ def test_partial_mode_moves_only_the_target_and_restores_it(
         seen["ops"] = scx.read_state().ops
         seen["journal"] = len(store.switched())
 
-    req = engine.RunRequest(MINIMAL, {}, partial.Target(pid=sleeper.pid), duration_s=1.0)
+    req = engine.RunRequest(MINIMAL, {}, Target(pid=sleeper.pid), duration_s=1.0)
     outcome = engine.run_policy(req, store, check)
     assert seen["target_on_ext"] == [True] * 4
     assert seen["self_on_ext"] is False
@@ -188,7 +189,7 @@ def test_killed_cli_leaves_eevdf_and_restart_recovers_threads(
     assert child.stderr is not None
     line = child.stderr.readline()
     assert "enabled" in line, line
-    tids = partial.target_tids(partial.Target(pid=sleeper.pid))
+    tids = partial.target_tids(Target(pid=sleeper.pid))
     assert all(os.sched_getscheduler(t) == scx.SCHED_EXT for t in tids)
     child.send_signal(signal.SIGKILL)
     child.wait()

@@ -16,6 +16,7 @@ from schedagent import engine, services
 from schedagent.kernel import partial, scx
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
+from schedagent.models import Target
 from tests.vm.conftest import report, stop_tree
 
 NAMES = builtin_names()
@@ -90,7 +91,7 @@ def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
     try:
         assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
         req = engine.RunRequest("target", {"max_other_wait_ns": max_wait_ns},
-                                partial.Target(pid=hog.pid), duration_s=10.0, switch_all=True)
+                                Target(pid=hog.pid), duration_s=10.0, switch_all=True)
         outcome = engine.run_policy(req, store)
         worst_ns = int(sleeper.stdout.readline())
     finally:

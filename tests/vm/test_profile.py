@@ -19,6 +19,7 @@ import pytest
 from schedagent import services
 from schedagent.bench import workload as bench_workload
 from schedagent.kernel import partial, procstat
+from schedagent.models import Target
 from tests.vm.conftest import report, stop_tree
 
 WINDOW_S = 4.0
@@ -90,7 +91,7 @@ def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: st
     classes = []
     for name in (None, "nginx-worker"):
         with running(make_argv(), name, threads, settle_s) as pid:
-            prof = services.profile_workload(partial.Target(pid=pid), WINDOW_S)
+            prof = services.profile_workload(Target(pid=pid), WINDOW_S)
         report(f"profile_{workload}{'_renamed' if name else ''}",
                {"class": prof.workload_class, "why": prof.rationale,
                 "features": prof.to_json()["features"]})
@@ -105,7 +106,7 @@ def test_latency_sensitive_target_beside_cpu_hogs() -> None:
         make_argv, _, threads, _ = WORKLOADS["cyclictest"]
         for name in (None, "stress-ng-cpu"):  # the sleeper dressed as one of the hogs
             with running(make_argv(), name, threads) as pid:
-                profiles.append(services.profile_workload(partial.Target(pid=pid), WINDOW_S))
+                profiles.append(services.profile_workload(Target(pid=pid), WINDOW_S))
     finally:
         stop_tree(hogs)
     for prof in profiles:
@@ -131,7 +132,7 @@ def test_deep_probe_histograms_and_own_overhead() -> None:
     # long enough to outlive the probe's compile (about a minute under emulation)
     argv = ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "900"]
     with running(argv, threads=2) as pid:
-        rep = services.deep_probe(partial.Target(pid=pid), 3.0)
+        rep = services.deep_probe(Target(pid=pid), 3.0)
     report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
                                      rep.wakeup_latency.percentile(99),
                                      "p99_fine_us": rep.wakeup_fine.percentile(99),

@@ -16,6 +16,7 @@ from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
 from schedagent.kernel import partial, scx
 from schedagent.store import Store
+from schedagent.models import Target, TuneBudget
 from tests.vm.conftest import report, stop_tree
 
 
@@ -34,9 +35,8 @@ def test_tune_throughput_never_keeps_a_worse_policy() -> None:
     seq = scx.read_state().enable_seq
     hog = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "900s", "-q"])
     try:
-        rep = services.tune(TuneRequest(partial.Target(pid=hog.pid), observe_s=3, window_s=2,
-                                        rounds=4, budget_s=600, max_evals=8,
-                                        max_candidates=2))
+        rep = services.tune(TuneRequest(Target(pid=hog.pid), budget=TuneBudget(
+            observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=8, max_candidates=2)))
     finally:
         stop_tree(hog)
     assert _check_restored(seq) > 0  # candidates really ran on sched_ext
@@ -73,9 +73,8 @@ def test_tune_on_the_mixed_server_ends_better_on_the_clients_p99(tmp_path: Path)
                                "-b", "3000", "-l", str(log)], stdout=subprocess.DEVNULL)
     try:
         time.sleep(6)  # past the client's start-up burst
-        rep = services.tune(TuneRequest(partial.Target(pid=client.pid), observe_s=3,
-                                        window_s=2, rounds=4, budget_s=600, max_evals=10,
-                                        max_candidates=1, latency_log=str(log)))
+        rep = services.tune(TuneRequest(Target(pid=client.pid), latency_log=str(log), budget=TuneBudget(
+            observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=10, max_candidates=1)))
     finally:
         for proc in (client, hogs):
             stop_tree(proc)

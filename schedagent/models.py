@@ -1,0 +1,211 @@
+"""The value types every layer shares: targets, samples, profiles, SLOs and tune budgets.
+
+Nothing here touches the system. The kernel side fills these in, the reasoning side
+reads them, and the front ends print them; keeping them apart from all three is what
+lets ``agent/`` and ``profile/`` be tested without a kernel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schedagent.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What to move: a pid (with threads and children) or a cgroup path."""
+
+    pid: int | None = None
+    cgroup: str | None = None
+
+    def describe(self) -> str:
+        """Short text for logs and reports."""
+        return f"pid {self.pid}" if self.pid is not None else f"cgroup {self.cgroup}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSample:
+    """One thread's cumulative counters at one instant."""
+
+    tid: int
+    tgid: int
+    run_ns: int          # /proc/.../schedstat field 1: time on CPU
+    wait_ns: int         # field 2: time runnable but waiting (run_delay)
+    slices: int          # field 3: timeslices run
+    voluntary: int       # voluntary_ctxt_switches
+    involuntary: int     # nonvoluntary_ctxt_switches
+    at: float = 0.0      # time.monotonic() when read
+
+
+@dataclass(frozen=True, slots=True)
+class SystemSample:
+    """Whole-system counters at one instant."""
+
+    loadavg_1m: float
+    procs_running: int
+    psi_cpu_some_us: int | None
+    psi_mem_some_us: int | None
+    psi_io_some_us: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """CPUs, SMT, LLC and NUMA domains."""
+
+    cpus: int
+    smt: bool
+    llc_domains: int
+    numa_nodes: int
+
+
+@dataclass(slots=True)
+class Window:
+    """What was seen of a target over one observation window."""
+
+    def reaped_unseen_ns(self) -> int:
+        """CPU of the target's children that came and went between passes, unseen.
+
+        The target's processes reaped children worth ``reaped`` ns in the window: each
+        reaped child's own CPU plus what it had reaped itself (its cutime). A child that
+        was watched and then reaped is in that figure with its whole lifetime's CPU, which
+        its threads' own counters already cover, and with its cutime, which its own rise
+        in cutime (it is a reaper here too) and its children's counters cover: both are
+        taken off. Taking off only the first counted a job's grandchildren twice: a shell
+        loop of ``perf bench sched messaging`` measured 3.8 CPUs on 2 (issue 13).
+        """
+        reaped = sum(last - self.reaped_first.get(tgid, last)
+                     for tgid, last in self.reaped_last.items())
+        gone = self.tgids_exited - self.tgids_last  # exited and reaped, not still zombies
+        watched = sum(t.run_ns for t in self.last.values() if t.tgid in gone)
+        watched += sum(self.reaped_last.get(tgid, 0) for tgid in gone)
+        return max(0, reaped - watched)
+
+    duration_s: float
+    first: dict[int, ThreadSample] = field(default_factory=dict)
+    last: dict[int, ThreadSample] = field(default_factory=dict)
+    tids_seen: set[int] = field(default_factory=set)
+    tgids_seen: set[int] = field(default_factory=set)
+    tgids_exited: set[int] = field(default_factory=set)
+    #: the target's processes at the last pass (zombies included)
+    tgids_last: set[int] = field(default_factory=set)
+    max_threads: int = 0
+    #: per tgid: CPU time (ns) of its children that it reaped, at first and last sight
+    reaped_first: dict[int, int] = field(default_factory=dict)
+    reaped_last: dict[int, int] = field(default_factory=dict)
+    target_exited: bool = False
+    system_start: SystemSample | None = None
+    system_end: SystemSample | None = None
+
+
+WorkloadClass = Literal["latency-critical", "interactive", "messaging", "throughput", "batch",
+                        "io-bound", "mixed"]
+Direction = Literal["<=", ">=", "min", "max"]
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """A service-level objective: metric, direction and target value."""
+
+    metric: str
+    direction: Direction
+    target: float | None
+    unit: str
+    reason: str
+    source: Literal["inferred", "explicit"] = "inferred"
+
+    def describe(self) -> str:
+        """``p99_wakeup_latency <= 2000 us`` / ``maximise completed_ops_per_s``."""
+        if self.direction in ("min", "max"):
+            verb = "minimise" if self.direction == "min" else "maximise"
+            return f"{verb} {self.metric} ({self.unit})"
+        return f"{self.metric} {self.direction} {self.target:g} {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """The quantified behaviour a class is decided from."""
+
+    cpu_util: float              # CPUs used by the target on average
+    max_thread_util: float       # busiest thread, fraction of one CPU
+    busy_threads: int            # threads above 80 % of a CPU
+    threads: int                 # most threads seen at once
+    wakeups_per_s: float         # voluntary context switches per second
+    preemptions_per_s: float     # involuntary context switches per second
+    avg_burst_us: float          # CPU time per timeslice
+    avg_wait_us: float           # runqueue wait per timeslice
+    wait_ratio: float            # waiting / (waiting + running)
+    processes_seen: int
+    processes_exited: int
+    sleeper_threads: int         # threads that wake often and run briefly
+    system_cpus: int
+    system_load: float
+    psi_cpu_some_pct: float | None
+    psi_io_some_pct: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadProfile:
+    """What the workload is, why we think so, and what it needs."""
+
+    workload_class: WorkloadClass
+    confidence: float
+    features: Features
+    slo: Slo
+    rationale: str
+    target: str
+    duration_s: float
+    target_exited: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """JSON-ready dict, with ``class`` as the key name."""
+        data = asdict(self)
+        data["class"] = data.pop("workload_class")
+        return data
+
+    @staticmethod
+    def from_json(data: dict[str, object]) -> WorkloadProfile:
+        """The inverse of ``to_json`` (profiles kept in reports and the store)."""
+        d = dict(data)
+        feats, slo = d.pop("features"), d.pop("slo")
+        assert isinstance(feats, dict) and isinstance(slo, dict)
+        d["workload_class"] = d.pop("class")
+        return WorkloadProfile(features=Features(**feats), slo=Slo(**slo), **d)  # type: ignore[arg-type]
+
+
+_SLO = re.compile(r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=)\s*(?P<value>[\d.]+)\s*"
+                  r"(?P<unit>us|µs|ms|s|ns|ops/s|%)?\s*$")
+_TO_US = {"ns": 0.001, "us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1_000_000.0}
+
+
+def parse_slo(text: str) -> Slo:
+    """``"p99_latency<=2ms"`` -> an explicit Slo (latencies are kept in µs)."""
+    match = _SLO.match(text)
+    if not match:
+        raise ConfigError(f"--slo {text!r}: expected METRIC<=VALUE[UNIT] or METRIC>=VALUE, "
+                          "e.g. p99_latency<=2ms or ops_per_s>=5000")
+    value, unit = float(match["value"]), match["unit"] or ""
+    if unit in _TO_US:
+        value, unit = value * _TO_US[unit], "us"
+    op = match["op"]
+    assert op in ("<=", ">=")
+    return Slo(match["metric"], op, value, unit, "given explicitly", "explicit")
+
+
+class TuneBudget(BaseModel):
+    """How much one tune may spend. The CLI's options, the daemon's ``budgets:`` and
+    ``TuneRequest`` all take their defaults and bounds from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    budget_s: float = Field(600.0, ge=10, le=7200, description="Wall-time budget (s).")
+    max_evals: int = Field(24, ge=1, le=200, description="Most candidate windows.")
+    observe_s: float = Field(5.0, ge=0.5, le=300, description="Seconds of profiling.")
+    window_s: float = Field(2.0, ge=0.5, le=60, description="Seconds per A/B window.")
+    rounds: int = Field(4, ge=2, le=20, description="A/B window pairs per candidate.")
+    canary_s: float = Field(1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
+    max_candidates: int = Field(3, ge=1, le=10,
+                                description="Repository policies the planner proposes.")
