@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schedagent import engine, services
+from schedagent import services
+from schedagent.execution import engine
 from schedagent.bench import workload as bench_workload
 from schedagent.bench.runner import Arm
 from schedagent.errors import ConfigError, SchedagentError

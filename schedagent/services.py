@@ -18,13 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedagent import config, engine
-from schedagent.agent import live, llm
+from schedagent import config
+from schedagent.execution import engine
+from schedagent.agent import llm
+from schedagent.execution import measure as live
 from schedagent.agent import tune as tune_mod
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
-from schedagent.engine import VerifyResult
+from schedagent.execution.engine import VerifyResult
 from schedagent.errors import GuardrailViolation, SchedagentError, StoreUnavailable
 from schedagent.kernel import (
     bccprobes,

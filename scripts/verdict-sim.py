@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from schedagent import engine  # noqa: E402
-from schedagent.agent import live, planner, tune  # noqa: E402
+from schedagent.execution import engine  # noqa: E402
+from schedagent.agent import planner, tune
+from schedagent.execution import measure as live  # noqa: E402
 from schedagent.bench import stats  # noqa: E402
 from schedagent.daemon.config import DAEMON_BUDGET  # noqa: E402
 from schedagent.kernel import partial  # noqa: E402

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import psutil
 import yaml
 
-from schedagent import engine
-from schedagent.agent import live, planner
+from schedagent.execution import engine
+from schedagent.agent import planner
+from schedagent.execution import measure as live
 from schedagent.agent.tune import (
     Decision,
     Progress,

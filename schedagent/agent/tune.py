@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-from schedagent import engine
-from schedagent.agent import live, planner
+from schedagent.execution import engine
+from schedagent.agent import planner
+from schedagent.execution import measure as live
 from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
 from schedagent.kernel import partial, procstat

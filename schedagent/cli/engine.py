@@ -9,7 +9,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from schedagent import engine, services
+from schedagent import services
+from schedagent.execution import engine
 from schedagent.cli.output import emit_json, fail
 from schedagent.errors import ConfigError
 from schedagent.kernel import partial

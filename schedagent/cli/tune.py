@@ -126,7 +126,7 @@ def _print(report: TuneReport) -> None:
 
 
 def _hold(report: TuneReport, target: Target) -> None:
-    from schedagent.engine import RunRequest
+    from schedagent.execution.engine import RunRequest
 
     d = report.decision
     assert d is not None

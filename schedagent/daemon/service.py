@@ -38,8 +38,9 @@ from typing import Any
 
 import psutil
 
-from schedagent import engine, ops, services
-from schedagent.agent import live
+from schedagent import ops, services
+from schedagent.execution import engine
+from schedagent.execution import measure as live
 from schedagent.agent.tune import TuneRequest
 from schedagent.daemon import matcher, sdnotify
 from schedagent.daemon.config import DaemonConfig, TargetConfig

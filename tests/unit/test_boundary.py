@@ -28,7 +28,8 @@ from typing import Any
 import psutil
 import pytest
 
-from schedagent import engine, ops, services
+from schedagent import ops, services
+from schedagent.execution import engine
 from schedagent.daemon import config, matcher
 from schedagent.daemon.socketapi import ApiClient, ApiServer
 from schedagent.errors import (

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from schedagent.agent import live, tune
+from schedagent.agent import tune
+from schedagent.execution import measure as live
 from schedagent.daemon import config, service
 from schedagent.kernel import partial, scx
 from schedagent.models import Features, Slo, Target, WorkloadProfile

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from schedagent.agent import live
+from schedagent.execution import measure as live
 from schedagent.kernel import partial, procstat
 from schedagent.profile.classify import features_from_window
 from schedagent.models import Features, Slo, Target

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.agent import live
+from schedagent.execution import measure as live
 from schedagent.config import PROJECT_ROOT
 from schedagent.errors import ConfigError, FeatureMissing
 from schedagent.kernel import bccprobes, partial

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from schedagent.agent import live, planner, tune
+from schedagent.agent import planner, tune
+from schedagent.execution import measure as live
 from schedagent.kernel import partial
 from schedagent.policy import repo
 from schedagent.models import Features, Slo, Target, WorkloadProfile

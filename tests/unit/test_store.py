@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent import engine
+from schedagent.execution import engine
 from schedagent.store import ActiveRecord, Store
 
 

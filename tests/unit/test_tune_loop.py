@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedagent import engine
-from schedagent.agent import live, tune
+from schedagent.execution import engine
+from schedagent.agent import tune
+from schedagent.execution import measure as live
 from schedagent.kernel import partial
 from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
 from schedagent.store import Store

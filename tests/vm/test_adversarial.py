@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent import engine
+from schedagent.execution import engine
 from schedagent.kernel import scx
 from schedagent.store import Store
 from tests.adversarial.corpus import Case, cases

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from schedagent import engine
+from schedagent.execution import engine
 from schedagent.bench import workload
 from schedagent.daemon.socketapi import ApiClient
 from schedagent.kernel import scx

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent import engine
+from schedagent.execution import engine
 from schedagent.errors import GateRejection, Quarantined, SchedExtBusy, SchedulerLoadError
 from schedagent.kernel import libbpf, partial, scx, toolchain
 from schedagent.kernel.guard import Guard, GuardEventKind, rollback

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from schedagent import engine, services
+from schedagent import services
+from schedagent.execution import engine
 from schedagent.kernel import partial, scx
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
