@@ -191,8 +191,7 @@ def parse_slo(text: str) -> Slo:
     value, unit = float(match["value"]), match["unit"] or ""
     if unit in _TO_US:
         value, unit = value * _TO_US[unit], "us"
-    op = match["op"]
-    assert op in ("<=", ">=")
+    op: Direction = "<=" if match["op"] == "<=" else ">="
     return Slo(match["metric"], op, value, unit, "given explicitly", "explicit")
 
 

@@ -273,7 +273,7 @@ class Store:
         """A verified artifact by id, or None."""
         row = self._db.execute("SELECT * FROM verified WHERE artifact_id = ?",
                                (artifact_id,)).fetchone()
-        return None if row is None else VerifiedArtifact(*row[:5], json.loads(row[5]), row[6])
+        return None if row is None else VerifiedArtifact(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
 
     def add_proposal(self, target: str, policy: str, tunables: dict[str, int],
                      evidence: dict[str, object]) -> int:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schedagent.config import DATA_ROOT
 from schedagent.errors import FeatureMissing
@@ -149,34 +150,34 @@ def _prog_stats(fds: list[int]) -> tuple[int, int]:
 class Probe:
     """The compiled, attached probes; targets can be added while they run."""
 
-    def __init__(self, bpf: object) -> None:
+    def __init__(self, bpf: Any) -> None:  # Any: a bcc.BPF, and bcc ships no type hints
         self._bpf = bpf
         # bcc keys its loaded functions by bytes
-        funcs = bpf.funcs  # type: ignore[attr-defined]
+        funcs = bpf.funcs
         self._fds = [fn.fd for fn in (funcs.get(f"raw_tracepoint__{tp}".encode())
                                       for tp in ATTACH_POINTS) if fn is not None]
         self._started = time.monotonic()
 
     def add_targets(self, tgids: list[int]) -> None:
-        targets = self._bpf[b"targets"]  # type: ignore[index]
+        targets = self._bpf[b"targets"]
         for tgid in tgids:
             targets[ctypes.c_uint32(tgid)] = ctypes.c_uint8(1)
 
     def wake_fine(self) -> FineHistogram:
         """The running wakeup latency counts since attach (diff two to get a window)."""
-        table = self._bpf[b"wake_fine"]  # type: ignore[index]
+        table = self._bpf[b"wake_fine"]
         counts = [0] * FINE_SLOTS
-        for key, value in table.items():  # type: ignore[attr-defined]  # bcc table
+        for key, value in table.items():
             counts[int(key.value)] = int(value.value)
         return FineHistogram(tuple(counts))
 
     def report(self) -> DeepReport:
         elapsed = time.monotonic() - self._started
         run_ns, events = _prog_stats([fd for fd in self._fds if fd is not None])
-        counts = self._bpf[b"counts"]  # type: ignore[index]
+        counts = self._bpf[b"counts"]
         return DeepReport(
-            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), self.wake_fine(),  # type: ignore[index]
-            _hist(self._bpf[b"burst"]),  # type: ignore[index]
+            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), self.wake_fine(),
+            _hist(self._bpf[b"burst"]),
             int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
             run_ns, events)
 
@@ -216,9 +217,9 @@ def run_deep(target: Target, duration_s: float) -> DeepReport:
         return probe.report()
 
 
-def _hist(table: object) -> Histogram:
+def _hist(table: Any) -> Histogram:  # Any: a bcc table (no type hints)
     buckets = [0] * 64
-    for key, value in table.items():  # type: ignore[attr-defined]  # bcc table
+    for key, value in table.items():
         buckets[int(key.value)] = int(value.value)
     last = max((i for i, n in enumerate(buckets) if n), default=0)
     return Histogram("us", buckets[:last + 1])

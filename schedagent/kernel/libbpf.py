@@ -28,8 +28,7 @@ _lock = threading.Lock()
 _captured: list[str] = []
 
 
-@ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
-def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
+def _print_to_log(level: int, fmt: bytes | None, args: int | None) -> int:
     # On x86-64 a va_list argument arrives as a pointer; vsnprintf takes it as is.
     buf = ctypes.create_string_buffer(4096)
     _libc().vsnprintf(buf, ctypes.sizeof(buf), fmt, ctypes.c_void_p(args))
@@ -37,6 +36,10 @@ def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
     if len(_captured) > 20000:
         del _captured[:10000]
     return 0
+
+
+# libbpf keeps this pointer: it must live as long as the module (a ctypes thunk).
+_on_print = PRINT_FN(_print_to_log)
 
 
 @lru_cache(maxsize=1)

@@ -225,7 +225,7 @@ def _required_ops(text: str, code: str, source: str) -> str:
     if not names:
         raise GateRejection(source, 0, "required ops missing",
                             'the sched_ext_ops has no .name = "..."; the kernel requires one')
-    name = names[-1]
+    name: str = names[-1]
     if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
         line = text.count("\n", 0, text.find(f'"{name}"')) + 1
         raise GateRejection(source, line, "ops name",
