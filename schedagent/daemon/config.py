@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schedagent.config import load_yaml_model
 from schedagent.errors import ConfigError, TargetRefused
-from schedagent.kernel import cgroupfs
+from schedagent.execution import host
 from schedagent.models import TuneBudget, parse_slo
 
 DEFAULT_PATH = Path("/etc/schedagent/config.yaml")
@@ -71,7 +71,7 @@ def _count_repeats(items: object, inside_repeat: bool) -> int:
             raise ValueError("command patterns may not use back-references (\\1, (?P=name)): "
                              "they make matching exponential")
         if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
-            low, high, body = arg
+            _low, high, body = arg
             if high > 1:
                 if inside_repeat:
                     raise ValueError("command patterns may not nest repeats like (a+)+ : "
@@ -114,7 +114,7 @@ class Match(_Strict):
             raise ValueError("give exactly one of unit, cgroup or command")
         if self.cgroup:
             try:
-                cgroupfs.normalize(self.cgroup)
+                host.normalize_cgroup(self.cgroup)
             except TargetRefused as err:
                 raise ValueError(str(err)) from err
         if self.command:

@@ -29,7 +29,7 @@ from typing import Any
 
 from schedagent import ops
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
-from schedagent.kernel import procstat
+from schedagent.execution import host
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,8 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 def _groups_of(pid: int, gid: int) -> set[int]:
-    groups = {gid}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                groups |= {int(g) for g in line.split()[1:]}
-    return groups
+    """The peer's primary group and its supplementary groups (read on the execution side)."""
+    return {gid} | host.peer_groups(pid)
 
 
 def group_id(name: str) -> int | None:
@@ -105,7 +101,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
 
@@ -213,7 +209,7 @@ class ApiServer:
             return
         # only now, for an authorised and complete request: verify, attach and measure
         # must stay on time beside the very CPU hogs a policy is being tried against
-        procstat.raise_priority()
+        host.raise_priority()
         caller = ops.CALLER_UID.set(uid)
         try:
             result = self.handler(req["op"], req.get("args", {}), f"socket uid={uid} pid={pid}")
