@@ -58,19 +58,27 @@ class Api:
     def status(self) -> dict[str, Any]:
         """A snapshot, without the loop's lock: a tune holds that for minutes."""
         ctl = self.ctl
-        snapshot = ops.bounded({
-            "pid": os.getpid(), "mode": ctl.cfg.mode, "uptime_s": time.time() - ctl.started,
-            "sched_ext": asdict(host.sched_ext_state()),
-            "rollbacks_total": ctl.rollbacks_total, "quarantine": state.quarantine_size(),
-            "targets": {name: state.view(ts) for name, ts in ctl.targets.items()}})
+        snapshot = ops.bounded(
+            {
+                "pid": os.getpid(),
+                "mode": ctl.cfg.mode,
+                "uptime_s": time.time() - ctl.started,
+                "sched_ext": asdict(host.sched_ext_state()),
+                "rollbacks_total": ctl.rollbacks_total,
+                "quarantine": state.quarantine_size(),
+                "targets": {name: state.view(ts) for name, ts in ctl.targets.items()},
+            }
+        )
         return cast(dict[str, Any], snapshot)  # bounded() keeps a dict a dict
 
     @contextlib.contextmanager
     def _busy_lock(self, what: str, timeout_s: float = BUSY_TIMEOUT_S) -> Iterator[None]:
         """The loop's lock for an API request; a clear error when a tune keeps it."""
         if not self.ctl.lock.acquire(timeout=timeout_s):
-            raise DaemonBusy(f"{what}: the daemon has been busy (tuning) for {timeout_s:.0f} s; "
-                             "try again when `schedagent status` shows it idle")
+            raise DaemonBusy(
+                f"{what}: the daemon has been busy (tuning) for {timeout_s:.0f} s; "
+                "try again when `schedagent status` shows it idle"
+            )
         try:
             yield
         finally:
@@ -79,18 +87,24 @@ class Api:
     def approve(self, proposal_id: object, actor: str) -> dict[str, Any]:
         """Apply a pending proposal under the guard, after measuring EEVDF's baseline."""
         if not isinstance(proposal_id, int) or isinstance(proposal_id, bool):
-            raise ConfigError(f"approve needs an integer proposal id, got {proposal_id!r}; see "
-                              "`schedagent history` for pending proposals")
+            raise ConfigError(
+                f"approve needs an integer proposal id, got {proposal_id!r}; see "
+                "`schedagent history` for pending proposals"
+            )
         ctl = self.ctl
         with self._busy_lock("approve"):
             prop = next((p for p in ctl.store.proposals() if p["id"] == proposal_id), None)
             if prop is None or prop["status"] != "pending":
                 pending = [p["id"] for p in ctl.store.proposals("pending")]
-                raise ConfigError(f"no pending proposal {proposal_id}; pending: {pending or 'none'}")
+                raise ConfigError(
+                    f"no pending proposal {proposal_id}; pending: {pending or 'none'}"
+                )
             ts = ctl.targets.get(str(prop["target"]))
             if ts is None or ts.target is None:
-                raise ConfigError(f"the target of proposal {proposal_id} ({prop['target']}) is "
-                                  "not running now; nothing applied")
+                raise ConfigError(
+                    f"the target of proposal {proposal_id} ({prop['target']}) is "
+                    "not running now; nothing applied"
+                )
             ctl.store.set_proposal_status(proposal_id, "approved")
             tunables = cast(dict[str, int], prop["tunables"])  # stored from a proposal's dict
             self._apply_measured(ts, str(prop["policy"]), dict(tunables), f"approved by {actor}")
@@ -104,8 +118,10 @@ class Api:
         if name not in ctl.targets:
             raise ConfigError(f"unknown target {name!r}; configured: {', '.join(ctl.targets)}")
         if not isinstance(ref, str) or not isinstance(tunables, dict):
-            raise ConfigError("apply needs policy (an artifact_id or verified policy name) and "
-                              "optional tunables {name: int}")
+            raise ConfigError(
+                "apply needs policy (an artifact_id or verified policy name) and "
+                "optional tunables {name: int}"
+            )
         art = services.verified_artifact(ref, tunables)
         with self._busy_lock("apply"):
             ts = ctl.targets[name]
@@ -116,8 +132,9 @@ class Api:
             self._apply_measured(ts, art.spec, art.tunables, f"forced by {actor}")
             return self.status()
 
-    def _apply_measured(self, ts: TargetState, policy: str, tunables: dict[str, int],
-                        why: str) -> None:
+    def _apply_measured(
+        self, ts: TargetState, policy: str, tunables: dict[str, int], why: str
+    ) -> None:
         """Profile the target, measure EEVDF on the guard's metric, then apply."""
         assert ts.target is not None
         ctl = self.ctl

@@ -59,8 +59,15 @@ class Control:
         self.heartbeat = time.monotonic()
         sdnotify.notify(f"STATUS={what} ({done}/{total})")
 
-    def apply(self, ts: TargetState, policy: str, tunables: dict[str, int],
-              meter: measure.GuardMeter, base: Baseline, why: str) -> None:
+    def apply(
+        self,
+        ts: TargetState,
+        policy: str,
+        tunables: dict[str, int],
+        meter: measure.GuardMeter,
+        base: Baseline,
+        why: str,
+    ) -> None:
         """Attach ``policy`` to the target under the guard; a failure is audited."""
         assert ts.target is not None
         stack = contextlib.ExitStack()
@@ -69,23 +76,35 @@ class Control:
             sess = stack.enter_context(engine.session(req, self.store))
         except SchedagentError as err:
             stack.close()
-            self.audit("apply-failed", ts, {"trigger": why, "policy": policy,
-                                            "error": str(err)})
+            self.audit("apply-failed", ts, {"trigger": why, "policy": policy, "error": str(err)})
             return
-        ts.active = Active(policy, sess.outcome.ops_name, tunables, meter, base.value, stack,
-                           sess, time.time())
+        ts.active = Active(
+            policy, sess.outcome.ops_name, tunables, meter, base.value, stack, sess, time.time()
+        )
         ts.phase, ts.regressions, ts.last_switch = "active", 0, time.time()
-        ts.applied = {"policy": policy, "tunables": tunables, "baseline": base.value,
-                      "metric": meter.metric.name}
+        ts.applied = {
+            "policy": policy,
+            "tunables": tunables,
+            "baseline": base.value,
+            "metric": meter.metric.name,
+        }
         self.save(ts)
-        self.audit("apply", ts, {"trigger": why,
-                                 "diff": f"eevdf -> {ts.active.name} {tunables}",
-                                 "evidence": {"baseline": base.value,
-                                              "guard_metric": meter.metric.name,
-                                              "baseline_metric": base.metric,
-                                              "decided_on": base.decided_on,
-                                              "baseline_source": base.source},
-                                 "outcome": f"{host.sched_ext_state().ops} enabled, guard on"})
+        self.audit(
+            "apply",
+            ts,
+            {
+                "trigger": why,
+                "diff": f"eevdf -> {ts.active.name} {tunables}",
+                "evidence": {
+                    "baseline": base.value,
+                    "guard_metric": meter.metric.name,
+                    "baseline_metric": base.metric,
+                    "decided_on": base.decided_on,
+                    "baseline_source": base.source,
+                },
+                "outcome": f"{host.sched_ext_state().ops} enabled, guard on",
+            },
+        )
 
     def release(self, ts: TargetState, why: str, keep_applied: bool = False) -> float:
         """Detach the target's policy; return how long the detach took (s).
@@ -101,13 +120,21 @@ class Control:
         if not keep_applied:
             ts.applied = None
         self.save(ts)
-        self.audit("release", ts, {"trigger": why, "diff": f"{active.name} -> eevdf",
-                                   "outcome": f"sched_ext {host.sched_ext_state().state}",
-                                   "detach_s": round(took, 3)})
+        self.audit(
+            "release",
+            ts,
+            {
+                "trigger": why,
+                "diff": f"{active.name} -> eevdf",
+                "outcome": f"sched_ext {host.sched_ext_state().state}",
+                "detach_s": round(took, 3),
+            },
+        )
         return took
 
-    def rollback(self, ts: TargetState, why: str, evidence: dict[str, Any],
-                 detected: float) -> None:
+    def rollback(
+        self, ts: TargetState, why: str, evidence: dict[str, Any], detected: float
+    ) -> None:
         """Release a policy that misbehaved; back off, doubling per rollback, and
         quarantine it on this kernel after ``guard.quarantine_after`` rollbacks."""
         active = ts.active
@@ -123,13 +150,25 @@ class Control:
         quarantined = False
         if n >= g.quarantine_after:
             src = repo.resolve(active.policy)
-            self.store.quarantine(src.name, src.source_hash(), host.kernel_build_id(),
-                                  f"daemon: {n} rollbacks of {active.name}, last: {why}")
+            self.store.quarantine(
+                src.name,
+                src.source_hash(),
+                host.kernel_build_id(),
+                f"daemon: {n} rollbacks of {active.name}, last: {why}",
+            )
             quarantined = True
         self.save(ts)
-        self.audit("rollback", ts, {"trigger": why, "evidence": evidence,
-                                    "diff": f"{active.name} -> eevdf",
-                                    "outcome": f"sched_ext {host.sched_ext_state().state}",
-                                    "detect_to_eevdf_ms": round(took_ms, 1),
-                                    "backoff_s": backoff, "quarantined": quarantined,
-                                    "rationale": f"rollback #{n} of {active.name}"})
+        self.audit(
+            "rollback",
+            ts,
+            {
+                "trigger": why,
+                "evidence": evidence,
+                "diff": f"{active.name} -> eevdf",
+                "outcome": f"sched_ext {host.sched_ext_state().state}",
+                "detect_to_eevdf_ms": round(took_ms, 1),
+                "backoff_s": backoff,
+                "quarantined": quarantined,
+                "rationale": f"rollback #{n} of {active.name}",
+            },
+        )

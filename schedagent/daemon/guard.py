@@ -36,8 +36,9 @@ Retune: TypeAlias = Literal["phase-change"] | None
 STARVATION_EVERY = 3
 
 
-def regressed(value: float, baseline: float, ratio: float,
-              direction: Literal["lower", "higher"]) -> bool:
+def regressed(
+    value: float, baseline: float, ratio: float, direction: Literal["lower", "higher"]
+) -> bool:
     """Whether one window's value is ``ratio`` times worse than EEVDF's baseline."""
     return value > baseline * ratio if direction == "lower" else value < baseline / ratio
 
@@ -59,8 +60,12 @@ def check(ctl: Control, ts: TargetState) -> Retune:
     detected = time.monotonic()
     if sample.target_exited:
         raise TargetGone(ts.target.pid or 0)
-    evidence = {"metric": active.meter.metric.name, "value": sample.value,
-                "baseline": active.baseline, "ratio_limit": ctl.cfg.guard.regression_ratio}
+    evidence = {
+        "metric": active.meter.metric.name,
+        "value": sample.value,
+        "baseline": active.baseline,
+        "ratio_limit": ctl.cfg.guard.regression_ratio,
+    }
     if _slo_regressed(ctl, ts, sample, evidence, detected):
         return None
     if _phase_changed(ctl, ts, sample, evidence, detected):
@@ -71,8 +76,9 @@ def check(ctl: Control, ts: TargetState) -> Retune:
     return None
 
 
-def _slo_regressed(ctl: Control, ts: TargetState, sample: measure.Sample,
-                   evidence: dict[str, Any], detected: float) -> bool:
+def _slo_regressed(
+    ctl: Control, ts: TargetState, sample: measure.Sample, evidence: dict[str, Any], detected: float
+) -> bool:
     """Count this window; roll back (True) after enough regressions in a row."""
     active, g = ts.active, ctl.cfg.guard
     assert active is not None
@@ -86,13 +92,19 @@ def _slo_regressed(ctl: Control, ts: TargetState, sample: measure.Sample,
         ts.regressions = ts.regressions + 1 if worse else 0
     if ts.regressions < g.regression_windows:
         return False
-    ctl.rollback(ts, f"SLO regression: {metric.name} {sample.value:.4g} vs "
-                 f"EEVDF {active.baseline:.4g} in {ts.regressions} windows", evidence, detected)
+    ctl.rollback(
+        ts,
+        f"SLO regression: {metric.name} {sample.value:.4g} vs "
+        f"EEVDF {active.baseline:.4g} in {ts.regressions} windows",
+        evidence,
+        detected,
+    )
     return True
 
 
-def _phase_changed(ctl: Control, ts: TargetState, sample: measure.Sample,
-                   evidence: dict[str, Any], detected: float) -> bool:
+def _phase_changed(
+    ctl: Control, ts: TargetState, sample: measure.Sample, evidence: dict[str, Any], detected: float
+) -> bool:
     """Judge the target's behaviour against its first window under this policy; on a
     material change in two checks in a row, roll back and clear the backoff (True)."""
     active = ts.active
@@ -118,24 +130,37 @@ def _starvation(ctl: Control, ts: TargetState) -> None:
     g = ctl.cfg.guard
     worst_ms, tid, allowed_ms = host.starvation_scan(g.window_s, g.max_runnable_wait_ms)
     if worst_ms > allowed_ms:
-        ctl.rollback(ts, f"starvation: thread {tid} waited {worst_ms:.0f} ms per "
-                     f"timeslice (allowed {allowed_ms:.0f} ms at its niceness)",
-                     {"max_runnable_wait_ms": worst_ms, "allowed_ms": allowed_ms,
-                      "tid": tid}, time.monotonic())
+        ctl.rollback(
+            ts,
+            f"starvation: thread {tid} waited {worst_ms:.0f} ms per "
+            f"timeslice (allowed {allowed_ms:.0f} ms at its niceness)",
+            {"max_runnable_wait_ms": worst_ms, "allowed_ms": allowed_ms, "tid": tid},
+            time.monotonic(),
+        )
 
 
-def guard_baseline(ctl: Control, ts: TargetState, meter: measure.GuardMeter,
-                   tune_metric: str, tune_samples: list[float]) -> Baseline | None:
+def guard_baseline(
+    ctl: Control,
+    ts: TargetState,
+    meter: measure.GuardMeter,
+    tune_metric: str,
+    tune_samples: list[float],
+) -> Baseline | None:
     """EEVDF's level on the guard's metric: tune's own windows when tune measured that
     metric, else measured now (still on EEVDF) the way the guard will measure."""
     if meter.metric.name == tune_metric and tune_samples:
-        return Baseline(statistics.median(tune_samples), tune_metric,
-                        f"median of tune's {len(tune_samples)} EEVDF windows", tune_metric)
+        return Baseline(
+            statistics.median(tune_samples),
+            tune_metric,
+            f"median of tune's {len(tune_samples)} EEVDF windows",
+            tune_metric,
+        )
     return measure_baseline(ctl, ts, meter, tune_metric)
 
 
-def measure_baseline(ctl: Control, ts: TargetState, meter: measure.GuardMeter,
-                     decided_on: str) -> Baseline | None:
+def measure_baseline(
+    ctl: Control, ts: TargetState, meter: measure.GuardMeter, decided_on: str
+) -> Baseline | None:
     """EEVDF's median on the guard's own metric, from ``rounds`` windows measured now
     (invalid windows left out); None, audited, when no window was valid."""
     assert ts.target is not None
@@ -150,9 +175,19 @@ def measure_baseline(ctl: Control, ts: TargetState, meter: measure.GuardMeter,
         else:
             invalid.append(sample.invalid)
     if not samples:
-        ctl.audit("apply-failed", ts, {"error": "no valid EEVDF window for the guard's "
-                                       f"baseline on {meter.metric.name}", "invalid": invalid})
+        ctl.audit(
+            "apply-failed",
+            ts,
+            {
+                "error": f"no valid EEVDF window for the guard's baseline on {meter.metric.name}",
+                "invalid": invalid,
+            },
+        )
         return None
-    return Baseline(statistics.median(samples), meter.metric.name,
-                    f"median of {len(samples)} EEVDF windows measured by the guard "
-                    f"before attaching ({len(invalid)} invalid)", decided_on)
+    return Baseline(
+        statistics.median(samples),
+        meter.metric.name,
+        f"median of {len(samples)} EEVDF windows measured by the guard "
+        f"before attaching ({len(invalid)} invalid)",
+        decided_on,
+    )

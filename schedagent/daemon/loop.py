@@ -67,12 +67,17 @@ class Daemon(Control):
             self._metrics.start()
         self._start_watchdog()
         self._start_prebuild()
-        self.audit("start", None, {"mode": self.cfg.mode, "targets": list(self.targets),
-                                   "pid": os.getpid()})
-        sdnotify.notify(f"READY=1\nSTATUS=watching {len(self.targets)} target(s), mode "
-                        f"{self.cfg.mode}")
-        previous = {sig: signal.signal(sig, self._on_signal)
-                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.audit(
+            "start",
+            None,
+            {"mode": self.cfg.mode, "targets": list(self.targets), "pid": os.getpid()},
+        )
+        sdnotify.notify(
+            f"READY=1\nSTATUS=watching {len(self.targets)} target(s), mode {self.cfg.mode}"
+        )
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
@@ -107,12 +112,22 @@ class Daemon(Control):
             except Exception:
                 log.exception("preparing the built-in policies failed")
                 return
-            log.info("prebuild for kernel %s: %d objects, %d failed", report.build_id[:12],
-                     len(report.objects), len(report.failed))
+            log.info(
+                "prebuild for kernel %s: %d objects, %d failed",
+                report.build_id[:12],
+                len(report.objects),
+                len(report.failed),
+            )
             with self.lock:
-                self.audit("prebuild", None, {"build_id": report.build_id,
-                                              "objects": report.objects,
-                                              "failed": report.failed})
+                self.audit(
+                    "prebuild",
+                    None,
+                    {
+                        "build_id": report.build_id,
+                        "objects": report.objects,
+                        "failed": report.failed,
+                    },
+                )
 
         threading.Thread(target=work, name="prebuild", daemon=True).start()
 
@@ -131,8 +146,7 @@ class Daemon(Control):
                     try:
                         self.release(ts, "daemon stopping", keep_applied=True)
                     except Exception:
-                        log.exception("releasing %s at stop failed after its detach",
-                                      ts.cfg.name)
+                        log.exception("releasing %s at stop failed after its detach", ts.cfg.name)
                         ts.active = None
         try:
             self.audit("stop", None, {"state_after": host.sched_ext_state().state})
@@ -205,10 +219,16 @@ class Daemon(Control):
             return False
         if self._foreign != snap.ops:
             self._foreign = snap.ops
-            self.audit("step-aside", ts, {"outcome": f"{snap.ops} ({snap.state}) is attached "
-                                          "and not ours; nothing is tuned until it goes",
-                                          "rationale": "one sched_ext scheduler at a time; "
-                                          "the administrator's choice wins"})
+            self.audit(
+                "step-aside",
+                ts,
+                {
+                    "outcome": f"{snap.ops} ({snap.state}) is attached "
+                    "and not ours; nothing is tuned until it goes",
+                    "rationale": "one sched_ext scheduler at a time; "
+                    "the administrator's choice wins",
+                },
+            )
         return True
 
     def _trigger(self, ts: TargetState, why: str) -> None:

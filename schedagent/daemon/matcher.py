@@ -35,8 +35,7 @@ def _command_root(pattern: str, uid: int) -> int | None:
     regex = check_pattern(pattern)
     me = os.getpid()
     matches: dict[int, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status",
-                                     "uids"]):
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status", "uids"]):
         info = proc.info
         if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
             continue

@@ -29,8 +29,10 @@ def metrics_text(ctl: Control) -> str:
         view = state.view(ts)
         lines.append(f'schedagent_active_policy{{target="{name}",policy="{view["policy"]}"}} 1')
         if view["last_value"] is not None:
-            lines.append(f'schedagent_slo_metric{{target="{name}",'
-                         f'metric="{view["metric"]}"}} {view["last_value"]}')
+            lines.append(
+                f'schedagent_slo_metric{{target="{name}",'
+                f'metric="{view["metric"]}"}} {view["last_value"]}'
+            )
     lines.append(f"schedagent_rollbacks_total {ctl.rollbacks_total}")
     lines.append(f"schedagent_quarantine_size {state.quarantine_size()}")
     return "\n".join(lines) + "\n"

@@ -47,8 +47,7 @@ def trigger(ctl: Control, ts: TargetState, why: str) -> None:
     holds the target on EEVDF for now."""
     assert ts.target is not None
     # recovery, not a new switch: what was active when the daemon stopped or died
-    if ts.applied and why == "new-target" and ctl.cfg.mode == "auto" and \
-            restore_applied(ctl, ts):
+    if ts.applied and why == "new-target" and ctl.cfg.mode == "auto" and restore_applied(ctl, ts):
         return
     if not _may_act(ctl, ts, why):
         return
@@ -63,8 +62,14 @@ def _may_act(ctl: Control, ts: TargetState, why: str) -> bool:
     """Backoff after a rollback, then hysteresis; a held target waits on EEVDF."""
     now = time.time()
     if now < ts.backoff_until:
-        ctl.audit("skip", ts, {"trigger": why, "rationale": "in backoff after a "
-                               f"rollback for {ts.backoff_until - now:.0f} s more"})
+        ctl.audit(
+            "skip",
+            ts,
+            {
+                "trigger": why,
+                "rationale": f"in backoff after a rollback for {ts.backoff_until - now:.0f} s more",
+            },
+        )
         ts.phase, ts.violations = "eevdf", 0
         return False
     if why != "new-target" and now - ts.last_switch < ctl.cfg.min_switch_interval_s:
@@ -78,17 +83,29 @@ def _observe(ctl: Control, ts: TargetState, why: str) -> None:
     assert ts.target is not None
     prof = services.profile_workload(ts.target, ctl.cfg.budgets.observe_s, ts.cfg.slo)
     ts.profile, ts.phase = prof, "observed"
-    ctl.audit("observe", ts, {"trigger": why, "profile": prof.to_json(),
-                              "outcome": f"{prof.workload_class}, SLO {prof.slo.describe()}",
-                              "slo": prof.slo.describe(),
-                              "rationale": "observe mode: profile and report only"})
+    ctl.audit(
+        "observe",
+        ts,
+        {
+            "trigger": why,
+            "profile": prof.to_json(),
+            "outcome": f"{prof.workload_class}, SLO {prof.slo.describe()}",
+            "slo": prof.slo.describe(),
+            "rationale": "observe mode: profile and report only",
+        },
+    )
 
 
 def tune_request(ctl: Control, ts: TargetState, dry_run: bool) -> TuneRequest:
     """The tune the daemon runs for a target, within its configured budget."""
     assert ts.target is not None
-    return TuneRequest(ts.target, agent=ctl.cfg.agent, budget=ctl.cfg.budgets,
-                       dry_run=dry_run, latency_log=ts.cfg.latency_log)
+    return TuneRequest(
+        ts.target,
+        agent=ctl.cfg.agent,
+        budget=ctl.cfg.budgets,
+        dry_run=dry_run,
+        latency_log=ts.cfg.latency_log,
+    )
 
 
 def _tune(ctl: Control, ts: TargetState, why: str) -> None:
@@ -103,9 +120,14 @@ def _tune(ctl: Control, ts: TargetState, why: str) -> None:
     decision = report.decision
     assert decision is not None
     evidence: dict[str, object] = {
-        "trigger": why, "profile": report.profile, "slo": report.slo,
-        "trials": [asdict(t) for t in report.trials], "ended": report.ended,
-        "decision": asdict(decision), "rationale": decision.why}
+        "trigger": why,
+        "profile": report.profile,
+        "slo": report.slo,
+        "trials": [asdict(t) for t in report.trials],
+        "ended": report.ended,
+        "decision": asdict(decision),
+        "rationale": decision.why,
+    }
     if dry:
         _propose(ctl, ts, report, evidence)
         return
@@ -113,14 +135,16 @@ def _tune(ctl: Control, ts: TargetState, why: str) -> None:
     ts.phase = "eevdf"
     if decision.policy != "eevdf":
         meter = measure.guard_meter(ts.target, ts.profile.slo, ts.cfg.latency_log)
-        baseline = guard.guard_baseline(ctl, ts, meter, str(report.metric.get("name")),
-                                        report.baseline_samples)
+        baseline = guard.guard_baseline(
+            ctl, ts, meter, str(report.metric.get("name")), report.baseline_samples
+        )
         if baseline is not None:
             ctl.apply(ts, decision.policy, decision.tunables, meter, baseline, why)
 
 
-def _propose(ctl: Control, ts: TargetState, report: TuneReport,
-             evidence: dict[str, object]) -> None:
+def _propose(
+    ctl: Control, ts: TargetState, report: TuneReport, evidence: dict[str, object]
+) -> None:
     """Propose mode: store the best candidate that passed the gates for approval."""
     best = next((t for t in report.trials if t.status != "rejected"), None)
     if best is None:
@@ -129,8 +153,16 @@ def _propose(ctl: Control, ts: TargetState, report: TuneReport,
         return
     pid = ctl.store.add_proposal(ts.cfg.name, best.policy, best.overrides, evidence)
     ts.phase = "proposed"
-    ctl.audit("propose", ts, {**evidence, "proposal": pid, "diff": f"eevdf -> {best.label}",
-                              "outcome": f"waiting: schedagent approve {pid}"})
+    ctl.audit(
+        "propose",
+        ts,
+        {
+            **evidence,
+            "proposal": pid,
+            "diff": f"eevdf -> {best.label}",
+            "outcome": f"waiting: schedagent approve {pid}",
+        },
+    )
 
 
 def restore_applied(ctl: Control, ts: TargetState) -> bool:
@@ -148,14 +180,16 @@ def restore_applied(ctl: Control, ts: TargetState) -> bool:
         meter = measure.guard_meter(ts.target, prof.slo, ts.cfg.latency_log)
         if saved.get("metric") == meter.metric.name:
             baseline: Baseline | None = Baseline(
-                float(saved["baseline"]), meter.metric.name, "saved before the restart",
-                meter.metric.name)
+                float(saved["baseline"]),
+                meter.metric.name,
+                "saved before the restart",
+                meter.metric.name,
+            )
         else:  # saved on another metric (or by an older daemon): measure it again
             baseline = guard.measure_baseline(ctl, ts, meter, str(saved.get("metric")))
         if baseline is None:
             return False
-        ctl.apply(ts, str(saved["policy"]), dict(saved["tunables"]), meter, baseline,
-                  "restart")
+        ctl.apply(ts, str(saved["policy"]), dict(saved["tunables"]), meter, baseline, "restart")
         return ts.active is not None
     except (SchedagentError, KeyError, ValueError) as err:
         ctl.audit("restore-failed", ts, {"error": str(err), "saved": saved})
