@@ -164,6 +164,8 @@ class Match(_Strict):
 
 
 class TargetConfig(_Strict):
+    """One target to keep tuned: its name, how to find it, and optionally its SLO and log."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     match: Match
     slo: str | None = Field(None, description='explicit SLO, e.g. "p99_latency<=2ms"')
@@ -206,6 +208,8 @@ class Guard(_Strict):
 
 
 class DaemonConfig(_Strict):
+    """The whole daemon config file: mode, targets, budgets, guard, socket and metrics."""
+
     mode: Literal["observe", "propose", "auto"] = "observe"
     agent: Literal["offline", "anthropic"] = "offline"
     targets: list[TargetConfig] = Field(min_length=1, max_length=64)

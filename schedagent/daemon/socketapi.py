@@ -56,6 +56,7 @@ def _groups_of(pid: int, gid: int) -> set[int]:
 
 
 def group_id(name: str) -> int | None:
+    """The gid of group ``name``, or None when no such group exists."""
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
@@ -164,6 +165,7 @@ class ApiServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Create the socket (0660 to the group, 0600 without it) and serve in a thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -187,6 +189,7 @@ class ApiServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and remove the socket file."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -284,6 +287,7 @@ class ApiClient:
         self.path, self.timeout_s = path, timeout_s
 
     def available(self) -> bool:
+        """Whether the socket file exists (a daemon may still not answer on it)."""
         return self.path.exists()
 
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
