@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schedagent.config import load_yaml_model
 from schedagent.errors import ConfigError, TargetRefused
-from schedagent.kernel import cgroupfs
+from schedagent.execution import host
 from schedagent.models import TuneBudget, parse_slo
 
 DEFAULT_PATH = Path("/etc/schedagent/config.yaml")
@@ -47,9 +47,11 @@ def check_pattern(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"command is not a valid regular expression: {err}") from err
     repeats = _count_repeats(tree, inside_repeat=False)
     if repeats > 1:
-        raise ValueError(f"command {pattern!r} has {repeats} repeats (*, +, {{m,n}}); at most "
-                         "one is allowed, so matching stays fast on hostile command lines. "
-                         "Make the rest literal, and narrow the match with user:")
+        raise ValueError(
+            f"command {pattern!r} has {repeats} repeats (*, +, {{m,n}}); at most "
+            "one is allowed, so matching stays fast on hostile command lines. "
+            "Make the rest literal, and narrow the match with user:"
+        )
     return compiled
 
 
@@ -68,20 +70,26 @@ def _count_repeats(items: object, inside_repeat: bool) -> int:
     count = 0
     for op, arg in items:  # type: ignore[attr-defined]  # sre's (opcode, argument) pairs
         if op in (c.GROUPREF, c.GROUPREF_EXISTS):
-            raise ValueError("command patterns may not use back-references (\\1, (?P=name)): "
-                             "they make matching exponential")
+            raise ValueError(
+                "command patterns may not use back-references (\\1, (?P=name)): "
+                "they make matching exponential"
+            )
         if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
-            low, high, body = arg
+            _low, high, body = arg
             if high > 1:
                 if inside_repeat:
-                    raise ValueError("command patterns may not nest repeats like (a+)+ : "
-                                     "that backtracks exponentially; use one repeat")
+                    raise ValueError(
+                        "command patterns may not nest repeats like (a+)+ : "
+                        "that backtracks exponentially; use one repeat"
+                    )
                 count += 1
             count += _count_repeats(body, inside_repeat or high > 1)
         elif op is c.BRANCH:
             if inside_repeat:
-                raise ValueError("command patterns may not repeat an alternation like "
-                                 "(a|ab)*: that backtracks exponentially")
+                raise ValueError(
+                    "command patterns may not repeat an alternation like "
+                    "(a|ab)*: that backtracks exponentially"
+                )
             count += sum(_count_repeats(alt, inside_repeat) for alt in arg[1])
         elif op is c.SUBPATTERN:
             count += _count_repeats(arg[-1], inside_repeat)
@@ -101,11 +109,18 @@ class Match(_Strict):
 
     unit: str | None = Field(None, pattern=r"^[\w@.:-]+\.(service|scope|slice)$")
     cgroup: str | None = Field(None, min_length=1, max_length=4096)
-    command: str | None = Field(None, min_length=1, max_length=500,
-                                description="regular expression searched in the command line "
-                                "(at most one repeat; needs user)")
-    user: str | int | None = Field(None, description="with command: the user name or uid "
-                                   "that must own (real and effective uid) the process")
+    command: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="regular expression searched in the command line "
+        "(at most one repeat; needs user)",
+    )
+    user: str | int | None = Field(
+        None,
+        description="with command: the user name or uid "
+        "that must own (real and effective uid) the process",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> Match:
@@ -114,19 +129,23 @@ class Match(_Strict):
             raise ValueError("give exactly one of unit, cgroup or command")
         if self.cgroup:
             try:
-                cgroupfs.normalize(self.cgroup)
+                host.normalize_cgroup(self.cgroup)
             except TargetRefused as err:
                 raise ValueError(str(err)) from err
         if self.command:
             check_pattern(self.command)
             if self.user is None:
-                raise ValueError("a command pattern needs user: (the name or uid that owns "
-                                 "the process), or any user could plant a matching decoy; "
-                                 "or match a unit: instead")
+                raise ValueError(
+                    "a command pattern needs user: (the name or uid that owns "
+                    "the process), or any user could plant a matching decoy; "
+                    "or match a unit: instead"
+                )
             self.uid()  # an unknown user is an error now, not a silent miss later
         elif self.user is not None:
-            raise ValueError("user: only applies to command patterns (a unit or cgroup is "
-                             "already owned by whoever may create it)")
+            raise ValueError(
+                "user: only applies to command patterns (a unit or cgroup is "
+                "already owned by whoever may create it)"
+            )
         return self
 
     def uid(self) -> int:
@@ -138,17 +157,24 @@ class Match(_Strict):
         try:
             return pwd.getpwnam(str(self.user)).pw_uid
         except KeyError as err:
-            raise ValueError(f"user {self.user!r} does not exist on this host; give an "
-                             "existing user name or a numeric uid") from err
+            raise ValueError(
+                f"user {self.user!r} does not exist on this host; give an "
+                "existing user name or a numeric uid"
+            ) from err
 
 
 class TargetConfig(_Strict):
+    """One target to keep tuned: its name, how to find it, and optionally its SLO and log."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     match: Match
     slo: str | None = Field(None, description='explicit SLO, e.g. "p99_latency<=2ms"')
     latency_log: str | None = Field(
-        None, max_length=4096, description="the target's access log (one request per line "
-        "ending in its latency in µs): tune judges windows on its p99")
+        None,
+        max_length=4096,
+        description="the target's access log (one request per line "
+        "ending in its latency in µs): tune judges windows on its p99",
+    )
 
     @field_validator("slo")
     @classmethod
@@ -182,6 +208,8 @@ class Guard(_Strict):
 
 
 class DaemonConfig(_Strict):
+    """The whole daemon config file: mode, targets, budgets, guard, socket and metrics."""
+
     mode: Literal["observe", "propose", "auto"] = "observe"
     agent: Literal["offline", "anthropic"] = "offline"
     targets: list[TargetConfig] = Field(min_length=1, max_length=64)
@@ -211,6 +239,9 @@ class DaemonConfig(_Strict):
 
 def load(path: Path) -> DaemonConfig:
     """Read and validate a config file; every problem names its field and the fix."""
-    return load_yaml_model(path, DaemonConfig, "a valid daemon config (see "
-                           "scripts/config.example.yaml; or pass --config PATH)",
-                           "at least `targets:`")
+    return load_yaml_model(
+        path,
+        DaemonConfig,
+        "a valid daemon config (see scripts/config.example.yaml; or pass --config PATH)",
+        "at least `targets:`",
+    )

@@ -16,13 +16,13 @@ import psutil
 
 from schedagent.daemon.config import MAX_CMDLINE_CHARS, Match, check_pattern
 from schedagent.errors import TargetRefused
-from schedagent.kernel import cgroupfs, partial
+from schedagent.execution import host
 from schedagent.models import Target
 
 
 def _unit_cgroup(unit: str, root: Path | None = None) -> str | None:
     """The cgroup v2 path of a systemd unit, relative to the cgroup root."""
-    base = root if root is not None else cgroupfs.CGROUP_ROOT
+    base = root if root is not None else host.cgroup_root()
     for path in (base / "system.slice" / unit, *base.glob(f"**/{unit}")):
         if not path.is_symlink() and (path / "cgroup.procs").is_file():
             return str(path.relative_to(base))
@@ -35,8 +35,7 @@ def _command_root(pattern: str, uid: int) -> int | None:
     regex = check_pattern(pattern)
     me = os.getpid()
     matches: dict[int, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status",
-                                     "uids"]):
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status", "uids"]):
         info = proc.info
         if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
             continue
@@ -59,8 +58,8 @@ def find(match: Match) -> Target | None:
     if cgroup is None:
         return None
     try:
-        if not cgroupfs.read_ids(cgroup, "cgroup.procs"):
+        if not host.cgroup_ids(cgroup, "cgroup.procs"):
             return None  # an empty cgroup has nothing to tune
     except TargetRefused:
         return None  # absent (or not a cgroup) right now: nothing to tune yet
-    return Target(cgroup=cgroupfs.normalize(cgroup))
+    return Target(cgroup=host.normalize_cgroup(cgroup))

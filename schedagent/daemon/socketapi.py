@@ -29,7 +29,7 @@ from typing import Any
 
 from schedagent import ops
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
-from schedagent.kernel import procstat
+from schedagent.execution import host
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,12 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 
 
 def _groups_of(pid: int, gid: int) -> set[int]:
-    groups = {gid}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                groups |= {int(g) for g in line.split()[1:]}
-    return groups
+    """The peer's primary group and its supplementary groups (read on the execution side)."""
+    return {gid} | host.peer_groups(pid)
 
 
 def group_id(name: str) -> int | None:
+    """The gid of group ``name``, or None when no such group exists."""
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
@@ -73,8 +70,10 @@ def authorize(pid: int, uid: int, gid: int, group: str) -> str | None:
     allowed = group_id(group)
     if allowed is not None and allowed in _groups_of(pid, gid):
         return None
-    return (f"refused: uid {uid} is neither root nor in group {group!r}. Ask an administrator "
-            f"to add you (usermod -aG {group} USER) or use sudo")
+    return (
+        f"refused: uid {uid} is neither root nor in group {group!r}. Ask an administrator "
+        f"to add you (usermod -aG {group} USER) or use sudo"
+    )
 
 
 #: A client has this long to send its whole request line (a slow or idle client is dropped).
@@ -105,16 +104,19 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
-            super().process_request_thread(request, client_address)  # type: ignore[misc]
+            super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
 
 
 def _refuse_busy(sock: socket.socket) -> None:
-    message = {"ok": False, "kind": "DaemonBusy",
-               "error": f"the daemon already serves {MAX_CONNECTIONS} connections; retry in a "
-                        "few seconds (an idle client is dropped after "
-                        f"{REQUEST_TIMEOUT_S:.0f} s)"}
+    message = {
+        "ok": False,
+        "kind": "DaemonBusy",
+        "error": f"the daemon already serves {MAX_CONNECTIONS} connections; retry in a "
+        "few seconds (an idle client is dropped after "
+        f"{REQUEST_TIMEOUT_S:.0f} s)",
+    }
     with contextlib.suppress(OSError):
         sock.settimeout(0.5)
         sock.sendall(json.dumps(message).encode() + b"\n")
@@ -148,15 +150,22 @@ def read_request(sock: socket.socket, limit: int, timeout_s: float) -> bytes | N
 class ApiServer:
     """Serve ``handler(op, args, actor)`` on a Unix socket in background threads."""
 
-    def __init__(self, path: Path, group: str, handler: Handler, *,
-                 max_connections: int = MAX_CONNECTIONS,
-                 request_timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        path: Path,
+        group: str,
+        handler: Handler,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
         self.path, self.group, self.handler = path, group, handler
         self.max_connections, self.request_timeout_s = max_connections, request_timeout_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Create the socket (0660 to the group, 0600 without it) and serve in a thread."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
@@ -176,11 +185,11 @@ class ApiServer:
         if gid is not None:
             os.chown(self.path, 0, gid)
         os.chmod(self.path, 0o660 if gid is not None else 0o600)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="api",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="api", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and remove the socket file."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -196,24 +205,38 @@ class ApiServer:
             return
         line = read_request(sock, MAX_REQUEST, self.request_timeout_s)
         if line is None:
-            log.info("socket: dropped pid %d: no request line within %.0f s", pid,
-                     self.request_timeout_s)
-            _reply(sock, {"ok": False, "kind": "ConfigError",
-                          "error": f"no request line within {self.request_timeout_s:.0f} s; "
-                                   "send one JSON object and a newline"})
+            log.info(
+                "socket: dropped pid %d: no request line within %.0f s", pid, self.request_timeout_s
+            )
+            _reply(
+                sock,
+                {
+                    "ok": False,
+                    "kind": "ConfigError",
+                    "error": f"no request line within {self.request_timeout_s:.0f} s; "
+                    "send one JSON object and a newline",
+                },
+            )
             return
         if len(line) > MAX_REQUEST:
-            _reply(sock, {"ok": False, "kind": "GuardrailViolation",
-                          "error": f"request larger than {MAX_REQUEST} bytes refused"})
+            _reply(
+                sock,
+                {
+                    "ok": False,
+                    "kind": "GuardrailViolation",
+                    "error": f"request larger than {MAX_REQUEST} bytes refused",
+                },
+            )
             return
         req, problem = _parse(line)
         if problem is not None:
-            _reply(sock, {"ok": False, "kind": "ConfigError",
-                          "error": f"malformed request: {problem}"})
+            _reply(
+                sock, {"ok": False, "kind": "ConfigError", "error": f"malformed request: {problem}"}
+            )
             return
         # only now, for an authorised and complete request: verify, attach and measure
         # must stay on time beside the very CPU hogs a policy is being tried against
-        procstat.raise_priority()
+        host.raise_priority()
         caller = ops.CALLER_UID.set(uid)
         try:
             result = self.handler(req["op"], req.get("args", {}), f"socket uid={uid} pid={pid}")
@@ -224,10 +247,16 @@ class ApiServer:
             # the text of an unexpected error may hold what it was reading: log it here,
             # send the client only the operation's name
             log.exception("socket: %s failed", req["op"])
-            _reply(sock, {"ok": False, "kind": "InternalError",
-                          "error": f"{req['op']} failed inside the daemon with an unexpected "
-                                   "error; the daemon's log (journalctl -u schedagent) has "
-                                   "the details"})
+            _reply(
+                sock,
+                {
+                    "ok": False,
+                    "kind": "InternalError",
+                    "error": f"{req['op']} failed inside the daemon with an unexpected "
+                    "error; the daemon's log (journalctl -u schedagent) has "
+                    "the details",
+                },
+            )
         finally:
             ops.CALLER_UID.reset(caller)
 
@@ -258,6 +287,7 @@ class ApiClient:
         self.path, self.timeout_s = path, timeout_s
 
     def available(self) -> bool:
+        """Whether the socket file exists (a daemon may still not answer on it)."""
         return self.path.exists()
 
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -278,15 +308,19 @@ class ApiClient:
         except PermissionError as err:
             raise GuardrailViolation(
                 f"refused by {self.path}: only root and the daemon's group may use it "
-                "(usermod -aG schedagent USER, or sudo)") from err
+                "(usermod -aG schedagent USER, or sudo)"
+            ) from err
         except (FileNotFoundError, ConnectionRefusedError) as err:
-            raise DaemonUnavailable(f"no daemon answers on {self.path}; start it with "
-                                    "`systemctl start schedagent` or `schedagent daemon`") from err
+            raise DaemonUnavailable(
+                f"no daemon answers on {self.path}; start it with "
+                "`systemctl start schedagent` or `schedagent daemon`"
+            ) from err
         try:
             reply = json.loads(data)
         except ValueError as err:
-            raise DaemonUnavailable(f"the daemon on {self.path} closed the connection without "
-                                    "a reply; see its log") from err
+            raise DaemonUnavailable(
+                f"the daemon on {self.path} closed the connection without a reply; see its log"
+            ) from err
         if reply.get("ok"):
             return dict(reply["result"])
         kind, message = reply.get("kind", "Error"), reply.get("error", "unknown error")

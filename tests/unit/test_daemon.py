@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.daemon import config, service
+from schedagent.daemon import config, metrics
 from schedagent.daemon.socketapi import ApiClient, ApiServer, authorize
 from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
+from schedagent.kernel import starvation
 from schedagent.store import Store
 
 GOOD = """\
@@ -56,8 +57,8 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("targets: [{name: a, match: {unit: 'no spaces allowed'}}]", "match.unit"),
     ("targets: [{name: a, match: {command: x, user: root}, slo: 'fast please'}]",
      "expected METRIC<=VALUE"),
-    ("targets: [{name: a, match: {command: x, user: root}}, "
-     "{name: a, match: {command: y, user: root}}]", "repeated: a"),
+    (("targets: [{name: a, match: {command: x, user: root}}, "
+     "{name: a, match: {command: y, user: root}}]"), "repeated: a"),
     ("guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x, user: root}}]",
      "guard.regression_ratio"),
     ("targets: [{name: a, match: {command: x, user: root}}]\nbogus: 1", "bogus: Extra inputs"),
@@ -281,14 +282,14 @@ def test_status_answers_while_the_loop_holds_its_lock(tmp_path: Path,
     holder.start()
     held.wait(5)
     answers: list[dict[str, object]] = []
-    asker = threading.Thread(target=lambda: answers.append(daemon.status()))
+    asker = threading.Thread(target=lambda: answers.append(daemon.api.status()))
     asker.start()
     asker.join(10)
     release.set()
     holder.join()
     daemon.store.close()
     assert answers and answers[0]["targets"]["sleeper"]["policy"] == "eevdf"  # type: ignore[index]
-    assert "schedagent_rollbacks_total 0" in daemon.metrics_text()
+    assert "schedagent_rollbacks_total 0" in metrics.metrics_text(daemon)
 
 
 def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) -> None:
@@ -336,8 +337,8 @@ def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) ->
 def test_a_nicer_thread_may_wait_longer_before_it_counts_as_starved() -> None:
     # ksmd (nice 5) waited 2.7 s per slice beside hogs and was called starved at the
     # plain 2 s limit; at nice 5 a fair share is 1/3 of a nice-0 one, at nice 19 1/68
-    assert service.allowed_wait_ms(2000, 0) == 2000
-    assert service.allowed_wait_ms(2000, -20) == 2000  # never tighter than the limit
-    assert service.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25 ** 5)
-    assert service.allowed_wait_ms(2000, 19) == 8000  # capped at 4x
-    assert service.allowed_wait_ms(2000, 5) > 2671
+    assert starvation.allowed_wait_ms(2000, 0) == 2000
+    assert starvation.allowed_wait_ms(2000, -20) == 2000  # never tighter than the limit
+    assert starvation.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25 ** 5)
+    assert starvation.allowed_wait_ms(2000, 19) == 8000  # capped at 4x
+    assert starvation.allowed_wait_ms(2000, 5) > 2671

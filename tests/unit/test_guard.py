@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from schedagent import services
 from schedagent.agent import tune
-from schedagent.execution import measure as live
 from schedagent.daemon import config, service
-from schedagent.kernel import partial, scx
+from schedagent.execution import engine, host
+from schedagent.execution import measure as live
+from schedagent.kernel import scx
 from schedagent.models import Features, Slo, Target, WorkloadProfile
 from schedagent.store import Store
 
@@ -47,9 +49,9 @@ class FakeSession:
 
 
 def _daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> service.Daemon:
-    monkeypatch.setattr(service.scx, "read_state",
+    monkeypatch.setattr(scx, "read_state",
                         lambda *a: scx.ScxState(True, "disabled", None, 0, False, 0))
-    monkeypatch.setattr(service, "starvation_scan", lambda window_s, limit_ms: (1.0, None, 2000))
+    monkeypatch.setattr(host, "starvation_scan", lambda window_s, limit_ms: (1.0, None, 2000))
     cfg = config.DaemonConfig.model_validate({
         "mode": "auto", "targets": [{"name": "t", "match": {"unit": "x.service"}, **extra}],
         "guard": {"regression_windows": 2, "quarantine_after": 100}})
@@ -112,7 +114,7 @@ def test_invalid_windows_are_reported_and_not_counted(tmp_path: Path,
 
 def test_starvation_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _daemon(tmp_path, monkeypatch)
-    monkeypatch.setattr(service, "starvation_scan", lambda window_s, limit_ms: (5000.0, 42, 2000))
+    monkeypatch.setattr(host, "starvation_scan", lambda window_s, limit_ms: (5000.0, 42, 2000))
     ts = _active(d, FakeMeter(LOWER, [90.0]), 100.0)
     for _ in range(3):  # the scan runs on every third check
         if ts.active is not None:
@@ -139,18 +141,18 @@ def _tuned(monkeypatch: pytest.MonkeyPatch, d: service.Daemon, metric: str,
     report = tune.TuneReport("pid 1", prof.to_json(), "slo", {"name": metric}, "offline",
                              [5000.0, 5100.0, 5050.0])
     report.decision = tune.Decision("vtime", {}, "better", 0.5, (0.4, 0.6), "why", None)
-    monkeypatch.setattr(service.services, "tune", lambda *a, **k: report)
+    monkeypatch.setattr(services, "tune", lambda *a, **k: report)
     made: list[FakeMeter] = []
 
     def meter(target: Target, slo: Slo, log: str | None) -> FakeMeter:
         made.append(guard_meter)
         return guard_meter
-    monkeypatch.setattr(service.live, "guard_meter", meter)
+    monkeypatch.setattr(live, "guard_meter", meter)
 
     @contextlib.contextmanager
     def session(req: object, store: object) -> Iterator[FakeSession]:
         yield FakeSession(outcome=type("O", (), {"ops_name": "vtime"})())
-    monkeypatch.setattr(service.engine, "session", session)
+    monkeypatch.setattr(engine, "session", session)
     d.targets["t"].target = Target(pid=os.getpid())
     d._trigger(d.targets["t"], "new-target")
     return made
