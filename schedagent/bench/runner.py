@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import psutil
-
 from schedagent.bench import stats
 from schedagent.bench.workload import (
     ExtractError,
@@ -41,6 +39,8 @@ from schedagent.bench.workload import (
     extract_metrics,
     extract_work_done,
 )
+from schedagent.errors import TargetGone
+from schedagent.kernel import partial, procstat
 
 log = logging.getLogger(__name__)
 
@@ -130,28 +130,19 @@ class ProgressWatch:
         self.roots = roots
         self.threads: dict[int, _ThreadTrack] = {}
 
-    def _tids(self) -> list[tuple[int, int]]:
-        pids: set[int] = set()
+    def _threads(self) -> list[tuple[int, int]]:
+        tgids: set[int] = set()
         for root in self.roots:
-            try:
-                proc = psutil.Process(root)
-                pids |= {root, *(c.pid for c in proc.children(recursive=True))}
-            except psutil.Error:
-                continue
-        pairs = []
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                pairs += [(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")]
-        return pairs
+            with contextlib.suppress(TargetGone):
+                tgids.update(partial.process_tree(root))
+        return partial.threads_of(sorted(tgids))
 
     def sample(self, now: float) -> None:
-        for pid, tid in self._tids():
-            base = f"/proc/{pid}/task/{tid}"
-            try:
-                run_ns = int(Path(f"{base}/schedstat").read_text().split()[0])
-                state = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError, ValueError):
+        for pid, tid in self._threads():
+            read = procstat.read_thread_state(pid, tid)
+            if read is None:
                 continue
+            state, run_ns = read
             track = self.threads.get(tid)
             if track is None:
                 self.threads[tid] = _ThreadTrack(run_ns, state)
@@ -354,8 +345,8 @@ def judge(wl: Workload, level: str, arm: str, base: list[RunRecord], cand: list[
 
 def _check_work_done(records: list[RunRecord], baseline: str) -> None:
     """Invalidate runs whose work-done count differs from the baseline's usual count."""
-    counts = collections.Counter(r.work_done for r in records
-                                 if r.valid and r.arm == baseline and r.work_done is not None)
+    counts: collections.Counter[str | None] = collections.Counter(
+        r.work_done for r in records if r.valid and r.arm == baseline and r.work_done is not None)
     if not counts:
         counts = collections.Counter(r.work_done for r in records if r.valid)
     if not counts:
