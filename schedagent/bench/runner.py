@@ -41,6 +41,7 @@ from schedagent.bench.workload import (
 )
 from schedagent.errors import TargetGone
 from schedagent.kernel import partial, procstat
+from schedagent.kernel.proctree import stop_tree
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +160,6 @@ class ProgressWatch:
         return max((t.worst_stall_s for t in self.threads.values()), default=0.0)
 
 
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT, grace_s: float = 10.0) -> str:
-    """Stop a process group politely, then firmly; return its stdout."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        out, _ = proc.communicate(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    return out or ""
-
-
 def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | None,
              record: RunRecord, with_background: bool = True,
              stall_s: float = STALL_S) -> RunRecord:
@@ -194,9 +182,9 @@ def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | N
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
     finally:
         if proc.poll() is None:
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         if background is not None:
-            _stop(background)
+            stop_tree(background, signal.SIGINT, grace_s=10.0)
     record.wall_s = time.monotonic() - started
     record.threads_seen = len(watch.threads)
     record.worst_stall_ms = round(watch.worst_stall_s * 1000, 1)
@@ -230,10 +218,10 @@ def _wait_watching(proc: subprocess.Popen[str], watch: ProgressWatch,
         problem = session.problem() if session is not None else None
         if problem is not None:
             record.invalidate(f"the scheduler left during the run: {problem}")
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         elif now - started > timeout_s:
             record.invalidate(f"timed out after {timeout_s:.0f} s")
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
 
 
 @dataclass(slots=True)

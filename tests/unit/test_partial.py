@@ -3,8 +3,6 @@ bench's stall watch."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ import pytest
 from schedagent.bench.runner import ProgressWatch
 from schedagent.errors import TargetGone
 from schedagent.kernel import partial, procstat
+from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Target
 
 #: a root with two extra threads and one child process (``sleep``); it prints the child's pid
@@ -32,9 +31,7 @@ def tree() -> Iterator[tuple[int, int]]:
     assert proc.stdout is not None
     kid = int(proc.stdout.readline())
     yield proc.pid, kid
-    os.kill(kid, signal.SIGKILL)  # its parent never reaps it: still the same process
-    proc.kill()
-    proc.communicate()
+    stop_tree(proc)
 
 
 def test_the_scanner_sees_every_thread_of_the_tree(tree: tuple[int, int]) -> None:
