@@ -15,11 +15,7 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil
 
