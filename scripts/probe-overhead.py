@@ -17,18 +17,16 @@ import statistics
 import subprocess
 import time
 
-import psutil
-
-from schedagent.kernel import bccprobes
+from schedagent.errors import TargetGone
+from schedagent.kernel import bccprobes, partial
 
 CMD = ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "100"]
 
 
 def _tree(pid: int) -> list[int]:
     try:
-        proc = psutil.Process(pid)
-        return [pid, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.Error:
+        return partial.process_tree(pid)
+    except TargetGone:
         return []
 
 
