@@ -76,28 +76,30 @@ def test_a_descendant_that_left_the_group_is_killed_too(
     assert _gone(kid), "the child that left the root's group outlived it"
 
 
-def test_a_polite_signal_lets_the_process_finish_and_returns_its_output() -> None:
-    code = ("import time\n"
-            "try:\n"
-            "    print('ready', flush=True)\n"
-            "    time.sleep(600)\n"
-            "except KeyboardInterrupt:\n"
-            "    print('results 42')\n")
+def _start_ready(code: str) -> subprocess.Popen[str]:
+    """A Python process in a session of its own, once it has printed 'ready'."""
     proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
                             start_new_session=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_a_polite_signal_lets_the_process_finish_and_returns_its_output() -> None:
+    proc = _start_ready("import time\n"
+                        "try:\n"
+                        "    print('ready', flush=True)\n"
+                        "    time.sleep(600)\n"
+                        "except KeyboardInterrupt:\n"
+                        "    print('results 42')\n")
     out = stop_tree(proc, signal.SIGINT, grace_s=30.0)
     assert proc.returncode == 0
     assert out == "results 42\n"
 
 
 def test_a_process_that_ignores_the_polite_signal_gets_sigkill() -> None:
-    code = ("import signal, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
-                            start_new_session=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc = _start_ready("import signal, time\n"
+                        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                        "print('ready', flush=True)\n"
+                        "time.sleep(600)\n")
     stop_tree(proc, signal.SIGINT, grace_s=0.2)
     assert proc.returncode == -signal.SIGKILL
