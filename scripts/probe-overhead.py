@@ -15,24 +15,18 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import psutil
-
-from schedagent.kernel import bccprobes
+from schedagent.errors import TargetGone
+from schedagent.kernel import bccprobes, partial
 
 CMD = ["perf", "bench", "sched", "messaging", "-g", "1", "-l", "100"]
 
 
 def _tree(pid: int) -> list[int]:
     try:
-        proc = psutil.Process(pid)
-        return [pid, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.Error:
+        return partial.process_tree(pid)
+    except TargetGone:
         return []
 
 

@@ -18,33 +18,20 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import psutil
-
 from schedagent import services
-from schedagent.execution import measure as live
 from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
-from schedagent.kernel import partial, scx
+from schedagent.execution import measure as live
+from schedagent.kernel import scx
+from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Slo, Target, TuneBudget
 
 CPUS = os.cpu_count() or 1
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    proc.kill()
-    proc.wait()
 
 
 @contextlib.contextmanager
@@ -54,7 +41,7 @@ def _running(argv: list[str], settle_s: float) -> Iterator[subprocess.Popen[byte
         time.sleep(settle_s)
         yield proc
     finally:
-        _kill(proc)
+        stop_tree(proc)
 
 
 def _server(log: Path, rate: int, burn_us: int) -> list[str]:
@@ -85,7 +72,7 @@ def _tune(name: str, argv: list[str], settle_s: float, log: Path | None, window_
                                   max_evals=12, max_candidates=2)))
     finally:
         if hogs is not None:
-            _kill(hogs)
+            stop_tree(hogs)
     d = rep.decision
     assert d is not None
     return {"workload": name, "class": rep.profile["class"], "slo": rep.slo,

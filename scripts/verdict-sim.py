@@ -15,7 +15,7 @@ with a fake meter, fake sessions, a simulated clock and a fake store, and
 Noise: ``normal`` multiplies by 1 + 0.15 N(0, 1); ``heavy`` by exp(0.1 t3) (Student's t
 with 3 degrees of freedom: rare windows several times off, like a window with a stall).
 
-    PYTHONPATH=. python scripts/verdict-sim.py [--trials 5000] [--seed 1]
+    .venv/bin/python scripts/verdict-sim.py [--trials 5000] [--seed 1]
 """
 
 from __future__ import annotations
@@ -28,17 +28,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from schedagent.execution import engine  # noqa: E402
 from schedagent.agent import planner, tune
-from schedagent.execution import measure as live  # noqa: E402
-from schedagent.bench import stats  # noqa: E402
-from schedagent.daemon.config import DAEMON_BUDGET  # noqa: E402
-from schedagent.kernel import partial  # noqa: E402
-from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile  # noqa: E402
+from schedagent.bench import stats
+from schedagent.daemon.config import DAEMON_BUDGET
+from schedagent.execution import engine
+from schedagent.execution import measure as live
+from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
 
 Noise = Callable[[random.Random], float]
 

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import psutil
-
 from schedagent.bench import stats
 from schedagent.bench.workload import (
     ExtractError,
@@ -41,6 +39,9 @@ from schedagent.bench.workload import (
     extract_metrics,
     extract_work_done,
 )
+from schedagent.errors import TargetGone
+from schedagent.kernel import partial, procstat
+from schedagent.kernel.proctree import stop_tree
 
 log = logging.getLogger(__name__)
 
@@ -130,28 +131,19 @@ class ProgressWatch:
         self.roots = roots
         self.threads: dict[int, _ThreadTrack] = {}
 
-    def _tids(self) -> list[tuple[int, int]]:
-        pids: set[int] = set()
+    def _threads(self) -> list[tuple[int, int]]:
+        tgids: set[int] = set()
         for root in self.roots:
-            try:
-                proc = psutil.Process(root)
-                pids |= {root, *(c.pid for c in proc.children(recursive=True))}
-            except psutil.Error:
-                continue
-        pairs = []
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                pairs += [(pid, int(t)) for t in os.listdir(f"/proc/{pid}/task")]
-        return pairs
+            with contextlib.suppress(TargetGone):
+                tgids.update(partial.process_tree(root))
+        return partial.threads_of(sorted(tgids))
 
     def sample(self, now: float) -> None:
-        for pid, tid in self._tids():
-            base = f"/proc/{pid}/task/{tid}"
-            try:
-                run_ns = int(Path(f"{base}/schedstat").read_text().split()[0])
-                state = Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError, ValueError):
+        for pid, tid in self._threads():
+            read = procstat.read_thread_state(pid, tid)
+            if read is None:
                 continue
+            state, run_ns = read
             track = self.threads.get(tid)
             if track is None:
                 self.threads[tid] = _ThreadTrack(run_ns, state)
@@ -166,19 +158,6 @@ class ProgressWatch:
     @property
     def worst_stall_s(self) -> float:
         return max((t.worst_stall_s for t in self.threads.values()), default=0.0)
-
-
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT, grace_s: float = 10.0) -> str:
-    """Stop a process group politely, then firmly; return its stdout."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        out, _ = proc.communicate(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    return out or ""
 
 
 def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | None,
@@ -203,9 +182,9 @@ def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | N
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
     finally:
         if proc.poll() is None:
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         if background is not None:
-            _stop(background)
+            stop_tree(background, signal.SIGINT, grace_s=10.0)
     record.wall_s = time.monotonic() - started
     record.threads_seen = len(watch.threads)
     record.worst_stall_ms = round(watch.worst_stall_s * 1000, 1)
@@ -239,10 +218,10 @@ def _wait_watching(proc: subprocess.Popen[str], watch: ProgressWatch,
         problem = session.problem() if session is not None else None
         if problem is not None:
             record.invalidate(f"the scheduler left during the run: {problem}")
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         elif now - started > timeout_s:
             record.invalidate(f"timed out after {timeout_s:.0f} s")
-            _stop(proc, signal.SIGKILL, grace_s=5.0)
+            stop_tree(proc, signal.SIGKILL, grace_s=5.0)
 
 
 @dataclass(slots=True)
@@ -354,8 +333,8 @@ def judge(wl: Workload, level: str, arm: str, base: list[RunRecord], cand: list[
 
 def _check_work_done(records: list[RunRecord], baseline: str) -> None:
     """Invalidate runs whose work-done count differs from the baseline's usual count."""
-    counts = collections.Counter(r.work_done for r in records
-                                 if r.valid and r.arm == baseline and r.work_done is not None)
+    counts: collections.Counter[str | None] = collections.Counter(
+        r.work_done for r in records if r.valid and r.arm == baseline and r.work_done is not None)
     if not counts:
         counts = collections.Counter(r.work_done for r in records if r.valid)
     if not counts:

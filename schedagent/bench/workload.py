@@ -188,7 +188,8 @@ def build(wl: Workload) -> Path | None:
         return out
     compiler = next((c for c in ("cc", "gcc", "clang") if _which(c)), None)
     if compiler is None:
-        raise ToolMissing("a C compiler (cc, gcc or clang)", "install clang or gcc")
+        raise ToolMissing("a C compiler (cc, gcc or clang)", f"build the {wl.name} workload",
+                          "install clang or gcc")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     proc = subprocess.run([compiler, *wl.spec.build.flags, "-o", str(tmp), str(source)],

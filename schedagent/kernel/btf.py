@@ -35,18 +35,20 @@ KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4,
 KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 7, 8, 9, 10, 11
 KIND_FUNC, KIND_FUNC_PROTO, KIND_VAR, KIND_DATASEC, KIND_FLOAT = 12, 13, 14, 15, 16
 KIND_DECL_TAG, KIND_TYPE_TAG, KIND_ENUM64 = 17, 18, 19
-_KIND_ENUM = KIND_ENUM
-_KIND_ENUM64 = KIND_ENUM64
-_KIND_FUNC_PROTO = KIND_FUNC_PROTO
 _MODIFIERS = frozenset({KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_TYPE_TAG})
 #: The kernel struct whose layout the loader writes into (name, flags, timeout_ms).
 OPS_STRUCT = "sched_ext_ops"
-# Bytes of kind-specific data after the 12-byte btf_type header: (fixed, per vlen item).
+# Bytes of kind-specific data after the 12-byte btf_type header: (fixed, per vlen item)
+# (include/uapi/linux/btf.h).
 _TRAILER = {
-    1: (4, 0), 2: (0, 0), 3: (12, 0), 4: (0, 12), 5: (0, 12), 6: (0, 8), 7: (0, 0),
-    8: (0, 0), 9: (0, 0), 10: (0, 0), 11: (0, 0), 12: (0, 0), 13: (0, 8), 14: (4, 0),
-    15: (0, 12), 16: (0, 0), 17: (4, 0), 18: (0, 0), 19: (0, 12),
+    KIND_INT: (4, 0), KIND_PTR: (0, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12),
+    KIND_UNION: (0, 12), KIND_ENUM: (0, 8), KIND_FWD: (0, 0), KIND_TYPEDEF: (0, 0),
+    KIND_VOLATILE: (0, 0), KIND_CONST: (0, 0), KIND_RESTRICT: (0, 0), KIND_FUNC: (0, 0),
+    KIND_FUNC_PROTO: (0, 8), KIND_VAR: (4, 0), KIND_DATASEC: (0, 12), KIND_FLOAT: (0, 0),
+    KIND_DECL_TAG: (4, 0), KIND_TYPE_TAG: (0, 0), KIND_ENUM64: (0, 12),
 }
+#: Kinds whose vlen items start with a name offset (members, enumerators).
+_NAMED_ITEMS = frozenset({KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,52 +71,20 @@ class BtfIndex:
         return self.func_args.get(name, 0)
 
 
-def _name(strings: bytes, off: int) -> str:
-    end = strings.index(b"\0", off)
-    return strings[off:end].decode()
-
-
 def parse(data: bytes) -> BtfIndex:
     """Parse raw BTF bytes into a :class:`BtfIndex`."""
-    if len(data) < 24:
-        raise ValueError(f"BTF blob too short: {len(data)} bytes")
-    magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", data, 0)
-    if magic != _MAGIC:
-        raise ValueError(f"not BTF: magic {magic:#x}, expected {_MAGIC:#x}")
-    type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-    types = data[hdr_len + type_off: hdr_len + type_off + type_len]
-    strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
-    funcs: set[str] = set()
-    enums: dict[str, int] = {}
-    func_proto: dict[str, int] = {}
-    proto_vlen: dict[int, int] = {}
-    pos, type_id = 0, 0
-    while pos < len(types):
-        type_id += 1
-        name_off, info, size_or_type = struct.unpack_from("<III", types, pos)
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        pos += 12
-        if kind not in _TRAILER:
-            raise ValueError(f"unknown BTF kind {kind} at type offset {pos - 12}")
-        fixed, per = _TRAILER[kind]
-        if kind == KIND_FUNC:
-            fname = _name(strings, name_off)
-            funcs.add(fname)
-            func_proto[fname] = size_or_type
-        elif kind == _KIND_FUNC_PROTO:
-            proto_vlen[type_id] = vlen
-        elif kind == _KIND_ENUM:
-            signed = bool(info >> 31)
-            for i in range(vlen):
-                n_off, val = struct.unpack_from("<Ii" if signed else "<II", types, pos + 8 * i)
-                enums[_name(strings, n_off)] = val
-        elif kind == _KIND_ENUM64:
-            for i in range(vlen):
-                n_off, lo, hi = struct.unpack_from("<III", types, pos + 12 * i)
-                enums[_name(strings, n_off)] = (hi << 32) | lo
-        pos += fixed + per * vlen
-    func_args = {name: proto_vlen.get(proto, 0) for name, proto in func_proto.items()}
     table = parse_types(data)
+    funcs: dict[str, int] = {}  # function name -> the id of its FUNC_PROTO
+    nargs: dict[int, int] = {}  # FUNC_PROTO id -> its parameter count
+    enums: dict[str, int] = {}
+    for type_id, typ in enumerate(table.types):
+        if typ.kind == KIND_FUNC:
+            funcs[typ.name] = typ.size_or_type
+        elif typ.kind == KIND_FUNC_PROTO:
+            nargs[type_id] = typ.vlen
+        elif typ.kind in (KIND_ENUM, KIND_ENUM64):
+            enums.update(table.enumerators(type_id))
+    func_args = {name: nargs.get(proto, 0) for name, proto in funcs.items()}
     ops_id = table.find(OPS_STRUCT, KIND_STRUCT)
     layout = table.layout(ops_id) if ops_id else {}
     return BtfIndex(hashlib.sha256(data).hexdigest()[:16], frozenset(funcs), enums, func_args,
@@ -223,7 +193,7 @@ class TypeTable:
                 return 8
             if typ.kind == KIND_ARRAY:
                 elem, _index, nelems = struct.unpack_from("<III", typ.trailer, 0)
-                return self.size(elem) * nelems
+                return self.size(elem) * int(nelems)
             if typ.kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FLOAT,
                             KIND_ENUM64, KIND_DATASEC):
                 return typ.size_or_type
@@ -244,10 +214,30 @@ class TypeTable:
                 fsize = offset >> 24 if typ.kind_flag else 0
                 out.append(Member(self._names.get(name_off, ""), mtype, bits, fsize))
         elif typ.kind == KIND_DATASEC:
-            for i in range(typ.vlen):
-                var, offset, _size = struct.unpack_from("<III", typ.trailer, 12 * i)
-                out.append(Member(self.get(var).name, var, offset * 8, 0))
+            out += [Member(self.get(var).name, var, offset * 8, 0)
+                    for var, offset, _size in _datasec_entries(typ)]
         return out
+
+    def section_vars(self, section: str) -> dict[str, tuple[int, int]]:
+        """variable -> (byte offset, byte size) in the data section ``section`` (``.rodata``,
+        ``.bss`` ...), as its DATASEC declares them; empty when the BTF has no such section."""
+        sec_id = self.find(section, KIND_DATASEC)
+        if not sec_id:
+            return {}
+        return {self.get(var).name: (offset, size)
+                for var, offset, size in _datasec_entries(self.get(sec_id))}
+
+    def enumerators(self, type_id: int) -> list[tuple[str, int]]:
+        """(name, value) of each constant of an ENUM or ENUM64 type; empty for other kinds."""
+        typ = self.get(type_id)
+        if typ.kind == KIND_ENUM:
+            fmt = "<Ii" if typ.kind_flag else "<II"  # kind_flag: a signed enum
+            return [(self._names[n_off], val)
+                    for n_off, val in struct.iter_unpack(fmt, typ.trailer)]
+        if typ.kind == KIND_ENUM64:
+            return [(self._names[n_off], (hi << 32) | lo)
+                    for n_off, lo, hi in struct.iter_unpack("<III", typ.trailer)]
+        return []
 
     def layout(self, type_id: int) -> dict[str, tuple[int, int]]:
         """member -> (byte offset, byte size) of a struct (bitfields and anonymous skipped)."""
@@ -294,10 +284,15 @@ def parse_types(data: bytes) -> TypeTable:
         if end > len(types):
             raise ValueError(f"BTF type at offset {pos} runs past the type section")
         trailer = types[pos + 12:end]
-        if kind in (KIND_STRUCT, KIND_UNION):
+        if kind in _NAMED_ITEMS:  # name the members and enumerators up front
             for i in range(vlen):
-                name(struct.unpack_from("<I", trailer, 12 * i)[0])
+                name(struct.unpack_from("<I", trailer, per * i)[0])
         table.append(BtfType(kind, name(name_off), size_or_type, vlen, bool(info >> 31),
                              trailer))
         pos = end
     return TypeTable(table, names)
+
+
+def _datasec_entries(typ: BtfType) -> list[tuple[int, int, int]]:
+    """(var type id, byte offset, byte size) of each variable of a DATASEC."""
+    return [(var, offset, size) for var, offset, size in struct.iter_unpack("<III", typ.trailer)]

@@ -19,8 +19,6 @@ from schedagent.errors import FeatureMissing
 MIN_VERSION = (1, 2)
 
 BPF_MAP_TYPE_STRUCT_OPS = 26
-BTF_KIND_STRUCT = 4
-BTF_KIND_DATASEC = 15
 
 PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
@@ -88,9 +86,6 @@ def lib() -> ctypes.CDLL:
         ("bpf_map__delete_elem", i, (vp, vp, sz, ctypes.c_uint64)),
         ("bpf_link__destroy", i, (vp,)),
         ("bpf_link__fd", i, (vp,)),
-        ("btf__find_by_name_kind", ctypes.c_int32, (vp, cp, ctypes.c_uint32)),
-        ("btf__type_by_id", vp, (vp, ctypes.c_uint32)),
-        ("btf__name_by_offset", cp, (vp, ctypes.c_uint32)),
         ("btf__raw_data", vp, (vp, ctypes.POINTER(ctypes.c_uint32))),
         ("bpf_map__btf_value_type_id", ctypes.c_uint32, (vp,)),
         ("libbpf_num_possible_cpus", i, ()),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,21 +73,6 @@ class _Var:
     size: int
 
 
-def _btf_type(btf: int, type_id: int) -> tuple[int, int, int, int]:
-    """(name_off, kind, vlen, address) of a BTF type; members follow the 12-byte header."""
-    ptr = libbpf.lib().btf__type_by_id(btf, type_id)
-    name_off, info, _size_or_type = struct_unpack(ptr, "<III")
-    return name_off, (info >> 24) & 0x1F, info & 0xFFFF, ptr
-
-
-def struct_unpack(address: int, fmt: str) -> tuple[int, ...]:
-    """Unpack ``fmt`` from raw memory at ``address``."""
-    import struct
-
-    size = struct.calcsize(fmt)
-    return struct.unpack(fmt, ctypes.string_at(address, size))
-
-
 class BpfObject:
     """An opened (and later loaded) BPF object file."""
 
@@ -100,6 +86,8 @@ class BpfObject:
             raise SchedulerLoadError(policy, f"cannot open {path}: {libbpf.errno_text(err)}",
                                      "\n".join(libbpf.take_messages()[-20:]))
         self._btf = lib.bpf_object__btf(self._obj)
+        self._btf_raw = b""
+        self._btf_types = kbtf.TypeTable([], {})
         self.ops_map = self._find_struct_ops()
         self.loaded = False
 
@@ -125,19 +113,20 @@ class BpfObject:
                                      "struct sched_ext_ops")
         return ops[0]
 
+    def _types(self) -> kbtf.TypeTable:
+        """The object's own BTF as a type table (empty without BTF), parsed again only
+        when libbpf has changed the BTF since the last call."""
+        size = ctypes.c_uint32(0)
+        raw = libbpf.lib().btf__raw_data(self._btf, ctypes.byref(size)) if self._btf else None
+        data = ctypes.string_at(raw, size.value) if raw else b""
+        if data != self._btf_raw:
+            self._btf_raw, self._btf_types = data, kbtf.parse_types(data)
+        return self._btf_types
+
     def section_vars(self, section: str) -> dict[str, _Var]:
         """Variables of a data section (``.rodata``, ``.bss`` ...) from the object's BTF."""
-        lib = libbpf.lib()
-        sec_id = lib.btf__find_by_name_kind(self._btf, section.encode(), libbpf.BTF_KIND_DATASEC)
-        if sec_id <= 0:
-            return {}
-        _, _, vlen, ptr = _btf_type(self._btf, sec_id)
-        found: dict[str, _Var] = {}
-        for i in range(vlen):
-            var_type, offset, size = struct_unpack(ptr + 12 + 12 * i, "<III")
-            name_off = _btf_type(self._btf, var_type)[0]
-            found[lib.btf__name_by_offset(self._btf, name_off).decode()] = _Var(offset, size)
-        return found
+        return {name: _Var(offset, size)
+                for name, (offset, size) in self._types().section_vars(section).items()}
 
     def _section_map(self, section: str) -> int | None:
         for name, ptr in self.maps().items():
@@ -195,13 +184,10 @@ class BpfObject:
 
     def _object_ops_layout(self) -> dict[str, tuple[int, int]]:
         """Member layout of the struct the object's struct_ops map really has."""
-        lib = libbpf.lib()
-        size = ctypes.c_uint32(0)
-        raw = lib.btf__raw_data(self._btf, ctypes.byref(size)) if self._btf else None
-        type_id = lib.bpf_map__btf_value_type_id(self.ops_map)
-        if not raw or not type_id:
+        table = self._types()
+        type_id = libbpf.lib().bpf_map__btf_value_type_id(self.ops_map)
+        if not len(table) or not type_id:
             return {}
-        table = kbtf.parse_types(ctypes.string_at(raw, size.value))
         return table.layout(table.skip_mods(type_id))
 
     def _ops_data(self) -> tuple[int, int]:
@@ -252,8 +238,6 @@ class BpfObject:
 
     def exit_info(self) -> ExitInfo | None:
         """The exit info recorded by ``ops.exit``, or None if it has not run."""
-        import struct
-
         for section in (".bss", ".data"):
             for name in EXIT_INFO_VARS:
                 raw = self.read_var(section, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,20 +34,9 @@ class SwitchedTask:
 
 
 def target_tids(target: Target) -> list[int]:
-    """All thread ids of the target right now."""
+    """All thread ids of the target right now (a pid's tree, or the cgroup's threads)."""
     if target.pid is not None:
-        try:
-            proc = psutil.Process(target.pid)
-            procs = [proc, *proc.children(recursive=True)]
-        except psutil.NoSuchProcess as err:
-            raise TargetGone(target.pid) from err
-        tids: list[int] = []
-        for p in procs:
-            try:
-                tids.extend(t.id for t in p.threads())
-            except psutil.NoSuchProcess:
-                continue
-        return sorted(set(tids))
+        return sorted({tid for _, tid in threads_of(process_tree(target.pid))})
     if target.cgroup is not None:
         return cgroupfs.read_ids(target.cgroup, "cgroup.threads")
     raise ConfigError("a target needs a pid or a cgroup")
@@ -56,18 +46,42 @@ def target_tgids(target: Target) -> list[int]:
     """Process ids (tgids) of the target: the pid and its children, or the cgroup's procs."""
     if target.pid is not None:
         try:
-            proc = psutil.Process(target.pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            if psutil.Process(target.pid).status() == psutil.STATUS_ZOMBIE:
                 raise TargetGone(target.pid)  # exited, not yet reaped by its parent
-            found = descendants(proc.pid)
-            if found is None:  # no /proc/PID/task/TID/children: scan every process
-                found = {proc.pid, *(c.pid for c in proc.children(recursive=True))}
-            return sorted(found)
         except psutil.NoSuchProcess as err:
             raise TargetGone(target.pid) from err
+        return process_tree(target.pid)
     if target.cgroup is None:
         raise ConfigError("a target needs a pid or a cgroup")
     return cgroupfs.read_ids(target.cgroup, "cgroup.procs")
+
+
+def target_threads(target: Target) -> list[tuple[int, int]]:
+    """(tgid, tid) pairs of the target's processes right now (see ``target_tgids``)."""
+    return threads_of(target_tgids(target))
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and all its descendants, sorted; TargetGone if the pid does not exist."""
+    found = descendants(pid)
+    if found is None:  # no /proc/PID/task/TID/children: scan every process
+        try:
+            proc = psutil.Process(pid)
+            found = {pid, *(c.pid for c in proc.children(recursive=True))}
+        except psutil.NoSuchProcess as err:
+            raise TargetGone(pid) from err
+    return sorted(found)
+
+
+def threads_of(tgids: Iterable[int]) -> list[tuple[int, int]]:
+    """(tgid, tid) of every thread of these processes right now; a process gone is skipped."""
+    pairs: list[tuple[int, int]] = []
+    for tgid in tgids:
+        try:
+            pairs.extend((tgid, int(t)) for t in os.listdir(f"/proc/{tgid}/task"))
+        except OSError:
+            continue
+    return pairs
 
 
 #: task flag of kernel threads (include/linux/sched.h), field 9 of /proc/PID/stat

@@ -38,6 +38,17 @@ def read_thread(tgid: int, tid: int) -> ThreadSample | None:
     return ThreadSample(tid, tgid, run, wait, slices, vol, invol, time.monotonic())
 
 
+def read_thread_state(tgid: int, tid: int) -> tuple[str, int] | None:
+    """One thread's state letter and its CPU time so far (ns, from schedstat); None if it
+    is gone."""
+    try:
+        run_ns = int(Path(f"/proc/{tgid}/task/{tid}/schedstat").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    fields = stat_fields(f"/proc/{tgid}/task/{tid}/stat")
+    return (fields[0], run_ns) if fields else None
+
+
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _TICK_NS = 1_000_000_000 // _TICKS_PER_S
 
@@ -95,17 +106,6 @@ def read_topology(root: Path = Path("/sys/devices/system/cpu")) -> Topology:
         pass
     nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
     return Topology(cpus, smt, len(set(llc_ids(root).values())) or 1, nodes)
-
-
-def _target_threads(target: Target) -> list[tuple[int, int]]:
-    """(tgid, tid) pairs of the target right now."""
-    pairs: list[tuple[int, int]] = []
-    for tgid in partial.target_tgids(target):
-        try:
-            pairs.extend((tgid, int(t)) for t in os.listdir(f"/proc/{tgid}/task"))
-        except OSError:
-            continue
-    return pairs
 
 
 @contextlib.contextmanager
@@ -169,7 +169,7 @@ def _observe(target: Target, duration_s: float, sample_s: float) -> Window:
         passes += 1
         pass_started = time.monotonic()
         try:
-            pairs = _target_threads(target)
+            pairs = partial.target_threads(target)
         except TargetGone:
             # the target exited mid-window: keep what was recorded, say so
             window.target_exited = True

@@ -16,7 +16,6 @@ consulted after the cache.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from schedagent.config import DATA_ROOT, cache_dir, find_cached
 from schedagent.errors import CompileError, CompileLimitExceeded, ToolMissing
 from schedagent.kernel import btf
+from schedagent.kernel.proctree import stop_tree
 from schedagent.policy import objcheck
 
 log = logging.getLogger(__name__)
@@ -285,9 +285,7 @@ def _run_limited(cmd: list[str], cwd: Path, limits: CompileLimits,
     try:
         stdout, stderr = proc.communicate(timeout=limits.timeout_s)
     except subprocess.TimeoutExpired as err:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        stop_tree(proc, signal.SIGKILL)
         raise CompileLimitExceeded(source, "wall-clock time", int(limits.timeout_s),
                                    "s") from err
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -335,12 +334,3 @@ def _stream(cmd: list[str], progress: Progress, label: str,
             f"{label} failed with exit code {rc} while building the testbed. "
             f"Last output:\n{joined}\nFix the cause above and rerun `schedagent sandbox build`."
         )
-
-
-def main() -> None:  # pragma: no cover - thin script entry point
-    """Entry point for scripts/build-testbed."""
-    try:
-        build_image(force="--force" in sys.argv[1:])
-    except SandboxError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)

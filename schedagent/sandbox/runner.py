@@ -24,6 +24,7 @@ from typing import IO
 
 from schedagent.config import PROJECT_ROOT, cache_dir
 from schedagent.errors import SandboxError, SandboxTimeout
+from schedagent.kernel.proctree import stop_tree
 from schedagent.sandbox.hosttools import BOOT_TOOLS, require
 from schedagent.sandbox.image import (
     GUEST_VENV,
@@ -301,7 +302,7 @@ def _follow(proc: subprocess.Popen[bytes], rundir: Path, timeout_s: float, start
                     _pump(src, dst, quiet)
                 return boot_s
             if time.monotonic() - started > timeout_s:
-                _kill(proc)
+                stop_tree(proc, signal.SIGTERM, grace_s=5.0)
                 console = rundir / "console.log"
                 raise SandboxTimeout(timeout_s, str(console), _tail(console))
             time.sleep(_POLL_S)
@@ -309,7 +310,7 @@ def _follow(proc: subprocess.Popen[bytes], rundir: Path, timeout_s: float, start
         for src, _ in streams:
             src.close()
         if proc.poll() is None:
-            _kill(proc)
+            stop_tree(proc, signal.SIGTERM, grace_s=5.0)
 
 
 def _pump(src: IO[bytes], dst: IO[bytes], quiet: bool) -> None:
@@ -317,19 +318,6 @@ def _pump(src: IO[bytes], dst: IO[bytes], quiet: bool) -> None:
     if data and not quiet:
         dst.write(data)
         dst.flush()
-
-
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _tail(path: Path, lines: int = 15) -> str:

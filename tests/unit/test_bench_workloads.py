@@ -12,7 +12,7 @@ import pytest
 
 from schedagent.bench import report, runner, workload
 from schedagent.bench.runner import Arm, RunRecord
-from schedagent.errors import ConfigError
+from schedagent.errors import ConfigError, ToolMissing
 
 PERF_OUT = """# Running 'sched/messaging' benchmark:
 # 20 sender and receiver processes per group
@@ -31,6 +31,21 @@ def test_every_builtin_workload_parses_and_names_its_directory() -> None:
             argv = wl.argv(wl.spec.command, wl.variables(level, True, Path("/tmp/x"),
                                                          Path("/bin/true")))
             assert all("{" not in a for a in argv), argv
+
+
+def test_a_missing_compiler_is_reported_as_tool_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: with no cc, gcc or clang on PATH, building a workload raises ToolMissing
+    naming the compiler and the fix (it raised TypeError: ToolMissing got 2 of 3 arguments)."""
+    monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    wl = workload.resolve("wakelat")
+    assert wl.spec.build is not None
+    with pytest.raises(ToolMissing) as caught:
+        workload.build(wl)
+    assert caught.value.tool == "a C compiler (cc, gcc or clang)"
+    assert "wakelat" in caught.value.purpose
+    assert caught.value.fix == "install clang or gcc"
 
 
 def test_wakelat_levels_change_only_the_rate() -> None:

@@ -15,8 +15,8 @@ def _blob(types: bytes, strings: bytes) -> bytes:
     return header + types + strings
 
 
-def _type(name_off: int, kind: int, vlen: int, size_or_type: int) -> bytes:
-    return struct.pack("<III", name_off, (kind << 24) | vlen, size_or_type)
+def _type(name_off: int, kind: int, vlen: int, size_or_type: int, flag: bool = False) -> bytes:
+    return struct.pack("<III", name_off, (flag << 31) | (kind << 24) | vlen, size_or_type)
 
 
 def _sample() -> bytes:
@@ -39,6 +39,32 @@ def test_parse_finds_funcs_arity_and_enums() -> None:
     assert index.func_nargs("scx_bpf_dsq_move_to_local") == 2
     assert index.enums["SCX_OPS_SWITCH_PARTIAL"] == 8
     assert not index.has_func("scx_bpf_dispatch")
+
+
+def _sections_and_enums() -> bytes:
+    strings = b"\0.rodata\0slice_ns\0nr_queues\0u64\0NEG\0BIG\0"
+    off = {s: strings.index(b"\0" + s.encode() + b"\0") + 1 for s in
+           (".rodata", "slice_ns", "nr_queues", "u64", "NEG", "BIG")}
+    types = b"".join([
+        _type(off["u64"], btf.KIND_INT, 0, 8) + struct.pack("<I", 64),          # 1: u64
+        _type(off["slice_ns"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),      # 2: VAR
+        _type(off["nr_queues"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),     # 3: VAR
+        _type(off[".rodata"], btf.KIND_DATASEC, 2, 16)                          # 4: DATASEC
+        + struct.pack("<III", 2, 0, 8) + struct.pack("<III", 3, 8, 8),
+        _type(0, btf.KIND_ENUM, 1, 4, flag=True) + struct.pack("<Ii", off["NEG"], -3),
+        _type(0, btf.KIND_ENUM64, 1, 8) + struct.pack("<III", off["BIG"], 5, 1),
+    ])
+    return _blob(types, strings)
+
+
+def test_the_type_table_reads_data_sections_and_enumerators() -> None:
+    """Issue 15: the loader reads an object's .rodata/.bss variables through this table
+    (it had its own BTF walk with magic kind numbers), and parse() its enumerators."""
+    table = btf.parse_types(_sections_and_enums())
+    assert table.section_vars(".rodata") == {"slice_ns": (0, 8), "nr_queues": (8, 8)}
+    assert table.section_vars(".bss") == {}
+    assert [m.name for m in table.members(4)] == ["slice_ns", "nr_queues"]
+    assert btf.parse(_sections_and_enums()).enums == {"NEG": -3, "BIG": (1 << 32) | 5}
 
 
 def test_bad_magic_and_unknown_kind_are_errors() -> None:

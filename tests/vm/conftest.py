@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import psutil
 import pytest
 
 from schedagent.kernel import scx
+from schedagent.kernel.proctree import stop_tree  # the VM tests import it from here
 from schedagent.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -97,22 +97,6 @@ def cpu_load() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([stress, "--cpu", "2", "--timeout", "300s", "-q"])
     yield proc
     stop_tree(proc)
-
-
-def stop_tree(proc: subprocess.Popen[bytes]) -> None:
-    """Kill a workload this test started, with all its descendants, and reap it.
-
-    Killing only the parent leaves stress-ng's workers and perf's senders running; the
-    parent is stopped first so it starts no more children meanwhile.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGSTOP)
-    with contextlib.suppress(psutil.Error):
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    proc.kill()
-    proc.wait()
 
 
 def report(name: str, value: object) -> None:
