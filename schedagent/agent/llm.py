@@ -78,7 +78,8 @@ class AnthropicTransport:
         self._client = anthropic.Anthropic()
 
     def create(self, **request: Any) -> dict[str, Any]:
-        return self._client.messages.create(**request).model_dump()
+        response: dict[str, Any] = self._client.messages.create(**request).model_dump()
+        return response
 
 
 class ScriptedTransport:
@@ -214,7 +215,8 @@ class Tools:
         if handler is None:
             raise ToolError(f"unknown tool {name!r}; tools are "
                             f"{', '.join(t['name'] for t in TOOL_SPECS)}")
-        return handler(args)
+        result: str = handler(args)
+        return result
 
     @staticmethod
     def _str(args: dict[str, Any], key: str, limit: int = 4000) -> str:

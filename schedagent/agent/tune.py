@@ -333,8 +333,9 @@ def _gated(trials: list[Trial], executor: Executor,
 
 
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
-    measured = [t for t in trials if t.ratio is not None]
-    return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
+    sign = 1.0 if direction == "lower" else -1.0
+    return sorted((t for t in trials if t.ratio is not None),
+                  key=lambda t: sign * (t.ratio or 0.0))   # every ratio here is set
 
 
 #: How much screening evidence a verdict carries when choosing the leader: a trial that

@@ -43,7 +43,7 @@ from typing import Protocol, Self
 
 from schedagent.errors import ConfigError, FeatureMissing, TargetGone
 from schedagent.kernel import bccprobes, partial, procstat
-from schedagent.models import Features, LiveMetric, Sample, Slo, Target, WorkloadProfile
+from schedagent.models import Features, LiveMetric, Sample, Slo, Target, Window, WorkloadProfile
 from schedagent.profile.classify import build_profile, features_from_window
 
 #: a window with fewer wakeups (or logged requests) than this has no meaningful p99
@@ -126,7 +126,7 @@ def io_bytes(target: Target) -> dict[int, int]:
     return totals
 
 
-def _watch(target: Target, window_s: float) -> tuple[procstat.Window, Features]:
+def _watch(target: Target, window_s: float) -> tuple[Window, Features]:
     """One observation window and its features (TargetGone if it is gone at the start)."""
     window = procstat.observe(target, window_s)
     return window, features_from_window(window, procstat.read_topology())
