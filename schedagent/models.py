@@ -208,3 +208,60 @@ class TuneBudget(BaseModel):
     canary_s: float = Field(1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
     max_candidates: int = Field(3, ge=1, le=10,
                                 description="Repository policies the planner proposes.")
+
+
+# --- what the execution port returns to reasoning (``agent/port.py``) ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMetric:
+    """What a tune window measures for one SLO."""
+
+    name: str
+    unit: str
+    direction: Literal["lower", "higher"]
+    explains: str
+
+    def value(self, f: Features) -> float:
+        """The value from the window's features (io and p99 metrics are read apart)."""
+        if self.name == "runq_wait_us":
+            return f.avg_wait_us
+        if self.name == "jobs_per_s":
+            raise ValueError("jobs_per_s is counted from the window, not its features")
+        return f.cpu_util
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One window's value, with the features it came from."""
+
+    value: float
+    features: Features
+    target_exited: bool
+    #: why the window cannot count (too few wakeups for a p99), else None
+    invalid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """A candidate that passed every gate up to the kernel verifier."""
+
+    policy: str
+    ops_name: str
+    source: str
+    source_hash: str
+    object_path: str
+    object_cached: bool
+    tunables: dict[str, int]
+    rodata: list[str]
+    gates: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyDraft:
+    """A scheduler the model wrote: its ``policy.yaml`` text and its BPF C source, to be
+    staged where the gates and the repository can find it (nothing is compiled yet)."""
+
+    name: str
+    policy_yaml: str
+    source: str

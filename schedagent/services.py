@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schedagent import config
@@ -26,7 +26,7 @@ from schedagent.agent import tune as tune_mod
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
-from schedagent.execution.engine import VerifyResult
+from schedagent.execution.port import LiveExecutor
 from schedagent.errors import GuardrailViolation, SchedagentError, StoreUnavailable
 from schedagent.kernel import (
     bccprobes,
@@ -39,8 +39,7 @@ from schedagent.kernel import (
 )
 from schedagent.kernel.capabilities import Check
 from schedagent.policy import gate, repo
-from schedagent.profile.classify import build_profile
-from schedagent.models import Slo, Target, WorkloadProfile, parse_slo
+from schedagent.models import Target, VerifyResult, WorkloadProfile, parse_slo
 from schedagent.store import (
     ActiveRecord,
     Event,
@@ -391,8 +390,7 @@ def profile_workload(target: Target, duration_s: float,
                      explicit_slo: str | None = None) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
-    window = procstat.observe(target, duration_s)
-    return build_profile(window, procstat.read_topology(), target.describe(), slo)
+    return live.profile(target, duration_s, slo)
 
 
 # --- benchmarks -------------------------------------------------------------------------
@@ -474,22 +472,26 @@ def tune(req: tune_mod.TuneRequest, slo: str | None = None,
     """Profile a target, try candidates live against EEVDF, keep only a proven winner."""
     if req.agent == "anthropic":
         return tune_with_agent(req, None, budget, slo, progress)[0]
-    explicit = parse_slo(slo) if slo else None  # a malformed --slo fails before anything runs
-    if req.latency_log is not None:
-        live.check_latency_log(req.latency_log)  # so does a missing access log
-    partial.target_tids(req.target)             # and a missing pid or cgroup
-    engine.require_sched_ext()                  # and a kernel without sched_ext
+    req = _checked(req, slo)
     store = open_store()
     try:
         with procstat.priority():  # windows and guard stay on time under any candidate
-            return tune_mod.tune(req, store, lambda: _profile(req, explicit), progress)
+            return tune_mod.tune(req, store, LiveExecutor(store), progress)
     finally:
         store.close()
 
 
-def _profile(req: tune_mod.TuneRequest, explicit: Slo | None) -> WorkloadProfile:
-    window = procstat.observe(req.target, req.budget.observe_s)
-    return build_profile(window, procstat.read_topology(), req.target.describe(), explicit)
+def _checked(req: tune_mod.TuneRequest, slo: str | None) -> tune_mod.TuneRequest:
+    """The request with its explicit SLO, once everything that can fail before a tune
+    starts has been checked: a malformed --slo, a missing access log, a missing pid or
+    cgroup, a kernel without sched_ext."""
+    if slo:
+        req = replace(req, slo=parse_slo(slo))
+    if req.latency_log is not None:
+        live.check_latency_log(req.latency_log)
+    partial.target_tids(req.target)
+    engine.require_sched_ext()
+    return req
 
 
 def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None = None,
@@ -497,17 +499,13 @@ def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None =
                     progress: tune_mod.Progress | None = None
                     ) -> tuple[tune_mod.TuneReport, dict[str, object]]:
     """``tune --agent anthropic``: Claude chooses through the same typed operations."""
-    explicit = parse_slo(slo) if slo else None
-    if req.latency_log is not None:
-        live.check_latency_log(req.latency_log)
-    partial.target_tids(req.target)
-    engine.require_sched_ext()
+    req = _checked(req, slo)
     transport = transport or llm.AnthropicTransport()
     store = open_store()
     try:
         with procstat.priority():  # windows and guard stay on time under any candidate
-            return llm.tune_with_llm(req, store, lambda: _profile(req, explicit), transport,
-                                     budget, progress)
+            return llm.tune_with_llm(req, store, LiveExecutor(store), transport, budget,
+                                     progress)
     finally:
         store.close()
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Simulate schedagent's keep/revert decisions at the product's real regimes (issue 13).
 
-Drives the project's own decision code, not a re-implementation: ``tune._run`` (canary,
-screening of every candidate, successive halving, the confirmation round, ``_decide``)
+Drives the project's own decision code, not a re-implementation: ``tune.run_trials`` (canary,
+screening of every candidate, successive halving, the confirmation round, ``decide``)
 with a fake meter, fake sessions, a simulated clock and a fake store, and
 ``bench.stats.compare`` for the bench's A/B verdict. Every window's value is
 ``100 x effect x noise`` on a lower-is-better metric.
@@ -32,9 +32,15 @@ from dataclasses import dataclass
 from schedagent.agent import planner, tune
 from schedagent.bench import stats
 from schedagent.daemon.config import DAEMON_BUDGET
-from schedagent.execution import engine
-from schedagent.execution import measure as live
-from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
+from schedagent.models import (
+    Features,
+    LiveMetric,
+    Sample,
+    Slo,
+    Target,
+    TuneBudget,
+    WorkloadProfile,
+)
 
 Noise = Callable[[random.Random], float]
 
@@ -44,7 +50,7 @@ NOISES: dict[str, Noise] = {
         sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3)),
 }
 IMPROVEMENT = 1.3
-METRIC = live.LiveMetric("p99_wakeup_us", "us", "lower", "simulated")
+METRIC = LiveMetric("p99_wakeup_us", "us", "lower", "simulated")
 FEATURES = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
 PROFILE = WorkloadProfile("mixed", 0.8, FEATURES,  # type: ignore[arg-type]  # a Literal class
                           Slo("p99_wakeup_latency", "<=", 1000.0, "us", "sim"), "sim", "pid 1",
@@ -81,14 +87,15 @@ class SimWorld:
         self.metric = METRIC
         self.attached: str | None = None
 
-    def measure(self, window_s: float) -> live.Sample:
+    def measure(self, window_s: float) -> Sample:
         self.clock.sleep(window_s)
         effect = 1.0 if self.attached is None else self.effects.get(self.attached, 1.0)
-        return live.Sample(100.0 * effect * self.noise(self.rng), FEATURES, False)
+        return Sample(100.0 * effect * self.noise(self.rng), FEATURES, False)
 
     @contextlib.contextmanager
-    def session(self, req: engine.RunRequest, _store: object) -> Iterator[_Attached]:
-        self.attached = req.spec
+    def attach(self, spec: str, _overrides: dict[str, int], _target: Target, *,
+               canary: bool) -> Iterator[_Attached]:
+        self.attached = spec
         try:
             yield _Attached()
         finally:
@@ -105,7 +112,7 @@ class NullStore:
         pass
 
 
-class SimLoop(tune._Loop):  # the unit under simulation is the loop itself
+class SimLoop(tune.Loop):  # the unit under simulation is the loop itself
     def gate(self, trials: list[tune.Trial]) -> list[tune.Trial]:
         return trials  # every variant passes the gates (compiling is not simulated)
 
@@ -122,9 +129,9 @@ def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None,
     report = tune.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
     report.trials = [tune.Trial(c.policy, c.overrides, c.reason) for c in cands]
     store = NullStore()
-    loop = SimLoop(req, store, PROFILE, report, lambda *_: None, world,  # type: ignore[arg-type]
-                   world.session, clock)
-    tune._run(req, store, PROFILE, report, loop)  # type: ignore[arg-type]
+    loop = SimLoop(req, store, PROFILE, report, world, world,  # type: ignore[arg-type]
+                   clock=clock)
+    tune.run_trials(loop)
     assert report.decision is not None
     return report.decision.policy
 

@@ -17,36 +17,30 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import psutil
 import yaml
 
-from schedagent.execution import engine
 from schedagent.agent import planner
-from schedagent.execution import measure as live
+from schedagent.agent.port import Executor
 from schedagent.agent.tune import (
     Decision,
+    Loop,
     Progress,
     Trial,
     TuneReport,
     TuneRequest,
-    _decide,
-    _leader,
-    _Loop,
-    _record,
     confirm_windows,
+    decide,
+    leader,
+    record,
 )
-from schedagent.config import state_dir
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
-from schedagent.kernel import partial
+from schedagent.models import PolicyDraft, WorkloadProfile
 from schedagent.policy import gate, repo
-from schedagent.models import Target, WorkloadProfile
 from schedagent.store import Store
 
 DEFAULT_MODEL = "claude-sonnet-4-5"
@@ -84,7 +78,8 @@ class AnthropicTransport:
         self._client = anthropic.Anthropic()
 
     def create(self, **request: Any) -> dict[str, Any]:
-        return self._client.messages.create(**request).model_dump()
+        response: dict[str, Any] = self._client.messages.create(**request).model_dump()
+        return response
 
 
 class ScriptedTransport:
@@ -197,7 +192,8 @@ class AgentState:
     """What the tools have done so far."""
 
     goal: dict[str, Any] | None = None
-    synthesized: dict[str, Path] = field(default_factory=dict)
+    #: name -> the spec the executor staged it as
+    synthesized: dict[str, str] = field(default_factory=dict)
     synth_attempts: int = 0
     verify_calls: int = 0
     finished: dict[str, Any] | None = None
@@ -206,20 +202,21 @@ class AgentState:
 class Tools:
     """The model's tools, bound to one target and one loop."""
 
-    def __init__(self, loop: _Loop, store: Store, report: TuneReport, budget: Budget,
-                 model: str, staging: Path) -> None:
-        self.loop, self.store, self.report, self.budget = loop, store, report, budget
-        self.model, self.staging = model, staging
+    def __init__(self, loop: Loop, budget: Budget, model: str) -> None:
+        self.loop, self.budget, self.model = loop, budget, model
+        self.store, self.report, self.executor = loop.store, loop.report, loop.executor
         self.state = AgentState()
 
     def call(self, name: str, args: Any) -> str:
+        """Run the tool ``name``; a refusal or failure raises ``ToolError`` for the model."""
         if not isinstance(args, dict):
             raise ToolError(f"{name}: arguments must be a JSON object, got {type(args).__name__}")
         handler = getattr(self, f"_t_{name}", None)
         if handler is None:
             raise ToolError(f"unknown tool {name!r}; tools are "
                             f"{', '.join(t['name'] for t in TOOL_SPECS)}")
-        return handler(args)
+        result: str = handler(args)
+        return result
 
     @staticmethod
     def _str(args: dict[str, Any], key: str, limit: int = 4000) -> str:
@@ -242,7 +239,7 @@ class Tools:
     def _spec(self, policy: str) -> str:
         """A policy name the model may use: the repository's or one it synthesized."""
         if policy in self.state.synthesized:
-            return str(self.state.synthesized[policy])
+            return self.state.synthesized[policy]
         if policy not in repo.builtin_names():
             raise ToolError(f"no policy {policy!r}; choose from {', '.join(repo.builtin_names())}"
                             f"{' or ' + ', '.join(self.state.synthesized) if self.state.synthesized else ''}")
@@ -282,14 +279,14 @@ class Tools:
                             "measure a verified policy or finish")
         self.state.verify_calls += 1
         try:
-            res = engine.verify(spec, self._tunables(args), self.store)
+            res = self.executor.verify(spec, self._tunables(args))
         except SchedagentError as err:
             raise ToolError(f"rejected: {err}") from err
         return f"passed {', '.join(res.gates)} with tunables {res.tunables}"
 
     def _t_synthesize(self, args: dict[str, Any]) -> str:
         name = self._str(args, "name", 31)
-        if not _NAME.match(name) or name in repo.builtin_names():
+        if not _NAME.match(name) or name in repo.builtin_names() + repo.synthesized_names():
             raise ToolError(f"name {name!r} must match {_NAME.pattern} and not be an existing "
                             "policy")
         base = self._str(args, "base", 64)
@@ -302,21 +299,18 @@ class Tools:
         source = self._str(args, "source", gate.MAX_SOURCE_BYTES)
         meta = repo.resolve(base).meta
         assert meta is not None
-        directory = self.staging / name
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
         data = meta.model_dump(mode="json")
         data.update(name=name, summary=self._str(args, "summary", 300), status="experimental",
                     provenance={"kind": "synthesized", "parent": base, "model": self.model,
                                 "date": dt.date.today().isoformat()})
-        (directory / "policy.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        (directory / f"{name}.bpf.c").write_text(source)
+        spec = self.executor.stage_policy(
+            PolicyDraft(name, yaml.safe_dump(data, sort_keys=False), source))
         try:
-            res = engine.verify(str(directory), {}, self.store)
+            res = self.executor.verify(spec, {})
         except SchedagentError as err:
             left = self.budget.max_synth_attempts - self.state.synth_attempts
             raise ToolError(f"rejected ({left} synthesis attempts left): {err}") from err
-        self.state.synthesized[name] = directory
+        self.state.synthesized[name] = spec
         return f"{name} passed {', '.join(res.gates)}; you may measure it as {name!r}"
 
     def _t_measure(self, args: dict[str, Any]) -> str:
@@ -356,19 +350,22 @@ def observations(prof: WorkloadProfile, names: list[str]) -> str:
             + "\n".join(untrusted(n) for n in names[:8]))
 
 
-def run(loop: _Loop, store: Store, report: TuneReport, prof: WorkloadProfile,
-        transport: Transport, names: list[str], budget: Budget | None = None,
+def run(loop: Loop, transport: Transport, names: list[str], budget: Budget | None = None,
         model: str | None = None, progress: Progress | None = None) -> Cost:
-    """Drive the tool-use loop until finish, a budget, or the target ends."""
+    """Drive the tool-use loop until finish, a budget, or the target ends; then decide
+    (the code, not the model), record, and adopt a synthesized policy that won.
+
+    ``names`` are the target's process names and command lines (untrusted text)."""
     budget = budget or Budget()
     model = model or os.environ.get("SCHEDAGENT_MODEL", DEFAULT_MODEL)
-    staging = state_dir() / "synthesized" / time.strftime("%Y%m%d-%H%M%S")
-    tools = Tools(loop, store, report, budget, model, staging)
+    report = loop.report
+    tools = Tools(loop, budget, model)
     cost = Cost()
     specs = [dict(t) for t in TOOL_SPECS]
     specs[-1]["cache_control"] = {"type": "ephemeral"}  # the tool list is cached with the prompt
     system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
-    messages: list[dict[str, Any]] = [{"role": "user", "content": observations(prof, names)}]
+    messages: list[dict[str, Any]] = [{"role": "user",
+                                       "content": observations(loop.prof, names)}]
     loop.reserve = confirm_windows(loop.req)  # the model's measurements leave room for it
     while tools.state.finished is None:
         over = _over_budget(cost, budget)
@@ -411,7 +408,7 @@ def run(loop: _Loop, store: Store, report: TuneReport, prof: WorkloadProfile,
         if report.ended == "budget":
             break
     report.decision = _agent_decision(report, loop, tools)
-    _record(store, prof, report)
+    record(loop.store, loop.prof, report)
     _adopt(report.decision, tools)
     return cost
 
@@ -426,7 +423,7 @@ def _over_budget(cost: Cost, budget: Budget) -> str | None:
     return None
 
 
-def _agent_decision(report: TuneReport, loop: _Loop, tools: Tools) -> Decision:
+def _agent_decision(report: TuneReport, loop: Loop, tools: Tools) -> Decision:
     """The model proposes; the code decides: its choice (or, without one, the screening
     leader) is kept only when fresh interleaved windows confirm it ``better``."""
     wish = tools.state.finished
@@ -435,9 +432,9 @@ def _agent_decision(report: TuneReport, loop: _Loop, tools: Tools) -> Decision:
         return Decision("eevdf", {}, "model chose eevdf", None, None,
                         f"the model chose to keep EEVDF: {wish['reasoning'][:300]}", None)
     if wish is None:
-        chosen = _leader(report.trials, loop.metric.direction)
+        chosen = leader(report.trials, loop.metric.direction)
     else:
-        chosen = _leader([t for t in report.trials if t.policy == wanted
+        chosen = leader([t for t in report.trials if t.policy == wanted
                           and t.overrides == wish["tunables"]], loop.metric.direction)
         if chosen is None:
             return Decision("eevdf", {}, "refused", None, None,
@@ -445,54 +442,42 @@ def _agent_decision(report: TuneReport, loop: _Loop, tools: Tools) -> Decision:
                             "which did not measure better than EEVDF; keeping EEVDF", None)
     if chosen is not None and report.ended not in ("target-exited", "phase-change"):
         loop.confirm(chosen, [0], 1)
-    return _decide(report, loop.metric, loop.req.target)
+    return decide(report, loop.metric, loop.req.target)
 
 
 def _adopt(decision: Decision, tools: Tools) -> None:
-    """A synthesized policy that won joins the repository, with its provenance."""
-    for name, directory in tools.state.synthesized.items():
-        if decision.policy == str(directory):
-            target = repo.POLICIES_DIR / name
-            if not target.exists():
-                shutil.copytree(directory, target)
-            decision.policy = name
-            decision.reapply = (decision.reapply or "").replace(str(directory), name)
+    """A synthesized policy that won is kept where the repository resolves it by name
+    (the state directory, not the checkout), with its provenance."""
+    for name, spec in tools.state.synthesized.items():
+        if decision.policy == spec:
+            decision.policy = tools.executor.adopt_policy(spec)
+            decision.reapply = (decision.reapply or "").replace(spec, name)
 
 
 def report_cost(cost: Cost) -> dict[str, Any]:
+    """The run's usage as JSON-ready data, with its price in USD."""
     return {**asdict(cost), "usd": round(cost.usd, 4)}
 
 
-def target_names(target: Target) -> list[str]:
-    """Names and command lines of the target's processes: untrusted text for the prompt."""
-    names = []
-    for tgid in partial.target_tgids(target)[:8]:
-        try:
-            proc = psutil.Process(tgid)
-            names.append(f"{proc.name()}: {' '.join(proc.cmdline())}")
-        except psutil.Error:
-            continue
-    return names
-
-
-def tune_with_llm(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
-                  transport: Transport, budget: Budget | None = None,
+def tune_with_llm(req: TuneRequest, store: Store, executor: Executor, transport: Transport,
+                  budget: Budget | None = None,
                   progress: Progress | None = None) -> tuple[TuneReport, dict[str, Any]]:
     """Stage 1 (observe) and stage 2 (the model's tool-use loop) for one target."""
     started = time.monotonic()
-    prof = profile()
-    with live.Meter(req.target, prof.slo, latency_log=req.latency_log) as meter:
+    prof = executor.profile(req.target, req.budget.observe_s, req.slo)
+    with executor.meter(req.target, prof.slo, req.latency_log) as meter:
         rep = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                          asdict(meter.metric), "anthropic")
-        loop = _Loop(req, store, prof, rep, progress or (lambda what, done, total: None), meter)
+        loop = Loop(req, store, prof, rep, executor, meter,
+                    progress or (lambda what, done, total: None))
         cost = Cost()
         try:
-            cost = run(loop, store, rep, prof, transport, target_names(req.target), budget,
+            cost = run(loop, transport, executor.process_names(req.target), budget,
                        model=req.model, progress=progress)
         except TargetGone as err:
             rep.ended, rep.end_note = "target-exited", str(err)
-            rep.decision = _decide(rep, meter.metric, req.target)
-            _record(store, prof, rep)
+            rep.decision = decide(rep, meter.metric, req.target)
+            record(store, prof, rep)
     rep.wall_s = time.monotonic() - started
     rep.cost = report_cost(cost)
     return rep, rep.cost

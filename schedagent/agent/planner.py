@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schedagent.policy import repo
 from schedagent.models import WorkloadClass, WorkloadProfile
+from schedagent.policy import repo
 
 #: which policies to try first for each class (ideas, in order of expected fit)
 RULES: dict[WorkloadClass, list[str]] = {

@@ -1,7 +1,8 @@
 """The tuning loop: profile, rank, gate, canary, interleaved live A/B, confirm, decide.
 
-Everything privileged goes through ``engine.session``; this module only
-decides what to try and judges what it measured. The system returns to its
+Everything that acts on the system goes through the ``Executor`` port
+(``agent/port.py``); this module only decides what to try and judges what it
+measured, so it runs on the host against a fake executor. The system returns to its
 previous scheduler (EEVDF) when the loop ends, whatever ends it: a decision, the
 budget, the target exiting, a phase change, an error or Ctrl-C.
 
@@ -13,6 +14,9 @@ that took no part in choosing it, and it is kept only if that one comparison say
 verdict, kept a policy no better than EEVDF up to 8% of the time; the
 confirmation makes it one test at alpha, whatever screening did. The
 confirmation's windows are reserved in the budget before screening starts.
+
+``agent.llm`` drives the same ``Loop`` with the model choosing the candidates, and
+decides and records with the same ``leader``, ``decide`` and ``record``.
 """
 
 from __future__ import annotations
@@ -23,17 +27,15 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from schedagent.execution import engine
 from schedagent.agent import planner
-from schedagent.execution import measure as live
+from schedagent.agent.port import Clock, Executor, Meter, RealClock
 from schedagent.bench import stats
 from schedagent.errors import SchedagentError, TargetGone
-from schedagent.kernel import partial, procstat
+from schedagent.models import LiveMetric, Slo, Target, TuneBudget, WorkloadProfile
 from schedagent.policy import repo
 from schedagent.profile.classify import material_change
-from schedagent.models import TuneBudget, Target, WorkloadProfile
 from schedagent.store import Store
 
 Progress = Callable[[str, int, int], None]
@@ -53,6 +55,8 @@ class TuneRequest:
     model: str | None = None
     #: the target's access log: windows are judged on the p99 of its logged latencies
     latency_log: str | None = None
+    #: the SLO given explicitly (--slo); None: inferred from the profile
+    slo: Slo | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +90,7 @@ class Trial:
 
     @property
     def label(self) -> str:
+        """The policy and its overrides, as reports print them."""
         return planner.Candidate(self.policy, self.overrides).label
 
 
@@ -128,6 +133,7 @@ class TuneReport:
     measure_s: float = 0.0
 
     def to_json(self) -> dict[str, object]:
+        """The report as JSON-ready data (``tune --json``)."""
         return asdict(self)
 
 
@@ -135,28 +141,8 @@ class _PhaseChanged(Exception):
     pass
 
 
-class Clock(Protocol):
-    """Time for the loop: the real one, or a simulated one in tests and simulations."""
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class _RealClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class _Session(Protocol):
-    def problem(self) -> str | None: ...
-
-
-#: how the loop attaches a policy (``engine.session``, or a fake)
-Sessions = Callable[[engine.RunRequest, Store], contextlib.AbstractContextManager[_Session]]
+def _quiet(what: str, done: int, total: int) -> None:
+    """A ``Progress`` that says nothing."""
 
 
 def confirm_windows(req: TuneRequest) -> int:
@@ -165,33 +151,39 @@ def confirm_windows(req: TuneRequest) -> int:
     return max(req.budget.rounds, stats.min_windows(1 - req.confidence))
 
 
-class _Meter(Protocol):
-    metric: live.LiveMetric
+@dataclass(slots=True, eq=False)
+class Loop:
+    """One tune run's measuring state: candidates are attached through ``executor``
+    and judged on ``meter``'s windows, against the budget, on ``clock``'s time."""
 
-    def measure(self, window_s: float) -> live.Sample: ...
+    req: TuneRequest
+    store: Store
+    prof: WorkloadProfile
+    report: TuneReport
+    executor: Executor
+    meter: Meter
+    progress: Progress = _quiet
+    clock: Clock = field(default_factory=RealClock)
+    started: float = field(init=False, default=0.0)
+    phase_votes: list[str | None] = field(init=False, default_factory=list)
+    #: window pairs held back for the confirmation round while screening runs
+    reserve: int = field(init=False, default=0)
 
-
-class _Loop:
-    def __init__(self, req: TuneRequest, store: Store, prof: WorkloadProfile,
-                 report: TuneReport, progress: Progress, meter: _Meter | None = None,
-                 sessions: Sessions | None = None, clock: Clock | None = None) -> None:
-        self.req, self.store, self.prof, self.report = req, store, prof, report
-        # without a meter (unit tests), the cheap counters: nothing to compile or attach
-        self.meter: _Meter = meter or live.Meter(req.target, prof.slo, deep=False)
-        self.metric = self.meter.metric
-        self.progress = progress
-        self.sessions: Sessions = sessions or engine.session
-        self.clock: Clock = clock or _RealClock()
+    def __post_init__(self) -> None:
         self.started = self.clock.monotonic()
-        self.phase_votes: list[str | None] = []
-        #: window pairs held back for the confirmation round while screening runs
-        self.reserve = 0
+
+    @property
+    def metric(self) -> LiveMetric:
+        """What every window of this run measures."""
+        return self.meter.metric
 
     def gate(self, trials: list[Trial]) -> list[Trial]:
-        """The leader's variants through the gates (a fake in simulations)."""
-        return _gated(trials, self.store)
+        """The leader's variants through the gates; a rejection is recorded on the trial."""
+        return _gated(trials, self.executor)
 
     def out_of_budget(self) -> str | None:
+        """Why one more window pair would overrun the budget (time or evaluations, with
+        the confirmation's reserve held back), or None while it fits."""
         elapsed = self.clock.monotonic() - self.started
         pair_s = 2 * self.req.budget.window_s + min(0.5, self.req.budget.window_s / 4)
         if elapsed + 2 * self.req.budget.window_s + self.reserve * pair_s > self.req.budget.budget_s:
@@ -220,10 +212,9 @@ class _Loop:
 
     def canary(self, trial: Trial) -> bool:
         """A short partial-mode run: only the target's threads on the policy."""
-        req = engine.RunRequest(trial.policy, trial.overrides, self.req.target,
-                                actor="tune-canary")
         try:
-            with self.sessions(req, self.store) as sess:
+            with self.executor.attach(trial.policy, trial.overrides, self.req.target,
+                                      canary=True) as sess:
                 self.clock.sleep(self.req.budget.canary_s)
                 problem = sess.problem()
         except TargetGone:
@@ -237,9 +228,8 @@ class _Loop:
 
     def candidate_window(self, trial: Trial, into: list[float] | None = None) -> None:
         """One window on the trial's policy; a valid one goes to ``into`` (its samples)."""
-        req = engine.RunRequest(trial.policy, trial.overrides, self.req.target,
-                                switch_all=True, actor="tune")
-        with self.sessions(req, self.store) as sess:
+        with self.executor.attach(trial.policy, trial.overrides, self.req.target,
+                                  canary=False) as sess:
             self.clock.sleep(min(0.5, self.req.budget.window_s / 4))  # let queues settle on it
             sample = self.meter.measure(self.req.budget.window_s)
             problem = sess.problem()
@@ -319,7 +309,7 @@ class _Loop:
         conf.ci, conf.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
 
-def _gated(trials: list[Trial], store: Store,
+def _gated(trials: list[Trial], executor: Executor,
            say: Callable[[str], None] | None = None) -> list[Trial]:
     """Run every trial through the gates (no attach); a rejection is recorded on the trial.
 
@@ -329,7 +319,7 @@ def _gated(trials: list[Trial], store: Store,
     for trial in trials:
         started = time.monotonic()
         try:
-            result = engine.verify(trial.policy, trial.overrides, store)
+            result = executor.verify(trial.policy, trial.overrides)
         except SchedagentError as err:
             trial.status, trial.error = "rejected", f"gates: {err}"
             if say is not None:
@@ -343,8 +333,9 @@ def _gated(trials: list[Trial], store: Store,
 
 
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
-    measured = [t for t in trials if t.ratio is not None]
-    return sorted(measured, key=lambda t: t.ratio if direction == "lower" else -t.ratio)  # type: ignore[operator]
+    sign = 1.0 if direction == "lower" else -1.0
+    return sorted((t for t in trials if t.ratio is not None),
+                  key=lambda t: sign * (t.ratio or 0.0))   # every ratio here is set
 
 
 #: How much screening evidence a verdict carries when choosing the leader: a trial that
@@ -354,7 +345,7 @@ def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
 _EVIDENCE = {"better": 0, "no-difference": 1, "insufficient": 2}
 
 
-def _leader(trials: list[Trial], direction: str) -> Trial | None:
+def leader(trials: list[Trial], direction: str) -> Trial | None:
     """The screening leader: the strongest evidence, then the best ratio that points the
     better way; never ``worse``."""
     eligible = []
@@ -368,52 +359,55 @@ def _leader(trials: list[Trial], direction: str) -> Trial | None:
     return ranked[0] if ranked else None
 
 
-def tune(req: TuneRequest, store: Store, profile: Callable[[], WorkloadProfile],
-         progress: Progress | None = None) -> TuneReport:
-    """Run the whole loop once; the system is back on EEVDF when this returns."""
+def tune(req: TuneRequest, store: Store, executor: Executor,
+         progress: Progress | None = None, clock: Clock | None = None) -> TuneReport:
+    """Run the whole loop once; the system is back on EEVDF when this returns.
+
+    ``clock`` times the canaries, the settling before each window and the budget (the
+    real clock by default; a simulated one with a fake executor)."""
     started = time.monotonic()
-    progress = progress or (lambda what, done, total: None)
+    progress = progress or _quiet
     progress(f"observing {req.target.describe()} for {req.budget.observe_s:.0f} s", 0, 1)
-    prof = profile()
+    prof = executor.profile(req.target, req.budget.observe_s, req.slo)
     if req.dry_run:
-        return _dry_run(req, store, prof, started)
-    # Everything that compiles happens here, before the first window, at raised priority:
-    # on the loaded hosts people tune, clang at normal priority beside the load stalled a
-    # fresh tune for 20 minutes (issue 14).
-    compiling = time.monotonic()
-    with procstat.priority():
-        trials = _planned(prof, store, req.budget.max_candidates,
-                          lambda line: progress(line, 1, 1))  # 1/1: a line that stays
-        if live.wants_probe(prof.slo) and req.latency_log is None:
-            progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
-        meter = live.Meter(req.target, prof.slo, latency_log=req.latency_log).__enter__()
-    try:
+        return _dry_run(req, store, executor, prof, started)
+    with contextlib.ExitStack() as stack:
+        # Everything that compiles happens here, before the first window, at raised
+        # priority: on the loaded hosts people tune, clang at normal priority beside the
+        # load stalled a fresh tune for 20 minutes (issue 14).
+        compiling = time.monotonic()
+        with executor.priority():
+            trials = _planned(prof, store, executor, req.budget.max_candidates,
+                              lambda line: progress(line, 1, 1))  # 1/1: a line that stays
+            if executor.attaches_probe(prof.slo, req.latency_log):
+                progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
+            meter = stack.enter_context(executor.meter(req.target, prof.slo, req.latency_log))
         report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
                             asdict(meter.metric), req.agent)
         report.trials = trials
         report.compile_s = time.monotonic() - compiling
         progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 1, 1)
         measuring = time.monotonic()
-        _run(req, store, prof, report, _Loop(req, store, prof, report, progress, meter))
+        run_trials(Loop(req, store, prof, report, executor, meter, progress,
+                        clock or RealClock()))
         report.measure_s = time.monotonic() - measuring
-    finally:
-        meter.__exit__(None, None, None)
     report.wall_s = time.monotonic() - started
     return report
 
 
-def _planned(prof: WorkloadProfile, store: Store, max_candidates: int,
+def _planned(prof: WorkloadProfile, store: Store, executor: Executor, max_candidates: int,
              say: Callable[[str], None] | None = None) -> list[Trial]:
     history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
     cands = planner.rank(prof, history, max_candidates)
-    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], store, say)
+    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], executor, say)
 
 
-def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
+def _dry_run(req: TuneRequest, store: Store, executor: Executor, prof: WorkloadProfile,
              started: float) -> TuneReport:
-    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
-                        asdict(live.planned_metric(prof.slo, req.latency_log)), req.agent)
-    report.trials = _planned(prof, store, req.budget.max_candidates)
+    metric = executor.planned_metric(prof.slo, req.latency_log)
+    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric),
+                        req.agent)
+    report.trials = _planned(prof, store, executor, req.budget.max_candidates)
     report.ended = "dry-run"
     report.decision = Decision("eevdf", {}, "not measured", None, None,
                                "--dry-run: candidates proposed and gated, nothing run", None)
@@ -421,15 +415,14 @@ def _dry_run(req: TuneRequest, store: Store, prof: WorkloadProfile,
     return report
 
 
-def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneReport,
-         loop: _Loop) -> None:
-    """Canary, screen, halve, confirm, decide and record; EEVDF is back when this returns."""
-    progress, metric = loop.progress, loop.metric
+def run_trials(loop: Loop) -> None:
+    """Canary, screen, halve, confirm, decide and record the report's proposed trials;
+    EEVDF is back when this returns."""
+    req, report, progress, metric = loop.req, loop.report, loop.progress, loop.metric
     stage1 = [t for t in report.trials if t.status != "rejected"]
     n_confirm = confirm_windows(req)
     total = req.budget.rounds * (len(stage1) + 2) + n_confirm
     step = [0]
-    leader: Trial | None = None
     try:
         for trial in stage1:
             progress(f"canary: {trial.label} on the target's threads only", step[0], total)
@@ -447,20 +440,22 @@ def _run(req: TuneRequest, store: Store, prof: WorkloadProfile, report: TuneRepo
             loop.measure([first, *[t for t in extra if t.status != "rejected"]],
                          max(2, req.budget.rounds // 2), step, total)
         report.end_note = ""  # screening stopping at the reserve is the plan, not an end
-        leader = _leader(report.trials, metric.direction)
-        if leader is not None:
-            loop.confirm(leader, step, total)
+        chosen = leader(report.trials, metric.direction)
+        if chosen is not None:
+            loop.confirm(chosen, step, total)
         report.ended = "budget" if report.end_note else "complete"
     except TargetGone as err:
         report.ended, report.end_note = "target-exited", str(err)
     except _PhaseChanged as err:
         report.ended, report.end_note = "phase-change", str(err)
-    report.decision = _decide(report, metric, req.target)
-    _record(store, prof, report)
+    report.decision = decide(report, metric, req.target)
+    record(loop.store, loop.prof, report)
     progress("done", total, total)
 
 
-def _decide(report: TuneReport, metric: live.LiveMetric, target: Target) -> Decision:
+def decide(report: TuneReport, metric: LiveMetric, target: Target) -> Decision:
+    """What to keep, and why: the trial whose confirmation said ``better`` on ``metric``,
+    else EEVDF (also when the run stopped early); ``reapply`` is the command that loads it."""
     if report.ended in ("target-exited", "phase-change"):
         return Decision("eevdf", {}, "stopped", None, None,
                         f"stopped early ({report.end_note}); nothing kept, EEVDF restored", None)
@@ -502,7 +497,7 @@ def _evidence(conf: Confirmation) -> str:
             f"p={conf.p_value:.3g})")
 
 
-def _record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
+def record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
     """Each trial's verdict goes to the planner's history; the confirmed leader's is its
     confirmation (its screening verdict was chosen for looking good). ``insufficient`` is
     stored as such, and the history does not count it as a tie."""

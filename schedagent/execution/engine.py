@@ -27,31 +27,16 @@ from schedagent.errors import (
     SchedulerLoadError,
 )
 from schedagent.kernel import btf as kbtf
-from schedagent.kernel import partial, scx, toolchain, topology
+from schedagent.kernel import emergency, partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
 from schedagent.kernel.kmsg import KmsgReader
 from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, attach
+from schedagent.models import Target, VerifyResult
 from schedagent.policy import gate, objcheck
 from schedagent.policy.repo import PolicySource, resolve
 from schedagent.store import ActiveRecord, Store, pid_alive
-from schedagent.models import Target
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
-    """A candidate that passed every gate up to the kernel verifier."""
-
-    policy: str
-    ops_name: str
-    source: str
-    source_hash: str
-    object_path: str
-    object_cached: bool
-    tunables: dict[str, int]
-    rodata: list[str]
-    gates: list[str]
 
 
 @dataclass(slots=True)
@@ -423,8 +408,7 @@ def rollback_active(store: Store, timeout_s: float = 5.0) -> ExternalRollback:
         ok, snap = scx.wait_for(gone, timeout_s, poll_s=0.02)
     if not ok and snap.enable_seq == rec.enable_seq:
         action = "sysrq-S"
-        with open("/proc/sysrq-trigger", "w") as trigger:
-            trigger.write("S")
+        emergency.sysrq_disable_sched_ext()
         ok, snap = scx.wait_for(gone, timeout_s, poll_s=0.02)
     if not ok:
         raise KernelError(f"rollback did not disable {before.ops}: state {snap.state}")

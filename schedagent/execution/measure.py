@@ -38,33 +38,13 @@ import contextlib
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, Self
+from typing import Protocol, Self
 
 from schedagent.errors import ConfigError, FeatureMissing, TargetGone
 from schedagent.kernel import bccprobes, partial, procstat
-from schedagent.profile.classify import features_from_window
-from schedagent.models import Features, Slo, Target
-
-
-@dataclass(frozen=True, slots=True)
-class LiveMetric:
-    """What a tune window measures for one SLO."""
-
-    name: str
-    unit: str
-    direction: Literal["lower", "higher"]
-    explains: str
-
-    def value(self, f: Features) -> float:
-        """The value from the window's features (io and p99 metrics are read apart)."""
-        if self.name == "runq_wait_us":
-            return f.avg_wait_us
-        if self.name == "jobs_per_s":
-            raise ValueError("jobs_per_s is counted from the window, not its features")
-        return f.cpu_util
-
+from schedagent.models import Features, LiveMetric, Sample, Slo, Target, Window, WorkloadProfile
+from schedagent.profile.classify import build_profile, features_from_window
 
 #: a window with fewer wakeups (or logged requests) than this has no meaningful p99
 #: and is not counted
@@ -132,17 +112,6 @@ class GuardMeter(Protocol):
     def measure(self, window_s: float) -> Sample: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One window's value, with the features it came from."""
-
-    value: float
-    features: Features
-    target_exited: bool
-    #: why the window cannot count (too few wakeups for a p99), else None
-    invalid: str | None = None
-
-
 def io_bytes(target: Target) -> dict[int, int]:
     """rchar + wchar of each of the target's processes (all its threads), now."""
     totals: dict[int, int] = {}
@@ -151,19 +120,23 @@ def io_bytes(target: Target) -> dict[int, int]:
     except TargetGone:
         return totals
     for tgid in tgids:
-        try:
-            fields = dict(line.split(":", 1) for line in
-                          Path(f"/proc/{tgid}/io").read_text().splitlines() if ":" in line)
-            totals[tgid] = int(fields["rchar"]) + int(fields["wchar"])
-        except (OSError, KeyError, ValueError):
-            continue  # exited meanwhile
+        moved = procstat.read_io_bytes(tgid)
+        if moved is not None:   # else it exited meanwhile
+            totals[tgid] = moved
     return totals
 
 
-def _watch(target: Target, window_s: float) -> tuple[procstat.Window, Features]:
+def _watch(target: Target, window_s: float) -> tuple[Window, Features]:
     """One observation window and its features (TargetGone if it is gone at the start)."""
     window = procstat.observe(target, window_s)
     return window, features_from_window(window, procstat.read_topology())
+
+
+def profile(target: Target, duration_s: float, slo: Slo | None = None) -> WorkloadProfile:
+    """Observe the target for ``duration_s`` and classify it; ``slo`` given, else inferred
+    (TargetGone if it is gone at the start)."""
+    window = procstat.observe(target, duration_s)
+    return build_profile(window, procstat.read_topology(), target.describe(), slo)
 
 
 def measure(target: Target, metric: LiveMetric, window_s: float) -> Sample:

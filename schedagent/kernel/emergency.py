@@ -73,6 +73,12 @@ def is_schedagent(pid: int) -> bool:
                for a in argv[:3])
 
 
+def sysrq_disable_sched_ext() -> None:
+    """The last resort: sysrq-S (write ``S`` to /proc/sysrq-trigger), with which the
+    kernel disables whatever sched_ext scheduler is loaded and returns tasks to EEVDF."""
+    SYSRQ_TRIGGER.write_text("S")
+
+
 def release_without_store(why: str, timeout_s: float = 5.0) -> EmergencyRollback:
     """Disable schedagent's scheduler using only the kernel's view; say what was done."""
     before = scx.read_state(SCX_ROOT)
@@ -99,7 +105,7 @@ def release_without_store(why: str, timeout_s: float = 5.0) -> EmergencyRollback
             break
     else:
         action = "sysrq-S"
-        SYSRQ_TRIGGER.write_text("S")
+        sysrq_disable_sched_ext()
         ok, snap = scx.wait_for(gone, timeout_s, SCX_ROOT, poll_s=0.02)
         if not ok:
             raise KernelError(f"rollback without the store did not disable {before.ops}: "

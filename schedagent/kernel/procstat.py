@@ -72,6 +72,17 @@ def read_process(tgid: int) -> tuple[str, int] | None:
         return None
 
 
+def read_io_bytes(tgid: int) -> int | None:
+    """rchar + wchar of a process (all its threads) from /proc/PID/io: the bytes it read
+    and wrote through syscalls; None if it is gone or the file is unreadable."""
+    try:
+        fields = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{tgid}/io").read_text().splitlines() if ":" in line)
+        return int(fields["rchar"]) + int(fields["wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def _psi(kind: str) -> int | None:
     try:
         line = Path(f"/proc/pressure/{kind}").read_text().splitlines()[0]

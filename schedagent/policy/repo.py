@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schedagent.config import DATA_ROOT, load_yaml_model
+from schedagent.config import DATA_ROOT, load_yaml_model, state_dir
 from schedagent.errors import ConfigError, PolicyNotFound, TunableError
 from schedagent.models import WorkloadClass
 
 POLICIES_DIR = DATA_ROOT / "policies"
+_POLICY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
 
 class Tunable(BaseModel):
     """One ``const volatile`` knob of a policy."""
@@ -52,7 +55,7 @@ class PolicyMeta(BaseModel):
     """The schema of ``policy.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    name: str = Field(pattern=_POLICY_NAME.pattern)
     summary: str
     intent: str
     good_for: list[WorkloadClass] = []
@@ -108,8 +111,34 @@ def builtin_names(root: Path = POLICIES_DIR) -> list[str]:
     return sorted(d.name for d in root.iterdir() if (d / "policy.yaml").exists())
 
 
+def synthesized_dir() -> Path:
+    """Where synthesized policies that won a tune are kept, one directory each like the
+    repository's: under the state directory, never in the checkout's ``policies/``."""
+    return state_dir() / "synthesized"
+
+
+def synthesized_names() -> list[str]:
+    """Names of the synthesized policies kept so far (``synthesized_dir()``)."""
+    return builtin_names(synthesized_dir())
+
+
+def _synthesized(spec: str) -> Path | None:
+    """The kept synthesized policy named ``spec`` (its directory), if there is one."""
+    if not _POLICY_NAME.match(spec):
+        return None
+    try:
+        directory = synthesized_dir() / spec
+    except OSError:     # no usable state directory: nothing can have been kept there
+        return None
+    return directory if (directory / "policy.yaml").is_file() else None
+
+
 def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
-    """A repository policy by name, a policy directory by path, or a ``.bpf.c`` file by path."""
+    """A repository policy by name, a policy directory by path, or a ``.bpf.c`` file by path.
+
+    A name that is not in the repository may be a synthesized policy that won a tune,
+    kept in ``synthesized_dir()``.
+    """
     as_dir = Path(spec)
     if "/" in spec and (as_dir / "policy.yaml").is_file():
         # a policy directory outside the repository (e.g. a synthesized one being gated)
@@ -122,6 +151,9 @@ def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
             raise ConfigError(f"{candidate}/policy.yaml says name {meta.name!r}; it must equal "
                               f"the directory name {spec!r}")
         return PolicySource(name=spec, source=source, meta=meta)
+    kept = _synthesized(spec) if root == POLICIES_DIR else None
+    if kept is not None:
+        return resolve(spec, kept.parent)
     path = Path(spec)
     if path.suffix == ".c" or path.exists():
         if not path.is_file():

@@ -42,7 +42,7 @@ from schedagent.errors import (
 )
 from schedagent.kernel import cgroupfs, emergency, partial, procstat
 from schedagent.store import Store
-from schedagent.models import Target, TuneBudget
+from schedagent.models import Target
 
 SECRET = "root:$6$SECRET-HASH-issue12$:19000:0:99999:7:::"
 
@@ -396,16 +396,13 @@ def test_an_ordinary_pattern_is_accepted_and_the_subject_is_bounded() -> None:
 # --- LLM budgets --------------------------------------------------------------------------
 
 
-def _llm_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Store, Any]:
-    from tests.unit.test_llm_agent import _profile
+def _llm_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               world: Any = None) -> tuple[Any, Store, Any]:
+    from tests.unit.test_llm_agent import RUNQ, agent_loop
+    from tests.unit.test_tune_loop import World
 
-    from schedagent.agent import tune
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
-    store = Store(tmp_path / "s.db")
-    prof = _profile()
-    req = tune.TuneRequest(Target(pid=1), agent="anthropic", budget=TuneBudget(rounds=4))
-    rep = tune.TuneReport("pid 1", prof.to_json(), prof.slo.describe(), {}, "anthropic")
-    return tune._Loop(req, store, prof, rep, lambda *a: None), store, rep
+    return agent_loop(tmp_path, world or World(RUNQ, {}))
 
 
 def _many(name: str, args: dict[str, Any], n: int) -> dict[str, Any]:
@@ -418,7 +415,7 @@ def test_fifty_tool_calls_in_one_response_run_at_most_the_budget(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12: the budget was checked between responses: 50 calls ran with budget 5."""
     from schedagent.agent import llm
-    loop, store, rep = _llm_setup(tmp_path, monkeypatch)
+    loop, _store, rep = _llm_setup(tmp_path, monkeypatch)
     ran: list[str] = []
     original = llm.Tools.call
 
@@ -428,8 +425,7 @@ def test_fifty_tool_calls_in_one_response_run_at_most_the_budget(
 
     monkeypatch.setattr(llm.Tools, "call", counting)
     transport = llm.ScriptedTransport([_many("list_policies", {}, 50)])
-    cost = llm.run(loop, store, rep, loop.prof, transport, ["x"], llm.Budget(max_tool_calls=5),
-                   model="m")
+    cost = llm.run(loop, transport, ["x"], llm.Budget(max_tool_calls=5), model="m")
     assert len(ran) == 5 and cost.tool_calls == 5
     assert rep.ended == "budget" and "tool-call budget of 5" in rep.end_note
     assert len(transport.requests) == 1  # the run ended; the model was not asked again
@@ -440,25 +436,19 @@ def test_forty_verify_calls_stop_at_the_verify_budget(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 12: 40 verify calls (clang + verifier each) ran with a synthesis budget of 3."""
     from schedagent.agent import llm
-    loop, store, rep = _llm_setup(tmp_path, monkeypatch)
-    compiled: list[str] = []
+    from tests.unit.test_llm_agent import RUNQ
+    from tests.unit.test_tune_loop import World
 
-    class _Res:
-        gates = ["static gate", "clang", "kernel verifier"]
-        tunables: dict[str, int] = {}
-
-    def fake_verify(spec: str, overrides: dict[str, int], st: Any = None) -> _Res:
-        compiled.append(spec)  # stands in for clang and the kernel verifier
-        return _Res()
-
-    monkeypatch.setattr(llm.engine, "verify", fake_verify)
+    world = World(RUNQ, {})   # its verify stands in for clang and the kernel verifier
+    loop, _store, _rep = _llm_setup(tmp_path, monkeypatch, world)
+    compiled = world.verified
     script = [_many("verify", {"policy": "vtime"}, 40),
               {"content": [{"type": "tool_use", "id": "f", "name": "finish",
                             "input": {"policy": "eevdf", "reasoning": "r"}}],
                "usage": {"input_tokens": 1, "output_tokens": 1}}]
     transport = llm.ScriptedTransport(script)
-    llm.run(loop, store, rep, loop.prof, transport, ["x"],
-            llm.Budget(max_tool_calls=100, max_verify_calls=3), model="m")
+    llm.run(loop, transport, ["x"], llm.Budget(max_tool_calls=100, max_verify_calls=3),
+            model="m")
     assert len(compiled) == 3
     results = [c for m in transport.requests[-1]["messages"]
                if m["role"] == "user" and isinstance(m["content"], list) for c in m["content"]]

@@ -17,25 +17,25 @@ from schedagent.daemon import config, service
 from schedagent.execution import engine, host
 from schedagent.execution import measure as live
 from schedagent.kernel import scx
-from schedagent.models import Features, Slo, Target, WorkloadProfile
+from schedagent.models import Features, LiveMetric, Sample, Slo, Target, WorkloadProfile
 from schedagent.store import Store
 
-LOWER = live.LiveMetric("runq_wait_us", "us", "lower", "fake")
-HIGHER = live.LiveMetric("jobs_per_s", "jobs/s", "higher", "fake")
+LOWER = LiveMetric("runq_wait_us", "us", "lower", "fake")
+HIGHER = LiveMetric("jobs_per_s", "jobs/s", "higher", "fake")
 FEATS = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
 
 
 @dataclass
 class FakeMeter:
-    metric: live.LiveMetric
+    metric: LiveMetric
     values: list[float]
     invalid: list[bool] = field(default_factory=list)
     calls: int = 0
 
-    def measure(self, window_s: float) -> live.Sample:
+    def measure(self, window_s: float) -> Sample:
         i, self.calls = self.calls, self.calls + 1
         bad = self.invalid[i] if i < len(self.invalid) else False
-        return live.Sample(self.values[min(i, len(self.values) - 1)], FEATS, False,
+        return Sample(self.values[min(i, len(self.values) - 1)], FEATS, False,
                            "fake: impossible" if bad else None)
 
 
@@ -87,7 +87,7 @@ def test_a_regression_in_two_windows_in_a_row_rolls_back(tmp_path: Path,
 @pytest.mark.parametrize(("metric", "good", "bad"), [(LOWER, 40.0, 200.0),
                                                      (HIGHER, 200.0, 40.0)])
 def test_the_guard_judges_the_metrics_direction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                metric: live.LiveMetric, good: float,
+                                                metric: LiveMetric, good: float,
                                                 bad: float) -> None:
     d = _daemon(tmp_path, monkeypatch)
     ts = _active(d, FakeMeter(metric, [good] * 2), 100.0)
@@ -167,7 +167,7 @@ def _applied(d: service.Daemon) -> dict[str, Any]:
 def test_the_guard_watches_tunes_metric_against_tunes_eevdf_windows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     d = _daemon(tmp_path, monkeypatch)
-    meter = FakeMeter(live.LiveMetric("p99_request_us", "us", "lower", "log"), [1.0])
+    meter = FakeMeter(LiveMetric("p99_request_us", "us", "lower", "log"), [1.0])
     _tuned(monkeypatch, d, "p99_request_us", meter)
     active = d.targets["t"].active
     assert active is not None and active.meter is meter and active.baseline == 5050.0

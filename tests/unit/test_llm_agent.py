@@ -7,15 +7,28 @@ through the real verifier.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from schedagent.agent import llm, tune
-from schedagent.kernel import partial
-from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
+from schedagent.errors import PolicyNotFound
+from schedagent.execution.port import LiveExecutor
+from schedagent.models import (
+    Features,
+    LiveMetric,
+    PolicyDraft,
+    Slo,
+    Target,
+    TuneBudget,
+    WorkloadProfile,
+)
+from schedagent.policy import repo
 from schedagent.store import Store
+from tests.unit.test_tune_loop import World
 
 
 def _use(name: str, args: dict[str, Any], uid: str) -> dict[str, Any]:
@@ -32,25 +45,37 @@ def _profile() -> WorkloadProfile:
                            3.0)
 
 
-@pytest.fixture
-def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[tune._Loop, Store,
-                                                                      tune.TuneReport]:
-    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+RUNQ = LiveMetric("runq_wait_us", "us", "lower", "fake")
+
+
+def agent_loop(tmp_path: Path, world: World) -> tuple[tune.Loop, Store, tune.TuneReport]:
+    """A loop for the model over a fake executor (``World``) and a store in ``tmp_path``."""
     store = Store(tmp_path / "s.db")
     prof = _profile()
     req = tune.TuneRequest(Target(pid=1), agent="anthropic", budget=TuneBudget(rounds=4))
-    rep = tune.TuneReport("pid 1", prof.to_json(), prof.slo.describe(), {}, "anthropic")
-    loop = tune._Loop(req, store, prof, rep, lambda *a: None)
-    return loop, store, rep
+    rep = tune.TuneReport("pid 1", prof.to_json(), prof.slo.describe(), asdict(world.metric),
+                          "anthropic")
+    return tune.Loop(req, store, prof, rep, world, world, clock=world.clock), store, rep
 
 
-def _run(setup: tuple[tune._Loop, Store, tune.TuneReport], script: list[Any],
+@pytest.fixture
+def world() -> World:
+    return World(RUNQ, {})
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          world: World) -> tuple[tune.Loop, Store, tune.TuneReport]:
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    return agent_loop(tmp_path, world)
+
+
+def _run(setup: tuple[tune.Loop, Store, tune.TuneReport], script: list[Any],
          budget: llm.Budget | None = None,
          names: list[str] | None = None) -> tuple[llm.ScriptedTransport, llm.Cost]:
-    loop, store, rep = setup
+    loop, _store, _rep = setup
     transport = llm.ScriptedTransport(script)
-    cost = llm.run(loop, store, rep, loop.prof, transport, names or ["wakelat"], budget,
-                   model="test-model")
+    cost = llm.run(loop, transport, names or ["wakelat"], budget, model="test-model")
     return transport, cost
 
 
@@ -59,7 +84,8 @@ def _results(req: dict[str, Any]) -> list[dict[str, Any]]:
             for c in m["content"] if c.get("type") == "tool_result"]
 
 
-def test_out_of_range_tunable_is_rejected_by_code_before_any_kernel_action(setup: Any) -> None:
+def test_out_of_range_tunable_is_rejected_by_code_before_any_kernel_action(
+        setup: Any, world: World) -> None:
     transport, cost = _run(setup, [
         _use("state_goal", {"workload_class": "latency-critical", "slo_metric": "p99",
                             "slo_direction": "<=", "reasoning": "short bursts"}, "a"),
@@ -72,6 +98,7 @@ def test_out_of_range_tunable_is_rejected_by_code_before_any_kernel_action(setup
     assert bad["is_error"] and "slice_ns" in bad["content"] and "outside [" in bad["content"]
     _loop, _store, rep = setup
     assert rep.trials == [] and rep.evaluations == 0  # nothing was measured or attached
+    assert world.attaches == [] and world.verified == []
     assert rep.decision is not None and rep.decision.policy == "eevdf"
     assert cost.tool_calls == 3 and cost.requests == 3 and cost.usd > 0
 
@@ -130,3 +157,56 @@ def test_real_client_needs_a_key_from_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(Exception, match="needs ANTHROPIC_API_KEY in the environment"):
         llm.AnthropicTransport()
+
+
+def _boosted() -> tuple[str, str]:
+    """fifo renamed fifo_boost: its policy.yaml text and its source."""
+    meta = repo.resolve("fifo").meta
+    assert meta is not None
+    data = meta.model_dump(mode="json") | {"name": "fifo_boost"}
+    return yaml.safe_dump(data), repo.resolve("fifo").source.read_text().replace("fifo",
+                                                                                  "fifo_boost")
+
+
+def test_a_synthesized_winner_is_adopted_through_the_executor(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's own scheduler, measured and confirmed better, is kept by name through
+    the port (``adopt_policy``); the checkout's policies/ is never written."""
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    staged = tmp_path / "staging" / "fifo_boost"
+    world = World(RUNQ, {str(staged): 0.5}, staging=tmp_path / "staging")
+    _yaml, source = _boosted()
+    setup = agent_loop(tmp_path, world)
+    transport, _ = _run(setup, [
+        _use("synthesize", {"name": "fifo_boost", "base": "fifo", "summary": "fifo, boosted",
+                            "source": source}, "s"),
+        _use("measure", {"policy": "fifo_boost"}, "m"),
+        _use("finish", {"policy": "fifo_boost", "reasoning": "it waits less"}, "f"),
+    ])
+    by_id = {r["tool_use_id"]: r for r in _results(transport.requests[-1])}
+    assert not by_id["s"]["is_error"] and not by_id["m"]["is_error"], by_id
+    assert "provenance" in world.staged["fifo_boost"].policy_yaml
+    assert world.verified == [str(staged)] and world.adopted == [str(staged)]
+    d = setup[2].decision
+    assert d is not None and d.policy == "fifo_boost" and d.verdict == "better", d
+    assert d.reapply is not None and "policies load fifo_boost " in d.reapply
+    assert str(staged) not in d.reapply
+    assert not (repo.POLICIES_DIR / "fifo_boost").exists()
+
+
+def test_an_adopted_policy_resolves_by_name_from_the_state_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real executor stages under the state directory and adopts into
+    ``repo.synthesized_dir()``, where ``repo.resolve`` finds the policy by name."""
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    executor = LiveExecutor(Store(tmp_path / "s.db"))
+    text, source = _boosted()
+    spec = executor.stage_policy(PolicyDraft("fifo_boost", text, source))
+    assert spec.startswith(str(tmp_path)) and repo.resolve(spec).name == "fifo_boost"
+    with pytest.raises(PolicyNotFound):
+        repo.resolve("fifo_boost")   # staged only: not a name yet
+    assert executor.adopt_policy(spec) == "fifo_boost"
+    kept = repo.resolve("fifo_boost")
+    assert kept.source == tmp_path / "synthesized" / "fifo_boost" / "fifo_boost.bpf.c"
+    assert kept.source.read_text() == source and repo.synthesized_names() == ["fifo_boost"]
+    assert not (repo.POLICIES_DIR / "fifo_boost").exists()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from schedagent.agent import planner, tune
 from schedagent.execution import measure as live
-from schedagent.kernel import partial
-from schedagent.policy import repo
 from schedagent.models import Features, Slo, Target, WorkloadProfile
+from schedagent.policy import repo
 
 
 def _profile(cls: str) -> WorkloadProfile:
@@ -71,23 +70,23 @@ def _trial(policy: str, verdict: str, ratio: float) -> tune.Trial:
 def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -> None:
     metric = live.metric_for(Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r"))
     target = Target(pid=7)
-    none = tune._decide(_report([_trial("vtime", "no-difference", 0.97),
-                                 _trial("latency", "worse", 1.4)]), metric, target)
+    none = tune.decide(_report([_trial("vtime", "no-difference", 0.97),
+                                _trial("latency", "worse", 1.4)]), metric, target)
     assert none.policy == "eevdf" and "keeping EEVDF" in none.why and none.reapply is None
     # issue 13: a screening "better" alone is not kept; the confirmation decides
     unconfirmed = _trial("target", "better", 0.4)
-    assert tune._decide(_report([unconfirmed]), metric, target).policy == "eevdf"
+    assert tune.decide(_report([unconfirmed]), metric, target).policy == "eevdf"
     unconfirmed.confirmation = tune.Confirmation([100.0] * 4, [90.0] * 4, "no-difference",
                                                  0.9, (0.8, 1.1), 0.3)
-    refused = tune._decide(_report([unconfirmed]), metric, target)
+    refused = tune.decide(_report([unconfirmed]), metric, target)
     assert refused.policy == "eevdf" and refused.verdict == "not confirmed"
     confirmed = _trial("target", "better", 0.4)
     confirmed.confirmation = tune.Confirmation([100.0, 101, 102, 103], [40.0, 41, 42, 43],
                                                "better", 0.41, (0.38, 0.44), 0.029)
-    best = tune._decide(_report([_trial("vtime", "better", 0.8), confirmed,
-                                 _trial("latency", "worse", 1.4)]), metric, target)
+    best = tune.decide(_report([_trial("vtime", "better", 0.8), confirmed,
+                               _trial("latency", "worse", 1.4)]), metric, target)
     assert best.policy == "target" and best.verdict == "better" and best.ratio == 0.41
     assert "confirmed on 4 fresh interleaved windows against 4 of EEVDF" in best.why
     assert best.reapply == "schedagent policies load target --pid 7 --switch-all"
-    stopped = tune._decide(_report([confirmed], "target-exited"), metric, target)
+    stopped = tune.decide(_report([confirmed], "target-exited"), metric, target)
     assert stopped.policy == "eevdf" and "stopped early" in stopped.why

@@ -1,5 +1,6 @@
 """Issue 13: tune's loop (screening, halving, confirmation, decision, record) with a fake
-meter, fake sessions and a simulated clock: nothing is attached or compiled."""
+executor (``World``: the port's meter, sessions and gates) and a simulated clock: nothing
+is attached or compiled."""
 
 from __future__ import annotations
 
@@ -8,11 +9,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schedagent.execution import engine
-from schedagent.agent import tune
-from schedagent.execution import measure as live
-from schedagent.kernel import partial
-from schedagent.models import Features, Slo, Target, TuneBudget, WorkloadProfile
+from schedagent.agent import planner, tune
+from schedagent.agent.port import Executor
+from schedagent.errors import PolicyError
+from schedagent.models import (
+    Features,
+    LiveMetric,
+    PolicyDraft,
+    Sample,
+    Slo,
+    Target,
+    TuneBudget,
+    VerifyResult,
+    WorkloadProfile,
+)
 from schedagent.store import Store
 
 FEATS = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
@@ -42,39 +52,97 @@ class Attached:
 
 
 class World:
-    """The fake meter and sessions: a window's value depends on what is attached."""
+    """A fake ``Executor`` that is its own meter: a window's value depends on what is
+    attached. Gates pass unless the policy is in ``rejects``; nothing is compiled."""
 
-    def __init__(self, metric: live.LiveMetric, effects: dict[str, float],
-                 invalid_every: int = 0) -> None:
+    def __init__(self, metric: LiveMetric, effects: dict[str, float],
+                 invalid_every: int = 0, rejects: frozenset[str] = frozenset(),
+                 staging: Path | None = None) -> None:
         self.metric, self.effects, self.invalid_every = metric, effects, invalid_every
+        self.rejects, self.staging = rejects, staging
         self.attached: str | None = None
         self.eevdf_windows = 0
         self.n = 0
         self.clock = Clock()
+        self.verified: list[str] = []
+        self.attaches: list[tuple[str, bool]] = []   # (policy, canary)
+        self.meter_open = False
+        self.staged: dict[str, PolicyDraft] = {}
+        self.adopted: list[str] = []
 
-    def measure(self, window_s: float) -> live.Sample:
+    def measure(self, window_s: float) -> Sample:
         self.clock.sleep(window_s)
         self.n += 1
         value = 100.0 * WIGGLE[self.n % len(WIGGLE)]
         if self.attached is None:
             self.eevdf_windows += 1
             if self.invalid_every and self.eevdf_windows % self.invalid_every == 0:
-                return live.Sample(ABSURD, FEATS, False, "fake: too few wakeups")
-            return live.Sample(value, FEATS, False)
-        return live.Sample(value * self.effects.get(self.attached, 1.0), FEATS, False)
+                return Sample(ABSURD, FEATS, False, "fake: too few wakeups")
+            return Sample(value, FEATS, False)
+        return Sample(value * self.effects.get(self.attached, 1.0), FEATS, False)
+
+    def profile(self, target: Target, duration_s: float, slo: Slo | None) -> WorkloadProfile:
+        self.clock.sleep(duration_s)
+        return PROF
+
+    def verify(self, spec: str, overrides: dict[str, int]) -> VerifyResult:
+        self.verified.append(spec)
+        if spec in self.rejects:
+            raise PolicyError(f"{spec}: fake verifier says no")
+        return VerifyResult(spec, spec, f"{spec}.bpf.c", "0" * 64, f"{spec}.o", True,
+                            dict(overrides), [], ["fake gate"])
 
     @contextlib.contextmanager
-    def session(self, req: engine.RunRequest, store: Store) -> Iterator[Attached]:
-        self.attached = req.spec
+    def attach(self, spec: str, overrides: dict[str, int], target: Target, *,
+               canary: bool) -> Iterator[Attached]:
+        self.attaches.append((spec, canary))
+        self.attached = spec
         try:
             yield Attached()
         finally:
             self.attached = None
 
+    @contextlib.contextmanager
+    def meter(self, target: Target, slo: Slo, latency_log: str | None) -> Iterator[World]:
+        self.meter_open = True
+        try:
+            yield self
+        finally:
+            self.meter_open = False
 
-class Loop(tune._Loop):
-    def gate(self, trials: list[tune.Trial]) -> list[tune.Trial]:
-        return trials   # nothing compiled on the host
+    def planned_metric(self, slo: Slo, latency_log: str | None) -> LiveMetric:
+        return self.metric
+
+    def attaches_probe(self, slo: Slo, latency_log: str | None) -> bool:
+        return False
+
+    @contextlib.contextmanager
+    def priority(self) -> Iterator[str]:
+        yield "unchanged"
+
+    def process_names(self, target: Target) -> list[str]:
+        return ["fake: fake --serve"]
+
+    def stage_policy(self, draft: PolicyDraft) -> str:
+        """Kept in memory, or written under ``staging`` (then ``repo.resolve`` reads it)."""
+        self.staged[draft.name] = draft
+        if self.staging is None:
+            return f"staged/{draft.name}"
+        directory = self.staging / draft.name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "policy.yaml").write_text(draft.policy_yaml)
+        (directory / f"{draft.name}.bpf.c").write_text(draft.source)
+        return str(directory)
+
+    def adopt_policy(self, spec: str) -> str:
+        self.adopted.append(spec)
+        return spec.rsplit("/", 1)[-1]
+
+
+def _loop(world: World, store: Store, request: tune.TuneRequest,
+          report: tune.TuneReport) -> tune.Loop:
+    executor: Executor = world   # checked by mypy: World implements the port
+    return tune.Loop(request, store, PROF, report, executor, world, clock=world.clock)
 
 
 def _tune(tmp_path: Path, world: World, policies: list[str],
@@ -83,14 +151,12 @@ def _tune(tmp_path: Path, world: World, policies: list[str],
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0, **req))  # type: ignore[arg-type]
     report = tune.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
     report.trials = [tune.Trial(p, {}, "r") for p in policies]
-    loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
-                world.clock)
-    tune._run(request, store, PROF, report, loop)
+    tune.run_trials(_loop(world, store, request, report))
     return report, store
 
 
-LOWER = live.LiveMetric("p99_wakeup_us", "us", "lower", "fake")
-HIGHER = live.LiveMetric("jobs_per_s", "jobs/s", "higher", "fake")
+LOWER = LiveMetric("p99_wakeup_us", "us", "lower", "fake")
+HIGHER = LiveMetric("jobs_per_s", "jobs/s", "higher", "fake")
 
 
 def test_a_clearly_better_policy_is_confirmed_and_kept(tmp_path: Path) -> None:
@@ -160,8 +226,7 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0))
     report = tune.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
     report.trials = [tune.Trial(p, {}, "r") for p in ("latency", "vtime")]
-    loop = Loop(request, store, PROF, report, lambda *a: None, world, world.session,
-                world.clock)
+    loop = _loop(world, store, request, report)
     loop.measure(report.trials, 4, [0], 1)
 
     def tools(policy: str) -> object:
@@ -184,10 +249,40 @@ def test_the_leader_is_the_strongest_evidence_not_a_ratio_on_too_few_windows() -
                       samples=[20.0], verdict="insufficient", ratio=0.2)
     worse = tune.Trial("vtime", {}, "r", status="measured", samples=[10.0] * 5,
                        verdict="worse", ratio=0.1)
-    assert tune._leader([thin, worse, strong], "lower") is strong
+    assert tune.leader([thin, worse, strong], "lower") is strong
     # with no trial that screened better, the best ratio pointing the right way leads
-    assert tune._leader([thin, worse], "lower") is thin
+    assert tune.leader([thin, worse], "lower") is thin
     up = tune.Trial("batch", {}, "r", status="measured", samples=[1.0] * 5,
                     verdict="better", ratio=1.4)
-    assert tune._leader([up], "lower") is None
-    assert tune._leader([up], "higher") is up
+    assert tune.leader([up], "lower") is None
+    assert tune.leader([up], "higher") is up
+
+
+def test_tune_runs_through_the_port_and_leaves_nothing_attached(tmp_path: Path) -> None:
+    """``tune.tune`` end to end on the host: profile, plan, gate, canary, screen, confirm and
+    decide, every step through the Executor; a gate rejection keeps its policy off."""
+    cands = planner.rank(PROF, {}, 3)
+    bad, good = cands[0].policy, cands[1].policy
+    world = World(LOWER, {good: 0.5}, rejects=frozenset({bad}))
+    store = Store(tmp_path / "db.sqlite")
+    report = tune.tune(tune.TuneRequest(Target(pid=1)), store, world, clock=world.clock)
+    d = report.decision
+    assert d is not None and d.policy == good and d.verdict == "better", d
+    assert report.metric["name"] == LOWER.name and report.ended == "complete"
+    rejected = [t for t in report.trials if t.policy == bad]
+    assert rejected and all(t.status == "rejected" and t.error is not None
+                            and t.error.startswith("gates: ") for t in rejected)
+    assert bad in world.verified and all(p != bad for p, _canary in world.attaches)
+    assert (good, True) in world.attaches and (good, False) in world.attaches  # canary first
+    assert world.attached is None and not world.meter_open
+    assert store.verdict_summary(good)["mixed"]["wins"] >= 1
+
+
+def test_a_dry_run_gates_the_candidates_and_attaches_nothing(tmp_path: Path) -> None:
+    world = World(HIGHER, {})
+    report = tune.tune(tune.TuneRequest(Target(pid=1), dry_run=True),
+                       Store(tmp_path / "db.sqlite"), world, clock=world.clock)
+    assert report.ended == "dry-run" and report.decision is not None
+    assert report.decision.policy == "eevdf" and report.metric["name"] == HIGHER.name
+    assert world.verified and world.verified == [t.policy for t in report.trials]
+    assert world.attaches == [] and world.n == 0 and not world.meter_open
