@@ -27,6 +27,7 @@ from schedagent.daemon.control import Control
 from schedagent.daemon.state import Baseline, TargetState
 from schedagent.errors import TargetGone
 from schedagent.execution import host, measure
+from schedagent.models import Sample
 from schedagent.profile.classify import material_change
 
 #: What a guard check asks the loop to do next: re-tune for a new phase, or nothing.
@@ -77,7 +78,7 @@ def check(ctl: Control, ts: TargetState) -> Retune:
 
 
 def _slo_regressed(
-    ctl: Control, ts: TargetState, sample: measure.Sample, evidence: dict[str, Any], detected: float
+    ctl: Control, ts: TargetState, sample: Sample, evidence: dict[str, Any], detected: float
 ) -> bool:
     """Count this window; roll back (True) after enough regressions in a row."""
     active, g = ts.active, ctl.cfg.guard
@@ -103,7 +104,7 @@ def _slo_regressed(
 
 
 def _phase_changed(
-    ctl: Control, ts: TargetState, sample: measure.Sample, evidence: dict[str, Any], detected: float
+    ctl: Control, ts: TargetState, sample: Sample, evidence: dict[str, Any], detected: float
 ) -> bool:
     """Judge the target's behaviour against its first window under this policy; on a
     material change in two checks in a row, roll back and clear the backoff (True)."""
