@@ -200,13 +200,13 @@ class TuneBudget(BaseModel):
     ``TuneRequest`` all take their defaults and bounds from here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    budget_s: float = Field(600.0, ge=10, le=7200, description="Wall-time budget (s).")
-    max_evals: int = Field(24, ge=1, le=200, description="Most candidate windows.")
-    observe_s: float = Field(5.0, ge=0.5, le=300, description="Seconds of profiling.")
-    window_s: float = Field(2.0, ge=0.5, le=60, description="Seconds per A/B window.")
-    rounds: int = Field(4, ge=2, le=20, description="A/B window pairs per candidate.")
-    canary_s: float = Field(1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
-    max_candidates: int = Field(3, ge=1, le=10,
+    budget_s: float = Field(default=600.0, ge=10, le=86_400, description="Wall-time budget (s).")
+    max_evals: int = Field(default=24, ge=1, le=1000, description="Most candidate windows.")
+    observe_s: float = Field(default=5.0, ge=0.5, le=600, description="Seconds of profiling.")
+    window_s: float = Field(default=2.0, ge=0.5, le=600, description="Seconds per A/B window.")
+    rounds: int = Field(default=4, ge=2, le=50, description="A/B window pairs per candidate.")
+    canary_s: float = Field(default=1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
+    max_candidates: int = Field(default=3, ge=1, le=10,
                                 description="Repository policies the planner proposes.")
 
 

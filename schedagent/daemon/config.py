@@ -228,6 +228,14 @@ class DaemonConfig(_Strict):
     #: serve Prometheus text metrics on 127.0.0.1:PORT (off when absent)
     prometheus_port: int | None = Field(None, ge=1, le=65535)
 
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _daemon_defaults(cls, value: object) -> object:
+        # keys left out of a partial ``budgets:`` take the daemon's defaults, not tune's
+        if isinstance(value, dict):
+            return {**DAEMON_BUDGET.model_dump(), **value}
+        return value
+
     @model_validator(mode="after")
     def _unique(self) -> DaemonConfig:
         names = [t.name for t in self.targets]

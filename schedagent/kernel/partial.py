@@ -36,7 +36,10 @@ class SwitchedTask:
 def target_tids(target: Target) -> list[int]:
     """All thread ids of the target right now (a pid's tree, or the cgroup's threads)."""
     if target.pid is not None:
-        return sorted({tid for _, tid in threads_of(process_tree(target.pid))})
+        tids = sorted({tid for _, tid in threads_of(process_tree(target.pid))})
+        if not tids:  # exited between finding the tree and listing its threads
+            raise TargetGone(target.pid)
+        return tids
     if target.cgroup is not None:
         return cgroupfs.read_ids(target.cgroup, "cgroup.threads")
     raise ConfigError("a target needs a pid or a cgroup")

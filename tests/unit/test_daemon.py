@@ -70,6 +70,19 @@ def test_bad_config_is_refused_with_the_field_and_the_problem(tmp_path: Path, te
     assert expect in str(err.value), str(err.value)
 
 
+def test_budgets_take_their_bounds_from_tune_and_their_defaults_from_the_daemon(
+        tmp_path: Path) -> None:
+    """One TuneBudget: a partial ``budgets:`` keeps the daemon's defaults for the rest,
+    and a value out of TuneBudget's bounds is refused by name."""
+    cfg = config.load(_write(tmp_path, "budgets: {rounds: 6}\n"
+                                       "targets: [{name: a, match: {unit: a.service}}]"))
+    assert (cfg.budgets.rounds, cfg.budgets.budget_s, cfg.budgets.max_evals) == (6, 300.0, 12)
+    with pytest.raises(ConfigError) as err:
+        config.load(_write(tmp_path, "budgets: {rounds: 1}\n"
+                                     "targets: [{name: a, match: {unit: a.service}}]"))
+    assert "budgets.rounds" in str(err.value)
+
+
 def test_missing_config_says_how_to_create_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist; create it"):
         config.load(tmp_path / "absent.yaml")
