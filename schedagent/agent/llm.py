@@ -240,8 +240,8 @@ class Tools:
         """A policy name the model may use: the repository's or one it synthesized."""
         if policy in self.state.synthesized:
             return self.state.synthesized[policy]
-        if policy not in repo.builtin_names():
-            raise ToolError(f"no policy {policy!r}; choose from {', '.join(repo.builtin_names())}"
+        if policy not in repo.known_names():
+            raise ToolError(f"no policy {policy!r}; choose from {', '.join(repo.known_names())}"
                             f"{' or ' + ', '.join(self.state.synthesized) if self.state.synthesized else ''}")
         return policy
 
@@ -257,7 +257,7 @@ class Tools:
 
     def _t_list_policies(self, args: dict[str, Any]) -> str:
         out = []
-        for name in repo.builtin_names():
+        for name in repo.known_names():
             meta = repo.resolve(name).meta
             assert meta is not None
             out.append({"name": name, "summary": meta.summary, "good_for": meta.good_for,

@@ -397,7 +397,7 @@ def tune(req: TuneRequest, store: Store, executor: Executor,
 
 def _planned(prof: WorkloadProfile, store: Store, executor: Executor, max_candidates: int,
              say: Callable[[str], None] | None = None) -> list[Trial]:
-    history = {name: store.verdict_summary(name) for name in repo.builtin_names()}
+    history = {name: store.verdict_summary(name) for name in repo.known_names()}
     cands = planner.rank(prof, history, max_candidates)
     return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], executor, say)
 

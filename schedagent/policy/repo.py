@@ -122,6 +122,15 @@ def synthesized_names() -> list[str]:
     return builtin_names(synthesized_dir())
 
 
+def known_names() -> list[str]:
+    """Every name ``resolve`` finds: the repository's and the kept synthesized ones."""
+    try:
+        kept = synthesized_names()
+    except OSError:     # no usable state directory: nothing can have been kept there
+        kept = []
+    return sorted({*builtin_names(), *kept})
+
+
 def _synthesized(spec: str) -> Path | None:
     """The kept synthesized policy named ``spec`` (its directory), if there is one."""
     if not _POLICY_NAME.match(spec):
