@@ -113,18 +113,6 @@ def open_store() -> Store:
     return Store()
 
 
-def verify_policy(spec: str, overrides: dict[str, int]) -> VerifyResult:
-    """Static gate, clang and the kernel verifier, with no attach."""
-    store = open_store()
-    try:
-        result = engine.verify(spec, overrides, store)
-        store.audit("cli", "verify", {"policy": spec, "tunables": overrides},
-                    {"ok": True, "hash": result.source_hash})
-        return result
-    finally:
-        store.close()
-
-
 def run_policy(req: engine.RunRequest,
                on_attached: Callable[[engine.RunOutcome], None] | None = None) -> engine.RunOutcome:
     """Attach a policy with the guard on; always restores the previous state."""
