@@ -20,8 +20,9 @@ def spec_option(model: type[BaseModel], name: str, *decls: str) -> Any:
     field = model.model_fields[name]
     bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata
               if type(m).__name__ in ("Ge", "Le")}
+    text = field.description or ""
     return typer.Option(*decls, min=bounds.get("Ge"), max=bounds.get("Le"),
-                        help=(field.description or "").capitalize() or None)
+                        help=text[:1].upper() + text[1:] or None)
 
 
 def args(**values: Any) -> dict[str, Any]:

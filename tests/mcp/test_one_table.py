@@ -46,7 +46,7 @@ def test_an_operation_the_llm_calls_has_the_operations_model() -> None:
     as_ops = [t for t in tools.TOOLS if t.op is not None]
     assert {t.name for t in as_ops} == {"list_policies", "show_policy"}
     for tool in as_ops:
-        assert tool.args is opspec.SPECS[tool.op].args
+        assert tool.op is not None and tool.args is opspec.SPECS[tool.op].args
 
 
 def test_mcp_and_llm_schemas_of_one_operation_come_from_one_model() -> None:
