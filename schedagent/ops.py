@@ -292,10 +292,11 @@ def _load(a: LoadArgs, c: Caller) -> dict[str, Any]:
 
 def _hold(a: HoldArgs, c: Caller) -> dict[str, Any]:
     target = check_target(a)
-    spec, tunables = _loadable(a.policy, a.tunables)
-    req = engine.RunRequest(spec, tunables, target, a.duration_s, switch_all=True,
+    art = services.verified_artifact(a.policy, a.tunables)
+    req = engine.RunRequest(art.spec, art.tunables, target, a.duration_s, switch_all=True,
                             actor=c.actor)
-    return _outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))
+    return {"artifact_id": art.artifact_id,
+            **_outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))}
 
 
 def _run(a: RunArgs, c: Caller) -> dict[str, Any]:

@@ -148,9 +148,10 @@ class LoadArgs(TargetArgs):
 
 
 class HoldArgs(OptionalTargetArgs):
-    """``hold_policy``: a policy on every task, for a bounded time."""
+    """``hold_policy``: a verified artifact on every task, for a bounded time."""
 
-    policy: PolicyRef
+    policy: str = Field(min_length=1, max_length=64, description=(
+        "artifact_id from verify_policy, or a policy name verified with the same tunables"))
     tunables: Tunables
     duration_s: float = Field(3600.0, ge=1, le=MAX_HOLD_S, description=(
         "seconds to hold it (an in-process caller may end it earlier with SIGINT/SIGTERM)"))
@@ -285,10 +286,10 @@ _SPECS = [
     OpSpec("load_policy", "Run a verified policy as a canary: only the target's threads, "
            "for duration_s, guarded; the previous scheduler comes back afterwards, "
            "whatever happens.", LoadArgs, privileged=True),
-    OpSpec("hold_policy", "Keep a policy (a repository name or a verified artifact) on "
-           "every task for duration_s with the guard on, the target (if any) filling its "
-           "target map; the previous scheduler comes back afterwards. What tune decided "
-           "is held this way.", HoldArgs, privileged=True),
+    OpSpec("hold_policy", "Keep a verified policy on every task for duration_s with the "
+           "guard on, the target (if any) filling its target map; the previous scheduler "
+           "comes back afterwards. What tune decided is held this way (verify_policy "
+           "first).", HoldArgs, privileged=True),
     OpSpec("run_policy", "Attach any policy the caller can name (a path included) with "
            "the guard on, on every task or as a canary on a target, until duration_s "
            "ends or the caller interrupts it; the previous scheduler comes back "

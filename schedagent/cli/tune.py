@@ -1,6 +1,7 @@
 """``schedagent tune``: find a scheduler that beats EEVDF for one workload, or keep EEVDF.
 
-``--keep`` is the ``hold_policy`` operation on the decision, as any front end can ask.
+``--keep`` is ``verify_policy`` and ``hold_policy`` on the decision, as any front end
+can ask.
 """
 
 from __future__ import annotations
@@ -127,9 +128,11 @@ def _hold(decision: dict[str, Any], pid: int | None, cgroup: str | None) -> None
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     print(f"keeping {decision['policy']} on the system until Ctrl-C")
     try:
-        outcome = client().call("hold_policy", args(
-            policy=decision["policy"], tunables=decision["tunables"], pid=pid, cgroup=cgroup,
-            duration_s=MAX_HOLD_S))
+        c = client()
+        art = c.call("verify_policy", {"name": decision["policy"],
+                                       "tunables": decision["tunables"]})["artifact_id"]
+        outcome = c.call("hold_policy", args(policy=art, pid=pid, cgroup=cgroup,
+                                             duration_s=MAX_HOLD_S))
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err)
     print(f"{decision['policy']} ended ({outcome['reason']}); sched_ext is "

@@ -15,7 +15,7 @@ from schedagent import ops, opspec, services
 from schedagent.errors import GuardrailViolation
 from schedagent.execution import engine
 from schedagent.models import Target
-from schedagent.store import Store
+from schedagent.store import Store, VerifiedArtifact
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,24 +72,34 @@ def _runs(monkeypatch: pytest.MonkeyPatch) -> list[engine.RunRequest]:
     return seen
 
 
-def test_hold_policy_keeps_a_repository_policy_on_every_task(
+def test_hold_policy_keeps_a_verified_policy_on_every_task(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``tune --keep`` did only in the CLI: any front end can ask for it now."""
     seen = _runs(monkeypatch)
-    out = ops.call("hold_policy", {"policy": "vtime", "tunables": {"slice_ns": 3_000_000},
-                                   "cgroup": "a/b", "duration_s": 30}, "test")
+    asked: list[tuple[str, dict[str, int]]] = []
+
+    def fake_verified(ref: str, overrides: dict[str, int]) -> VerifiedArtifact:
+        asked.append((ref, overrides))
+        return VerifiedArtifact("0123456789abcdef0123", "vtime", "vtime", "h", "k",
+                                {"slice_ns": 3_000_000}, 0.0)
+    monkeypatch.setattr(services, "verified_artifact", fake_verified)
+    out = ops.call("hold_policy", {"policy": "0123456789abcdef0123", "cgroup": "a/b",
+                                   "duration_s": 30}, "test")
     (req,) = seen
+    assert asked == [("0123456789abcdef0123", {})]
     assert (req.spec, req.overrides, req.switch_all, req.duration_s) == (
         "vtime", {"slice_ns": 3_000_000}, True, 30)
     assert req.target == Target(cgroup="a/b") and req.actor == "test"
     assert out["ok"] is True and out["reason"] == "interrupted"
+    assert out["artifact_id"] == "0123456789abcdef0123"
 
 
-def test_hold_policy_refuses_what_is_neither_a_policy_nor_verified(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("ref", ["vtime", "0123456789abcdef0123"])
+def test_hold_policy_refuses_what_was_not_verified(monkeypatch: pytest.MonkeyPatch,
+                                                   ref: str) -> None:
     seen = _runs(monkeypatch)
     with pytest.raises(GuardrailViolation, match="call verify_policy first"):
-        ops.call("hold_policy", {"policy": "0123456789abcdef0123"}, "test")
+        ops.call("hold_policy", {"policy": ref}, "test")
     assert seen == []
 
 
