@@ -27,9 +27,6 @@ from schedagent.daemon.config import DEFAULT_SOCKET
 from schedagent.daemon.socketapi import ApiClient, DaemonUnavailable
 from schedagent.errors import GuardrailViolation
 
-#: A daemon's reply may take as long as its longest operation: a hold is at most a day.
-REPLY_TIMEOUT_S = 86_400.0 + 3600.0
-
 
 def socket_path() -> Path:
     """The daemon's socket: $SCHEDAGENT_SOCKET, else the default."""
@@ -39,11 +36,13 @@ def socket_path() -> Path:
 class Daemon(Protocol):
     """The daemon's side of the socket (``ApiClient``, or a fake in tests)."""
 
-    path: Path
-
     def available(self) -> bool: ...
 
     def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]: ...
+
+
+#: a connection to the socket at a path, waiting this long for a reply
+Connect = Callable[[Path, float], Daemon]
 
 
 def _never_reached(err: DaemonUnavailable) -> bool:
@@ -54,11 +53,12 @@ def _never_reached(err: DaemonUnavailable) -> bool:
 class Client:
     """Run operations where ``opspec`` says they belong; remember where the last one ran."""
 
-    def __init__(self, actor: str = "cli", *, daemon: Daemon | None = None,
-                 progress: ops.Progress | None = None,
+    def __init__(self, actor: str = "cli", *, socket: Path | None = None,
+                 connect: Connect = ApiClient, progress: ops.Progress | None = None,
                  notify: Callable[[str], None] | None = None) -> None:
         self.actor = actor
-        self.daemon: Daemon = daemon or ApiClient(socket_path(), REPLY_TIMEOUT_S)
+        self.socket = socket or socket_path()
+        self.connect = connect
         self.progress, self.notify = progress, notify
         #: where the last call ran
         self.served_by: Literal["daemon", "local"] | None = None
@@ -67,9 +67,10 @@ class Client:
         """Run ``op``: validated here first, so a bad argument costs no round trip."""
         ops.validate(op, args)
         spec = opspec.SPECS[op]
-        if spec.where != "local" and self.daemon.available():
+        daemon = self.connect(self.socket, spec.reply_timeout_s)
+        if spec.where != "local" and daemon.available():
             try:
-                result = self.daemon.call(op, args)
+                result = daemon.call(op, args)
             except DaemonUnavailable as err:
                 if spec.where == "daemon" or not _never_reached(err):
                     raise
@@ -80,7 +81,7 @@ class Client:
                 self.served_by = "daemon"
                 return result
         if spec.where == "daemon":
-            raise DaemonUnavailable(f"no daemon socket answers at {self.daemon.path}; {op} "
+            raise DaemonUnavailable(f"no daemon socket answers at {self.socket}; {op} "
                                     "talks to the running daemon (systemctl start schedagent)")
         result = ops.call(op, args, self.actor, progress=self.progress, notify=self.notify)
         self.served_by = "local"

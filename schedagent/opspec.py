@@ -33,6 +33,8 @@ Where = Literal["shared", "local", "daemon"]
 
 #: the longest a policy is held on the system in one call (``hold_policy``)
 MAX_HOLD_S = 86_400.0
+#: benchmarks of many arms and levels, and whole suites, run for hours
+_BENCH_REPLY_S = 2 * 86_400.0
 
 
 class Args(BaseModel):
@@ -259,6 +261,9 @@ class OpSpec:
     #: changes kernel or persistent state (the socket and the audit treat it so)
     privileged: bool = False
     where: Where = "shared"
+    #: how long a client waits for the daemon's reply: the longest the operation may
+    #: legitimately run (a wait without bound would hang a client on a stuck daemon)
+    reply_timeout_s: float = 3600.0
 
 
 _SPECS = [
@@ -289,7 +294,7 @@ _SPECS = [
     OpSpec("hold_policy", "Keep a verified policy on every task for duration_s with the "
            "guard on, the target (if any) filling its target map; the previous scheduler "
            "comes back afterwards. What tune decided is held this way (verify_policy "
-           "first).", HoldArgs, privileged=True),
+           "first).", HoldArgs, privileged=True, reply_timeout_s=MAX_HOLD_S + 3600),
     OpSpec("run_policy", "Attach any policy the caller can name (a path included) with "
            "the guard on, on every task or as a canary on a target, until duration_s "
            "ends or the caller interrupts it; the previous scheduler comes back "
@@ -303,12 +308,14 @@ _SPECS = [
     OpSpec("benchmark", "A/B the given policies against a baseline (EEVDF by default) on "
            "a built-in workload, interleaved in this boot (minutes). Writes a JSON "
            "record, a markdown table and plots, and records the verdicts.", BenchArgs,
-           privileged=True),
+           privileged=True, reply_timeout_s=_BENCH_REPLY_S),
     OpSpec("bench_suite", "Every workload × policy against EEVDF in this boot (long); "
-           "records like benchmark.", SuiteArgs, privileged=True),
+           "records like benchmark.", SuiteArgs, privileged=True,
+           reply_timeout_s=_BENCH_REPLY_S),
     OpSpec("tune", "Profile a target, try policies live against EEVDF, and keep only a "
            "proven winner; the system is back on EEVDF afterwards (hold_policy keeps "
-           "the winner).", TuneArgs, privileged=True),
+           "the winner).", TuneArgs, privileged=True,
+           reply_timeout_s=4 * 3600.0),  # a 2 h budget, plus profiling and compiles
     OpSpec("status", "sched_ext state, what schedagent has loaded, quarantine and recent "
            "events.", NoArgs),
     OpSpec("rollback", "Return the system to EEVDF now, whichever schedagent process holds "

@@ -27,12 +27,18 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 class FakeDaemon:
-    """The socket's side, scripted: records what reached it."""
+    """The socket's side, scripted: records what reached it, and how long a client waits."""
 
     def __init__(self, path: Path, *, up: bool = True, fails: BaseException | None = None
                  ) -> None:
         self.path, self.up, self.fails = path, up, fails
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.timeouts: list[float] = []
+
+    def connect(self, path: Path, timeout_s: float) -> FakeDaemon:
+        assert path == self.path
+        self.timeouts.append(timeout_s)
+        return self
 
     def available(self) -> bool:
         return self.up
@@ -42,6 +48,10 @@ class FakeDaemon:
         if self.fails is not None:
             raise self.fails
         return {"from": "daemon", "op": op}
+
+
+def _client(daemon: FakeDaemon) -> Client:
+    return Client("test", socket=daemon.path, connect=daemon.connect)
 
 
 def _refused() -> DaemonUnavailable:
@@ -61,29 +71,31 @@ def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_with_a_daemon_status_and_privileged_operations_go_to_it(tmp_path: Path) -> None:
     daemon = FakeDaemon(tmp_path / "s.sock")
-    client = Client("test", daemon=daemon)
+    client = _client(daemon)
     assert client.call("status", {}) == {"from": "daemon", "op": "status"}
     assert client.served_by == "daemon"
     client.call("rollback", {})
     client.call("hold_policy", {"policy": "vtime", "duration_s": 5})
     assert [op for op, _ in daemon.calls] == ["status", "rollback", "hold_policy"]
+    # a reply is awaited as long as the operation may run: an hour, a held day and more
+    assert daemon.timeouts[:2] == [3600.0, 3600.0] and daemon.timeouts[2] > 86_400
 
 
 def test_without_a_daemon_status_runs_here(tmp_path: Path) -> None:
-    client = Client("test", daemon=FakeDaemon(tmp_path / "s.sock", up=False))
+    client = _client(FakeDaemon(tmp_path / "s.sock", up=False))
     out = client.call("status", {})
     assert client.served_by == "local" and "sched_ext" in out and "from" not in out
 
 
 def test_a_local_operation_never_goes_to_the_daemon(tmp_path: Path) -> None:
     daemon = FakeDaemon(tmp_path / "s.sock")
-    client = Client("test", daemon=daemon)
+    client = _client(daemon)
     out = client.call("doctor", {})
     assert daemon.calls == [] and client.served_by == "local" and "checks" in out
 
 
 def test_a_daemon_operation_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
-    client = Client("test", daemon=FakeDaemon(tmp_path / "s.sock", up=False))
+    client = _client(FakeDaemon(tmp_path / "s.sock", up=False))
     with pytest.raises(DaemonUnavailable, match="no daemon socket answers at .*approve talks"):
         client.call("approve", {"id": 3})
 
@@ -91,17 +103,17 @@ def test_a_daemon_operation_without_a_daemon_is_a_clear_error(tmp_path: Path) ->
 def test_a_refused_connection_falls_back_once_a_lost_reply_does_not(tmp_path: Path) -> None:
     """A stale socket file (nobody listening): nothing ran, so this process runs it. A
     daemon that took the request and died may have run it: never run it twice."""
-    stale = Client("test", daemon=FakeDaemon(tmp_path / "s.sock", fails=_refused()))
+    stale = _client(FakeDaemon(tmp_path / "s.sock", fails=_refused()))
     assert "sched_ext" in stale.call("status", {}) and stale.served_by == "local"
     lost = DaemonUnavailable("closed the connection without a reply")
-    died = Client("test", daemon=FakeDaemon(tmp_path / "s.sock", fails=lost))
+    died = _client(FakeDaemon(tmp_path / "s.sock", fails=lost))
     with pytest.raises(DaemonUnavailable, match="without a reply"):
         died.call("status", {})
 
 
 def test_a_user_the_socket_refuses_reads_here_but_changes_nothing(tmp_path: Path) -> None:
     refusal = GuardrailViolation("refused: uid 1000 is neither root nor in group 'schedagent'")
-    client = Client("test", daemon=FakeDaemon(tmp_path / "s.sock", fails=refusal))
+    client = _client(FakeDaemon(tmp_path / "s.sock", fails=refusal))
     assert "sched_ext" in client.call("status", {}) and client.served_by == "local"
     with pytest.raises(GuardrailViolation, match="neither root nor in group"):
         client.call("rollback", {})
@@ -110,7 +122,7 @@ def test_a_user_the_socket_refuses_reads_here_but_changes_nothing(tmp_path: Path
 def test_bad_arguments_are_refused_before_they_reach_the_daemon(tmp_path: Path) -> None:
     daemon = FakeDaemon(tmp_path / "s.sock")
     with pytest.raises(ops.OpError, match="exactly one of pid or cgroup"):
-        Client("test", daemon=daemon).call("tune", {"pid": 5, "cgroup": "x"})
+        _client(daemon).call("tune", {"pid": 5, "cgroup": "x"})
     assert daemon.calls == []
 
 
