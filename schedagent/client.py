@@ -69,6 +69,9 @@ class Client:
         spec = opspec.SPECS[op]
         daemon = self.connect(self.socket, spec.reply_timeout_s)
         if spec.where != "local" and daemon.available():
+            if self.progress is not None and self.notify is not None:
+                self.notify(f"{op} runs in the daemon ({self.socket}); its progress goes to "
+                            "the daemon's log")
             try:
                 result = daemon.call(op, args)
             except DaemonUnavailable as err:
