@@ -265,3 +265,133 @@ class PolicyDraft:
     name: str
     policy_yaml: str
     source: str
+
+
+# --- the model's caps (``--agent anthropic``) ----------------------------------------------
+
+
+class ModelBudget(BaseModel):
+    """Hard caps on one ``--agent anthropic`` run; the ``tune`` operation takes its model
+    budget options, defaults and bounds from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_usd: float = Field(3.0, ge=0.01, le=1000, description="Model cost cap (USD).")
+    max_tool_calls: int = Field(30, ge=1, le=500, description="Model tool-call cap.")
+    max_tokens: int = Field(300_000, ge=1000, le=10_000_000, description="Model token cap.")
+
+
+@dataclass(frozen=True, slots=True)
+class WaitTotals:
+    """A target's runqueue wait over one window, summed over its threads (schedstat)."""
+
+    wait_ns: int
+    slices: int
+    duration_s: float
+
+    @property
+    def mean_wait_us(self) -> float:
+        """Mean wait per timeslice; 0 when the target ran no timeslice."""
+        return self.wait_ns / 1000 / self.slices if self.slices else 0.0
+
+
+# --- bcc probe histograms (filled by kernel/bccprobes.py, printed by every front end) --------
+
+
+def log2_edges(i: int) -> tuple[int, int]:
+    """bcc's ``bpf_log2l(v)`` is floor(log2 v) + 1 (and 1 for v = 0): bucket 1 holds
+    [0, 2), bucket i > 1 holds [2^(i-1), 2^i); bucket 0 stays empty."""
+    return (0, 2 ** i) if i <= 1 else (2 ** (i - 1), 2 ** i)
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """A log2 histogram as bcc fills it: see ``log2_edges`` for the bucket bounds."""
+
+    unit: str
+    buckets: list[int]
+
+    def percentile(self, q: float) -> float:
+        """Upper edge (µs) of the bucket holding the q-th percentile."""
+        total = sum(self.buckets)
+        if not total:
+            return 0.0
+        seen = 0
+        for i, n in enumerate(self.buckets):
+            seen += n
+            if seen >= q / 100 * total:
+                return float(log2_edges(i)[1])
+        return float(log2_edges(len(self.buckets))[1])
+
+    def render(self, width: int = 40) -> str:
+        """A terminal histogram, one line per non-empty bucket."""
+        top = max(self.buckets, default=0)
+        lines = []
+        for i, n in enumerate(self.buckets):
+            if n:
+                lo, hi = log2_edges(i)
+                bar = "#" * max(1, round(width * n / top))
+                lines.append(f"  {lo:>8}-{hi - 1:<8} {self.unit} {n:>8} {bar}")
+        return "\n".join(lines) or "  (no events)"
+
+
+FINE_SLOTS = 256
+
+
+def fine_edges(slot: int) -> tuple[int, int]:
+    """[low, high) in µs of one ``wake_fine`` slot (the layout is in schedlat.bcc.c)."""
+    if slot < 8:
+        return slot, slot + 1
+    octave, sub = 3 + (slot - 8) // 8, (slot - 8) % 8
+    return (8 + sub) << (octave - 3), (9 + sub) << (octave - 3)
+
+
+@dataclass(frozen=True, slots=True)
+class FineHistogram:
+    """Wakeup latency counts in log-linear slots (8 per power of two, so within 12.5%)."""
+
+    counts: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """All events counted."""
+        return sum(self.counts)
+
+    def minus(self, earlier: FineHistogram) -> FineHistogram:
+        """The events between two snapshots of the same running counters."""
+        return FineHistogram(tuple(a - b for a, b in zip(self.counts, earlier.counts,
+                                                          strict=True)))
+
+    def percentile(self, q: float) -> float:
+        """The q-th percentile in µs, interpolated linearly inside its slot."""
+        total = self.total
+        if not total:
+            return 0.0
+        rank = q / 100 * total
+        seen = 0
+        for slot, n in enumerate(self.counts):
+            if n and seen + n >= rank:
+                lo, hi = fine_edges(slot)
+                return lo + (hi - lo) * (rank - seen) / n
+            seen += n
+        return float(fine_edges(len(self.counts) - 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class DeepReport:
+    """What the bcc probes saw over one window, and what they cost."""
+
+    attach_points: tuple[str, ...]
+    wakeup_latency: Histogram
+    #: the same wakeups in log-linear slots: percentiles within 12.5%
+    wakeup_fine: FineHistogram
+    burst: Histogram
+    wakeups: int
+    migrations: int
+    duration_s: float
+    probe_run_ns: int
+    probe_events: int
+
+    @property
+    def overhead_pct_of_one_cpu(self) -> float:
+        """The probe programs' own run time as a share of one CPU over the window."""
+        return 100.0 * self.probe_run_ns / (self.duration_s * 1e9)

@@ -1,37 +1,66 @@
-"""The typed operations every remote front end offers: the MCP server and the daemon socket.
+"""The operations table: each declaration in ``schedagent.opspec`` bound to its handler.
 
-Each operation takes a JSON object, validates it against its pydantic model (the
-socket's clients are untrusted, so validation happens here and not only in the MCP
-schema), calls the service layer and returns a JSON-ready dict whose size is bounded.
-``call`` is the one entry point; errors come back as ``SchedagentError`` (or
-``OpError`` for bad arguments) carrying a message that names the valid choices.
+Every front end runs operations through here: the CLI and the MCP server (through
+``schedagent.client``), and the daemon socket. ``call`` validates a JSON object against
+the operation's pydantic model (the socket's clients are untrusted, so validation
+happens here and not only in a schema), runs the handler over the service layer,
+audits privileged operations and returns a JSON-ready dict whose size is bounded.
+Errors come back as ``SchedagentError`` (``OpError`` for bad arguments) carrying a
+message that names the valid choices.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from schedagent import services
-from schedagent.execution import engine
+from schedagent import opspec, services
+from schedagent.agent.llm import Budget
+from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload as bench_workload
-from schedagent.bench.runner import Arm
-from schedagent.errors import ConfigError, SchedagentError
-from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, scx
+from schedagent.bench.runner import EEVDF, Arm
+from schedagent.errors import ConfigError, SchedagentError, StoreUnavailable
+from schedagent.execution import engine
+from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, runqueue, scx
+from schedagent.models import DeepReport, ModelBudget, Target, TuneBudget
+from schedagent.opspec import (
+    Args,
+    BenchArgs,
+    HistoryArgs,
+    HoldArgs,
+    LoadArgs,
+    NameArgs,
+    NoArgs,
+    OptionalTargetArgs,
+    ProfileArgs,
+    RunArgs,
+    SuiteArgs,
+    TargetArgs,
+    TuneArgs,
+    VerifyArgs,
+    VerifyPathArgs,
+    WindowArgs,
+)
 from schedagent.policy import repo
-from schedagent.models import Target
+
+log = logging.getLogger(__name__)
 
 #: No single string in a result is longer than this (policy sources, verifier logs).
 MAX_TEXT = 16_000
 #: No list in a result has more items than this.
 MAX_ITEMS = 200
+
+#: steps of a long operation: (what, done, total)
+Progress = Callable[[str, int, int], None]
 
 
 class OpError(ConfigError):
@@ -44,72 +73,19 @@ class OpError(ConfigError):
 CALLER_UID: ContextVar[int | None] = ContextVar("schedagent_caller_uid", default=None)
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who runs an operation, and where its in-process caller wants to hear progress."""
+
+    actor: str
+    #: steps of a long operation (bench, tune, prebuild); in-process callers only
+    progress: Progress | None = None
+    #: one-line notices while an operation runs (a policy attached); in-process only
+    notify: Callable[[str], None] | None = None
 
 
-class TargetArgs(_Args):
-    """A pid (with its threads and children) or a cgroup v2 path."""
-
-    pid: int | None = Field(None, ge=1, le=4_194_304)
-    cgroup: str | None = Field(None, min_length=1, max_length=4096)
-
-    @model_validator(mode="after")
-    def _one(self) -> TargetArgs:
-        if (self.pid is None) == (self.cgroup is None):
-            raise ValueError("give exactly one of pid or cgroup")
-        return self
-
-    def target(self, *, canary: bool = False) -> Target:
-        """The checked target: a pid the caller may act on, or a confined cgroup path."""
-        if self.pid is not None:
-            partial.check_pid(self.pid, CALLER_UID.get(), canary=canary)
-            return Target(pid=self.pid)
-        assert self.cgroup is not None
-        return Target(cgroup=cgroupfs.normalize(self.cgroup))
-
-
-class ProfileArgs(TargetArgs):
-    duration_s: float = Field(5.0, ge=0.5, le=120)
-
-
-class NameArgs(_Args):
-    name: str = Field(min_length=1, max_length=64)
-
-
-class VerifyArgs(_Args):
-    name: str | None = Field(None, min_length=1, max_length=64)
-    source: str | None = Field(None, min_length=1, max_length=4 * 64 * 1024)
-    tunables: dict[str, int] = Field(default_factory=dict, max_length=32)
-
-    @model_validator(mode="after")
-    def _one(self) -> VerifyArgs:
-        if (self.name is None) == (self.source is None):
-            raise ValueError("give exactly one of name (a repository policy) or source "
-                             "(sched_ext BPF C)")
-        return self
-
-
-class LoadArgs(TargetArgs):
-    policy: str = Field(min_length=1, max_length=64,
-                        description="artifact_id from verify_policy, or a verified policy name")
-    tunables: dict[str, int] = Field(default_factory=dict, max_length=32)
-    duration_s: float = Field(10.0, ge=1, le=600)
-
-
-class BenchArgs(_Args):
-    workload: str = Field(min_length=1, max_length=64)
-    policy: str = Field(min_length=1, max_length=64)
-    runs: int = Field(3, ge=2, le=10)
-    quick: bool = True
-
-
-class HistoryArgs(_Args):
-    limit: int = Field(20, ge=1, le=200)
-
-
-class NoArgs(_Args):
-    pass
+def _quiet(_what: str, _done: int, _total: int) -> None:
+    return None
 
 
 def bounded(value: Any) -> Any:
@@ -131,6 +107,25 @@ def bounded(value: Any) -> Any:
     return str(value)
 
 
+# --- arguments the models cannot check alone (they need the system) ----------------------
+
+
+def check_target(a: TargetArgs | OptionalTargetArgs, *, canary: bool = False) -> Target | None:
+    """The checked target: a pid the caller may act on, or a confined cgroup path."""
+    if a.pid is not None:
+        partial.check_pid(a.pid, CALLER_UID.get(), canary=canary)
+        return Target(pid=a.pid)
+    if a.cgroup is not None:
+        return Target(cgroup=cgroupfs.normalize(a.cgroup))
+    return None
+
+
+def _target(a: TargetArgs, *, canary: bool = False) -> Target:
+    target = check_target(a, canary=canary)
+    assert target is not None  # TargetArgs requires exactly one of pid or cgroup
+    return target
+
+
 def _policy_name(name: str) -> str:
     known = repo.builtin_names()
     if name not in known:
@@ -138,7 +133,33 @@ def _policy_name(name: str) -> str:
     return name
 
 
-def _system_snapshot(_: NoArgs) -> dict[str, Any]:
+def _loadable(ref: str, tunables: dict[str, int]) -> tuple[str, dict[str, int]]:
+    """(spec, tunables) for a repository policy name, or a verified artifact's."""
+    if ref in repo.builtin_names():
+        return ref, tunables
+    art = services.verified_artifact(ref, tunables)
+    return art.spec, art.tunables
+
+
+def _arm(ref: str, tunables: dict[str, int]) -> Arm:
+    if ref == EEVDF:
+        if tunables:
+            raise OpError("eevdf has no tunables; drop them or name a policy")
+        return Arm(None)
+    return Arm(*_loadable(ref, tunables))
+
+
+def _workload(name: str) -> str:
+    names = [w.name for w in bench_workload.all_workloads()]
+    if name not in names:
+        raise OpError(f"unknown workload {name!r}; valid choices: {', '.join(names)}")
+    return name
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def _system_snapshot(_: NoArgs, __: Caller) -> dict[str, Any]:
     sysnow = procstat.read_system()
     st = services.status(events=5)
     return {"sched_ext": asdict(st.sched_ext), "active": st.active,
@@ -151,21 +172,43 @@ def _system_snapshot(_: NoArgs) -> dict[str, Any]:
             "quarantine": st.quarantine, "recent_events": st.events}
 
 
-def _profile(a: ProfileArgs) -> dict[str, Any]:
-    return services.profile_workload(a.target(), a.duration_s).to_json()
+def _doctor(_: NoArgs, __: Caller) -> dict[str, Any]:
+    report = services.doctor()
+    return {"kernel": report.kernel, "in_testbed": report.in_testbed,
+            "sched_ext_ready": report.sched_ext_ready,
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "fix": c.fix}
+                       for c in report.checks}}
 
 
-def _runqueue_latency(a: ProfileArgs) -> dict[str, Any]:
-    target = a.target()
+def _deep(rep: DeepReport) -> dict[str, Any]:
+    """The bcc report without its 256 raw slots, with the percentiles they give."""
+    out = asdict(rep)
+    del out["wakeup_fine"]
+    out["wakeup_latency_us"] = {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
+                                for q in (50, 90, 99)}
+    out["overhead_pct_of_one_cpu"] = round(rep.overhead_pct_of_one_cpu, 3)
+    return out
+
+
+def _profile(a: ProfileArgs, _: Caller) -> dict[str, Any]:
+    target = _target(a)
+    out = services.profile_workload(target, a.duration_s, a.slo).to_json()
+    if a.deep:
+        try:
+            out["deep"] = _deep(services.deep_probe(target, a.duration_s))
+        except SchedagentError as err:  # say so clearly, keep the cheap profile
+            out["deep"] = {"error": str(err)}
+    return out
+
+
+def _runqueue_latency(a: WindowArgs, _: Caller) -> dict[str, Any]:
+    target = _target(a)
     if not bccprobes.bcc_available():
-        window = procstat.observe(target, a.duration_s)
-        waits = [(last.wait_ns - window.first[t].wait_ns,
-                  last.slices - window.first[t].slices) for t, last in window.last.items()]
-        wait_ns, slices = sum(w for w, _ in waits), sum(s for _, s in waits)
+        waits = runqueue.observe_waits(target, a.duration_s)
         return {"source": "schedstat (bcc is not installed, so no histogram; install bcc "
                           "for percentiles)",
-                "mean_wait_us": wait_ns / 1000 / slices if slices else 0.0,
-                "timeslices": slices, "duration_s": window.duration_s}
+                "mean_wait_us": waits.mean_wait_us, "timeslices": waits.slices,
+                "duration_s": waits.duration_s}
     rep = services.deep_probe(target, a.duration_s)
     return {"source": "bcc: " + ", ".join(rep.attach_points), "wakeups": rep.wakeups,
             "wakeup_latency_us": {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
@@ -175,116 +218,249 @@ def _runqueue_latency(a: ProfileArgs) -> dict[str, Any]:
             "probe_overhead_pct_of_one_cpu": round(rep.overhead_pct_of_one_cpu, 3)}
 
 
-def _list_policies(_: NoArgs) -> dict[str, Any]:
+def _list_policies(_: NoArgs, __: Caller) -> dict[str, Any]:
     return {"policies": services.list_policies()}
 
 
-def _show_policy(a: NameArgs) -> dict[str, Any]:
+def _show_policy(a: NameArgs, _: Caller) -> dict[str, Any]:
     detail = services.show_policy(_policy_name(a.name))
     out = asdict(detail)
     out["source_text"] = repo.resolve(detail.name).source.read_text()
     return out
 
 
-def _verify(a: VerifyArgs, actor: str) -> dict[str, Any]:
-    spec = _policy_name(a.name) if a.name else services.stage_source(a.source or "")
-    art = services.verify_artifact(spec, a.tunables, actor)
-    return {"artifact_id": art.artifact_id, "policy": art.policy, "tunables": art.tunables,
-            "source_hash": art.source_hash, "passed": ["static gate", "clang",
-                                                       "object check", "kernel verifier"],
+def _verified(spec: str, tunables: dict[str, int], actor: str) -> dict[str, Any]:
+    art, res = services.verify_recorded(spec, tunables, actor)
+    return {"ok": True, **asdict(res), "artifact_id": art.artifact_id, "policy": art.policy,
+            "passed": res.gates,
             "next": f"load_policy(policy={art.artifact_id!r}, pid=..., duration_s=...)"}
 
 
-def _load(a: LoadArgs, actor: str) -> dict[str, Any]:
-    target = a.target(canary=True)  # a refused target costs nothing further
+def _verify(a: VerifyArgs, c: Caller) -> dict[str, Any]:
+    spec = _policy_name(a.name) if a.name else services.stage_source(a.source or "")
+    return _verified(spec, a.tunables, c.actor)
+
+
+def _verify_path(a: VerifyPathArgs, c: Caller) -> dict[str, Any]:
+    return _verified(a.policy, a.tunables, c.actor)
+
+
+def _outcome(outcome: engine.RunOutcome) -> dict[str, Any]:
+    """A run's outcome with what the guard saw, in the kernel's words."""
+    data: dict[str, Any] = asdict(outcome)
+    data["ok"] = outcome.ok
+    event = outcome.guard_event
+    if event is not None:
+        data["guard"] = {"reason": event.reason(),
+                         "detection_latency_ms": event.detection_latency_ms}
+        if event.exit_info is not None:
+            data["exit_kind"] = event.exit_info.kind
+            data["exit_kind_name"] = event.exit_info.kind_name
+            data["kernel_message"] = event.exit_info.message or event.exit_info.reason
+    return data
+
+
+def _attached_notice(c: Caller, duration_s: float | None) -> Callable[[engine.RunOutcome], None]:
+    def attached(outcome: engine.RunOutcome) -> None:
+        if c.notify is None:
+            return
+        scope = (f"partial, {outcome.switched_threads} threads of {outcome.target}"
+                 if outcome.switched_threads else
+                 f"all tasks, target {outcome.target}" if outcome.target else "all tasks")
+        until = f"for {duration_s:g} s" if duration_s else "until interrupted"
+        c.notify(f"{outcome.ops_name} enabled (enable_seq {outcome.enable_seq}, {scope}); "
+                 f"guard on {until}")
+    return attached
+
+
+def _load(a: LoadArgs, c: Caller) -> dict[str, Any]:
+    target = _target(a, canary=True)  # a refused target costs nothing further
     art = services.verified_artifact(a.policy, a.tunables)
     seen: list[str | None] = []
     req = engine.RunRequest(art.spec, art.tunables, target, duration_s=a.duration_s,
-                            actor=actor)
-    outcome = services.run_policy(req, lambda o: seen.append(scx.read_state().ops))
+                            actor=c.actor)
+
+    def attached(outcome: engine.RunOutcome) -> None:
+        seen.append(scx.read_state().ops)
+        _attached_notice(c, a.duration_s)(outcome)
+
+    outcome = services.run_policy(req, attached)
     return {"artifact_id": art.artifact_id, "policy": art.policy, "mode": "partial (canary)",
-            "ops_while_attached": seen[0] if seen else None, "outcome": asdict(outcome),
+            "ops_while_attached": seen[0] if seen else None, "outcome": _outcome(outcome),
             "sched_ext_after": asdict(scx.read_state())}
 
 
-def _benchmark(a: BenchArgs, actor: str) -> dict[str, Any]:
-    names = [w.name for w in bench_workload.all_workloads()]
-    if a.workload not in names:
-        raise OpError(f"unknown workload {a.workload!r}; valid choices: {', '.join(names)}")
-    art = services.verified_artifact(a.policy, {})
-    result = services.bench_compare(a.workload, [Arm(art.spec, art.tunables)], runs=a.runs,
-                                    quick=a.quick)
-    return {"workload": a.workload, "artifact_id": art.artifact_id,
-            "arms": [{"policy": arm.arm, "verdict": arm.verdict, "reason": arm.reason}
-                     for arm in result.arms],
-            "baseline": result.baseline_medians, "floor": result.floor_medians}
+def _hold(a: HoldArgs, c: Caller) -> dict[str, Any]:
+    target = check_target(a)
+    art = services.verified_artifact(a.policy, a.tunables)
+    req = engine.RunRequest(art.spec, art.tunables, target, a.duration_s, switch_all=True,
+                            actor=c.actor)
+    return {"artifact_id": art.artifact_id,
+            **_outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))}
 
 
-def _status(_: NoArgs) -> dict[str, Any]:
+def _run(a: RunArgs, c: Caller) -> dict[str, Any]:
+    target = check_target(a, canary=not a.switch_all)
+    req = engine.RunRequest(a.policy, a.tunables, target, a.duration_s, a.timeout_ms,
+                            actor=c.actor, switch_all=a.switch_all)
+    return _outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))
+
+
+def _prebuild(_: NoArgs, c: Caller) -> dict[str, Any]:
+    return asdict(services.prebuild(c.notify))
+
+
+def _unquarantine(a: NameArgs, _: Caller) -> dict[str, Any]:
+    return {"policy": a.name, "removed": services.unquarantine(a.name)}
+
+
+def _list_workloads(_: NoArgs, __: Caller) -> dict[str, Any]:
+    return {"workloads": services.bench_workloads()}
+
+
+def _bench_out(run: services.BenchRun) -> dict[str, Any]:
+    return {"results": [r.to_json() for r in run.results], "table": run.table,
+            "record": str(run.record), "markdown": str(run.markdown),
+            "plots": {w: str(p) for w, p in run.plots.items()}, "written": run.written}
+
+
+def _benchmark(a: BenchArgs, c: Caller) -> dict[str, Any]:
+    workload = _workload(a.workload)
+    arms = [_arm(p, a.tunables) for p in a.policies]
+    run = services.run_benchmark(workload, arms, a.runs, baseline=_arm(a.baseline, {}),
+                                 quick=a.quick, levels=a.levels or None, seed=a.seed,
+                                 progress=c.progress or _quiet)
+    return _bench_out(run)
+
+
+def _bench_suite(a: SuiteArgs, c: Caller) -> dict[str, Any]:
+    for name in a.policies or []:
+        _policy_name(name)
+    for name in a.workloads or []:
+        _workload(name)
+    run = services.run_suite(a.policies, a.workloads, a.runs, quick=a.quick, seed=a.seed,
+                             progress=c.progress or _quiet)
+    return _bench_out(run)
+
+
+def _tune(a: TuneArgs, c: Caller) -> dict[str, Any]:
+    if a.latency_log is not None and CALLER_UID.get() not in (None, 0):
+        raise OpError("latency_log names a file the daemon would read with its own rights; "
+                      "configure it in the daemon's targets, or run tune as root")
+    target = _target(a)
+    budget = TuneBudget.model_validate(a.model_dump(include=set(TuneBudget.model_fields)))
+    model = ModelBudget.model_validate(a.model_dump(include=set(ModelBudget.model_fields)))
+    req = TuneRequest(target, a.agent, budget=budget, dry_run=a.dry_run, model=a.model,
+                      latency_log=a.latency_log)
+    report = services.tune(req, a.slo, c.progress,
+                           Budget(model.max_tool_calls, model.max_tokens, model.max_usd))
+    return report.to_json()
+
+
+def _status(_: NoArgs, __: Caller) -> dict[str, Any]:
     return asdict(services.status(events=20))
 
 
-def _rollback(_: NoArgs) -> dict[str, Any]:
+def _rollback(_: NoArgs, __: Caller) -> dict[str, Any]:
     return asdict(services.rollback())
 
 
-def _history(a: HistoryArgs) -> dict[str, Any]:
+def _history(a: HistoryArgs, _: Caller) -> dict[str, Any]:
     store = services.open_store()
     try:
-        return {"events": store.events(a.limit), "audit": store.audit_records(a.limit)}
+        props = store.proposals()
+        older_pending = [p for p in props[:-a.limit] if p["status"] == "pending"]
+        return {"events": store.events(a.limit), "audit": store.audit_records(a.limit),
+                "proposals": older_pending + props[-a.limit:]}
     finally:
         store.close()
 
 
-_Op = tuple[type[_Args], Callable[..., dict[str, Any]], bool]
+Handler = Callable[[Any, Caller], dict[str, Any]]
 
-#: name -> (argument model, handler, whether the handler takes the actor)
-OPS: dict[str, _Op] = {
-    "system_snapshot": (NoArgs, _system_snapshot, False),
-    "profile_workload": (ProfileArgs, _profile, False),
-    "runqueue_latency": (ProfileArgs, _runqueue_latency, False),
-    "list_policies": (NoArgs, _list_policies, False),
-    "show_policy": (NameArgs, _show_policy, False),
-    "verify_policy": (VerifyArgs, _verify, True),
-    "load_policy": (LoadArgs, _load, True),
-    "benchmark": (BenchArgs, _benchmark, True),
-    "status": (NoArgs, _status, False),
-    "rollback": (NoArgs, _rollback, False),
-    "history": (HistoryArgs, _history, False),
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """An operation's declaration and the function that runs it."""
+
+    spec: opspec.OpSpec
+    handler: Handler
+
+
+_HANDLERS: dict[str, Handler] = {
+    "system_snapshot": _system_snapshot,
+    "doctor": _doctor,
+    "profile_workload": _profile,
+    "runqueue_latency": _runqueue_latency,
+    "list_policies": _list_policies,
+    "show_policy": _show_policy,
+    "verify_policy": _verify,
+    "verify_path": _verify_path,
+    "load_policy": _load,
+    "hold_policy": _hold,
+    "run_policy": _run,
+    "prebuild": _prebuild,
+    "unquarantine": _unquarantine,
+    "list_workloads": _list_workloads,
+    "benchmark": _benchmark,
+    "bench_suite": _bench_suite,
+    "tune": _tune,
+    "status": _status,
+    "rollback": _rollback,
+    "history": _history,
 }
 
-#: operations that change kernel state (the daemon socket reserves them for root/group)
-PRIVILEGED = frozenset({"verify_policy", "load_policy", "benchmark", "rollback"})
+#: name -> operation, for every operation this process can run (the daemon runs its own
+#: ``where="daemon"`` operations itself, before it falls through to this table)
+OPS: dict[str, Op] = {name: Op(opspec.SPECS[name], handler)
+                      for name, handler in _HANDLERS.items()}
+
+PRIVILEGED = opspec.PRIVILEGED
 
 
-def validate(name: str, args: object) -> _Args:
+def validate(name: str, args: object) -> Args:
     """The argument model for an operation, or an OpError naming what is wrong."""
-    if name not in OPS:
-        raise OpError(f"unknown operation {name!r}; valid choices: {', '.join(sorted(OPS))}")
+    spec = opspec.SPECS.get(name)
+    if spec is None:
+        raise OpError(f"unknown operation {name!r}; valid choices: "
+                      f"{', '.join(sorted(opspec.SPECS))}")
     if not isinstance(args, dict):
         raise OpError(f"{name}: arguments must be a JSON object, got {type(args).__name__}")
-    model = OPS[name][0]
     try:
-        return model.model_validate(args)
+        return spec.args.model_validate(args)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                              for e in err.errors())
-        fields = ", ".join(model.model_fields) or "none"
+        fields = ", ".join(spec.args.model_fields) or "none"
         raise OpError(f"{name}: {problems} (accepted arguments: {fields})") from err
 
 
-def call(name: str, args: object, actor: str) -> dict[str, Any]:
+def call(name: str, args: object, actor: str, *, progress: Progress | None = None,
+         notify: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Validate and run one operation; audit it; return a bounded, JSON-ready result."""
     parsed = validate(name, args)
-    _, handler, wants_actor = OPS[name]
+    spec = opspec.SPECS[name]
+    if spec.where == "daemon":
+        raise OpError(f"{name} is the running daemon's operation; start the daemon "
+                      "(systemctl start schedagent) and ask it through its socket")
+    if spec.where == "local" and CALLER_UID.get() is not None:
+        raise OpError(f"{name} runs only in the caller's own process (it names files on "
+                      "the caller's machine or runs until the caller interrupts it); run "
+                      "`schedagent` itself as root")
     started = time.monotonic()
-    result = handler(parsed, actor) if wants_actor else handler(parsed)
-    out = bounded(result)
+    result = OPS[name].handler(parsed, Caller(actor, progress, notify))
+    out: dict[str, Any] = bounded(result)
     json.dumps(out)  # a result that is not JSON-ready is a bug here, not in the client
-    if name in PRIVILEGED:
-        services.audit(actor, name, parsed.model_dump(exclude={"source"}),
-                       {"ok": True, "wall_s": round(time.monotonic() - started, 2)})
+    if spec.privileged:
+        try:
+            services.audit(actor, name, parsed.model_dump(exclude={"source"}),
+                           {"ok": True, "wall_s": round(time.monotonic() - started, 2)})
+        except (StoreUnavailable, sqlite3.Error) as err:
+            # done already: a lost audit line is no failure (rollback must work without
+            # the store at all)
+            log.warning("%s done, but not audited: the store failed (%s)", name, err)
     return out
 
 
-__all__ = ["OPS", "PRIVILEGED", "OpError", "SchedagentError", "bounded", "call", "validate"]
+__all__ = ["CALLER_UID", "OPS", "PRIVILEGED", "Caller", "Op", "OpError", "ProfileArgs",
+           "SchedagentError", "bounded", "call", "check_target", "validate"]

@@ -23,6 +23,7 @@ from schedagent.execution import engine
 from schedagent.agent import llm
 from schedagent.execution import measure as live
 from schedagent.agent import tune as tune_mod
+from schedagent.bench import report as bench_report
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
@@ -109,18 +110,6 @@ def _check_testbed() -> Check:
 def open_store() -> Store:
     """The persistent store at the configured location."""
     return Store()
-
-
-def verify_policy(spec: str, overrides: dict[str, int]) -> VerifyResult:
-    """Static gate, clang and the kernel verifier, with no attach."""
-    store = open_store()
-    try:
-        result = engine.verify(spec, overrides, store)
-        store.audit("cli", "verify", {"policy": spec, "tunables": overrides},
-                    {"ok": True, "hash": result.source_hash})
-        return result
-    finally:
-        store.close()
 
 
 def run_policy(req: engine.RunRequest,
@@ -262,6 +251,12 @@ def _evict_staged(staged: Path, incoming: int) -> None:
 
 def verify_artifact(spec: str, overrides: dict[str, int], actor: str) -> VerifiedArtifact:
     """The gates up to the kernel verifier; a pass is recorded as a loadable artifact."""
+    return verify_recorded(spec, overrides, actor)[0]
+
+
+def verify_recorded(spec: str, overrides: dict[str, int], actor: str
+                    ) -> tuple[VerifiedArtifact, VerifyResult]:
+    """``verify_artifact``, with what each gate found (ops name, object, tunables)."""
     store = open_store()
     try:
         res = engine.verify(spec, overrides, store)
@@ -272,7 +267,7 @@ def verify_artifact(spec: str, overrides: dict[str, int], actor: str) -> Verifie
         store.add_verified(art)
         store.audit(actor, "verify", {"policy": spec, "tunables": overrides},
                     {"artifact_id": art.artifact_id, "gates": res.gates})
-        return art
+        return art, res
     finally:
         store.close()
 
@@ -461,6 +456,73 @@ def bench_suite(policies: list[str] | None = None, workloads: list[str] | None =
     chosen = workloads or [w.name for w in bench_workload.all_workloads()]
     return [bench_compare(w, arms, runs, quick=quick, seed=seed, progress=progress)
             for w in chosen]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRun:
+    """One ``benchmark`` or ``bench_suite``: its results and the files that record them."""
+
+    results: list[bench_runner.BenchResult]
+    record: Path
+    markdown: Path
+    #: workload -> its PNG plot (missing when the plot could not be drawn)
+    plots: dict[str, Path]
+    #: the terminal table of every arm's verdict
+    table: str
+
+    @property
+    def written(self) -> list[str]:
+        """Every file written, the JSON record first."""
+        return [str(self.record), str(self.markdown), *(str(p) for p in self.plots.values())]
+
+
+def record_bench(results: list[bench_runner.BenchResult],
+                 directory: Path | None = None) -> BenchRun:
+    """Write the JSON record, the markdown table and one plot per workload under the state
+    directory's ``bench/``, and a ``bench`` event naming them, whichever front end ran it."""
+    directory = directory or config.state_dir() / "bench"
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(r.workload for r in results)[:80]}"
+    record = directory / f"{stem}.json"
+    record.write_text(json.dumps([r.to_json() for r in results], indent=1, default=str))
+    markdown = directory / f"{stem}.md"
+    markdown.write_text(bench_report.markdown(results))
+    plots: dict[str, Path] = {}
+    for res in results:
+        path = directory / f"{stem}-{res.workload}.png"
+        try:
+            bench_report.plot(res, path)
+        except (OSError, ValueError, ArithmeticError) as err:  # the record is what matters
+            log.warning("bench: no plot for %s: %s", res.workload, err)
+            continue
+        plots[res.workload] = path
+    store = open_store()
+    try:
+        store.add_event("bench", None, record=str(record),
+                        workloads=[r.workload for r in results],
+                        verdicts=[{"workload": r.workload, "level": a.level, "arm": a.arm,
+                                   "verdict": a.verdict} for r in results for a in r.arms])
+    finally:
+        store.close()
+    return BenchRun(results, record, markdown, plots, bench_report.text_table(results))
+
+
+def run_benchmark(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
+                  baseline: bench_runner.Arm | None = None, quick: bool = False,
+                  levels: list[str] | None = None, seed: int = 0,
+                  progress: bench_runner.Progress | None = None) -> BenchRun:
+    """``bench_compare``, recorded (``record_bench``)."""
+    result = bench_compare(workload, arms, runs, baseline=baseline, quick=quick,
+                           levels=levels, seed=seed, progress=progress)
+    return record_bench([result])
+
+
+def run_suite(policies: list[str] | None = None, workloads: list[str] | None = None,
+              runs: int = 5, *, quick: bool = False, seed: int = 0,
+              progress: bench_runner.Progress | None = None) -> BenchRun:
+    """``bench_suite``, recorded as one run (``record_bench``)."""
+    return record_bench(bench_suite(policies, workloads, runs, quick=quick, seed=seed,
+                                    progress=progress))
 
 
 # --- tuning -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import yaml
 
 from schedagent.agent import planner
 from schedagent.agent.port import Executor
+from schedagent.agent.tools import anthropic_tools
 from schedagent.agent.tune import (
     Decision,
     Loop,
@@ -39,7 +40,7 @@ from schedagent.agent.tune import (
     record,
 )
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
-from schedagent.models import PolicyDraft, WorkloadProfile
+from schedagent.models import ModelBudget, PolicyDraft, WorkloadProfile
 from schedagent.policy import gate, repo
 from schedagent.store import Store
 
@@ -107,9 +108,9 @@ class ScriptedTransport:
 class Budget:
     """Hard caps; the loop stops when any is reached and the system stays on EEVDF."""
 
-    max_tool_calls: int = 30
-    max_tokens: int = 300_000
-    max_usd: float = 3.0
+    max_tool_calls: int = ModelBudget().max_tool_calls
+    max_tokens: int = ModelBudget().max_tokens
+    max_usd: float = ModelBudget().max_usd
     max_synth_attempts: int = 3
     #: verify calls (each one runs clang and the kernel verifier), apart from synthesis
     max_verify_calls: int = 10
@@ -146,39 +147,8 @@ def untrusted(text: str, limit: int = 500) -> str:
     return f"<untrusted-system-text>{clean}</untrusted-system-text>"
 
 
-def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": props, "required": required,
-            "additionalProperties": False}
-
-
-_TUNABLES = {"type": "object", "additionalProperties": {"type": "integer"}}
-TOOL_SPECS: list[dict[str, Any]] = [
-    {"name": "state_goal", "description": "Stage 1: state the workload class and its SLO.",
-     "input_schema": _obj({"workload_class": {"type": "string"},
-                           "slo_metric": {"type": "string"},
-                           "slo_direction": {"type": "string", "enum": ["<=", ">=", "min", "max"]},
-                           "reasoning": {"type": "string"}},
-                          ["workload_class", "slo_metric", "slo_direction", "reasoning"])},
-    {"name": "list_policies", "description": "The repository: ideas, fit and tunable ranges.",
-     "input_schema": _obj({}, [])},
-    {"name": "show_policy", "description": "One policy's YAML and BPF C source.",
-     "input_schema": _obj({"name": {"type": "string"}}, ["name"])},
-    {"name": "verify", "description": "Static gate, clang and the kernel verifier; no attach.",
-     "input_schema": _obj({"policy": {"type": "string"}, "tunables": _TUNABLES}, ["policy"])},
-    {"name": "synthesize",
-     "description": "Write a new scheduler from a base policy and gate it (static gate, clang, "
-                    "kernel verifier). Errors come back for repair.",
-     "input_schema": _obj({"name": {"type": "string"}, "base": {"type": "string"},
-                           "summary": {"type": "string"}, "source": {"type": "string"}},
-                          ["name", "base", "summary", "source"])},
-    {"name": "measure",
-     "description": "Canary in partial mode, then interleaved live windows against EEVDF on "
-                    "the target's SLO metric. Returns the verdict and the ratio.",
-     "input_schema": _obj({"policy": {"type": "string"}, "tunables": _TUNABLES}, ["policy"])},
-    {"name": "finish", "description": "End: the policy to keep (or eevdf) and why.",
-     "input_schema": _obj({"policy": {"type": "string"}, "tunables": _TUNABLES,
-                           "reasoning": {"type": "string"}}, ["policy", "reasoning"])},
-]
+#: the model's tools, their input schemas generated from pydantic models (agent/tools.py)
+TOOL_SPECS: list[dict[str, Any]] = anthropic_tools()
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{2,30}$")
 

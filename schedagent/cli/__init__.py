@@ -1,4 +1,4 @@
-"""The ``schedagent`` command line: thin adapters over the service layer."""
+"""The ``schedagent`` command line: thin adapters over the operations table (``schedagent.client``)."""
 
 from __future__ import annotations
 

@@ -5,30 +5,17 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from schedagent import services
+from schedagent.cli.common import JsonOpt, client, spec_option
 from schedagent.cli.output import emit_json, fail
+from schedagent.client import socket_path
 from schedagent.daemon import config as daemon_config
-from schedagent.daemon.socketapi import ApiClient, DaemonUnavailable
 from schedagent.errors import ConfigError
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def socket_path() -> Path:
-    """The daemon's socket: $SCHEDAGENT_SOCKET, else the default."""
-    return Path(os.environ.get("SCHEDAGENT_SOCKET") or daemon_config.DEFAULT_SOCKET)
-
-
-def daemon_client() -> ApiClient | None:
-    """A client for the running daemon, or None when no daemon socket exists."""
-    client = ApiClient(socket_path())
-    return client if client.available() else None
+from schedagent.opspec import HistoryArgs
 
 
 def daemon(
@@ -61,11 +48,7 @@ def approve(proposal: Annotated[int, typer.Argument(help="Proposal id (see `hist
             json_out: JsonOpt = False) -> None:
     """Apply a proposal the daemon made in `propose` mode, under its guard."""
     try:
-        client = daemon_client()
-        if client is None:
-            raise DaemonUnavailable(f"no daemon socket at {socket_path()}; approve talks to "
-                                    "the running daemon (systemctl start schedagent)")
-        result = client.call("approve", {"id": proposal})
+        result = client(json_out).call("approve", {"id": proposal})
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
@@ -79,22 +62,11 @@ def _fmt_ts(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def history(limit: Annotated[int, typer.Option(min=1, max=1000, help="Records to show.")] = 30,
+def history(limit: Annotated[int, spec_option(HistoryArgs, "limit")] = 30,
             json_out: JsonOpt = False) -> None:
     """The audit trail: every decision with its trigger, evidence, change and outcome."""
     try:
-        client = daemon_client()
-        data: dict[str, Any]
-        if client is not None:
-            data = client.call("history", {"limit": min(limit, 200)})
-            data["proposals"] = client.call("proposals", {})["proposals"]
-        else:
-            store = services.open_store()
-            try:
-                data = {"events": [asdict(e) for e in store.events(limit)],
-                        "audit": store.audit_records(limit), "proposals": store.proposals()}
-            finally:
-                store.close()
+        data = client(json_out).call("history", {"limit": limit})
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
@@ -134,7 +106,6 @@ def mcp(transport: Annotated[str, typer.Option(help="stdio or http.")] = "stdio"
                                        "and http")
         from mcp_server import server
 
-        client = daemon_client()
-        server.serve(transport, host, port, client, token_file=token_file, auth=not no_auth)
+        server.serve(transport, host, port, token_file=token_file, auth=not no_auth)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err)

@@ -214,7 +214,7 @@ def test_a_user_process_passes_and_a_strangers_process_is_invisible(sleeper: int
         args = ops.validate("profile_workload", {"pid": sleeper})
         assert isinstance(args, ops.ProfileArgs)
         with pytest.raises(TargetGone):
-            args.target()
+            ops.check_target(args)
     finally:
         ops.CALLER_UID.reset(token)
 
