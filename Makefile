@@ -3,10 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test demo bench deps venv image unit vm clean
+.PHONY: test demo bench deps venv image lint unit vm clean
 
-## test: install what is missing, run the host unit tests, then the VM tests in the testbed
-test: deps venv unit vm
+## test: install what is missing, lint and type-check, run the host unit tests, then the VM tests
+test: deps venv lint unit vm
 
 ## demo: boot the sched_ext testbed and run the demo inside it
 demo: deps venv image
@@ -35,6 +35,12 @@ TOOK = echo "make: $@ took $$(( $$(date +%s) - s )) s"
 
 image: deps venv
 	@$(STAMP); $(BIN)/schedagent sandbox build && $(TOOK)
+
+## lint: ruff (lint and format check) and mypy --strict; the layering test runs with the unit tests
+LINTED := schedagent mcp_server scripts tests
+lint: venv
+	@$(STAMP); $(BIN)/ruff check $(LINTED) && $(BIN)/ruff format --check $(LINTED) \
+		&& $(BIN)/mypy schedagent mcp_server scripts && $(TOOK)
 
 unit: venv
 	@$(STAMP); $(BIN)/python -m pytest tests/unit tests/mcp -q -p no:cacheprovider && $(TOOK)

@@ -48,8 +48,9 @@ def load_or_create_token(path: Path) -> str:
     """
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
     except FileExistsError:
         pass
     else:
@@ -59,22 +60,26 @@ def load_or_create_token(path: Path) -> str:
     try:
         fd = os.open(path, flags)
     except OSError as err:
-        raise ConfigError(f"cannot open the MCP HTTP token file {path} ({err.strerror}); "
-                          "it must be a regular file, not a symlink. Remove it and start "
-                          "again to generate a new token") from err
+        raise ConfigError(
+            f"cannot open the MCP HTTP token file {path} ({err.strerror}); "
+            "it must be a regular file, not a symlink. Remove it and start "
+            "again to generate a new token"
+        ) from err
     with os.fdopen(fd) as src:
         info = os.fstat(src.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() \
-                or info.st_mode & 0o077:
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
             raise GuardrailViolation(
                 f"the MCP HTTP token file {path} has mode {oct(info.st_mode & 0o777)} and "
                 f"owner uid {info.st_uid}; expected a regular file of uid {os.geteuid()} with "
                 f"mode 0600. Run `chmod 600 {path}` (and chown it), or remove it to generate "
-                "a new token")
+                "a new token"
+            )
         token = src.read(4096).strip()
     if len(token) < 32:
-        raise GuardrailViolation(f"the MCP HTTP token in {path} is shorter than 32 characters; "
-                                 "remove the file to generate a new one")
+        raise GuardrailViolation(
+            f"the MCP HTTP token in {path} is shorter than 32 characters; "
+            "remove the file to generate a new one"
+        )
     return token
 
 
@@ -94,15 +99,20 @@ def check_http_serving(host: str, token: str | None, euid: int) -> list[str]:
         raise GuardrailViolation(
             "refusing to serve MCP over HTTP as root without authentication: any local "
             "user could load schedulers and roll back. Drop --no-auth (a bearer token is "
-            "generated and its file path printed), or use --transport stdio")
+            "generated and its file path printed), or use --transport stdio"
+        )
     warnings = []
     if not is_loopback(host):
-        warnings.append(f"WARNING: the MCP server listens on {host}, not loopback: every "
-                        "machine that can reach this port can try to call schedagent's "
-                        "tools. Bind 127.0.0.1 unless you really mean it.")
+        warnings.append(
+            f"WARNING: the MCP server listens on {host}, not loopback: every "
+            "machine that can reach this port can try to call schedagent's "
+            "tools. Bind 127.0.0.1 unless you really mean it."
+        )
     if token is None:
-        warnings.append("WARNING: MCP over HTTP WITHOUT authentication: every local user can "
-                        "call the tools as uid " + str(euid) + ".")
+        warnings.append(
+            "WARNING: MCP over HTTP WITHOUT authentication: every local user can "
+            "call the tools as uid " + str(euid) + "."
+        )
     return warnings
 
 
@@ -125,18 +135,31 @@ class BearerAuth:
                 given = bytes(value)
                 break
         scheme, _, presented = given.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(),
-                                                                  self._token)
+        return scheme.lower() == b"bearer" and hmac.compare_digest(presented.strip(), self._token)
 
 
 async def _unauthorized(scope: Scope, send: Send) -> None:
     if scope.get("type") == "websocket":
         await send({"type": "websocket.close", "code": 1008})
         return
-    body = json.dumps({"error": "unauthorized", "error_description": (
-        "send Authorization: Bearer <token>; the token is in the file the server printed "
-        "at start (default: <state dir>/mcp-http.token)")}).encode()
-    await send({"type": "http.response.start", "status": 401, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="schedagent"')]})
+    body = json.dumps(
+        {
+            "error": "unauthorized",
+            "error_description": (
+                "send Authorization: Bearer <token>; the token is in the file the server printed "
+                "at start (default: <state dir>/mcp-http.token)"
+            ),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", b'Bearer realm="schedagent"'),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

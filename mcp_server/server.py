@@ -61,8 +61,10 @@ def _call(backend: Backend, op: str, args: dict[str, Any]) -> dict[str, Any]:
         # MCP adapter top: the text of an unexpected error may quote what it was reading
         # (a file behind a symlink), so the model gets the operation's name, the log the rest
         log.exception("MCP %s failed", op)
-        raise ToolError(f"{op} failed with an unexpected internal error; the server's log "
-                        "has the details. Check the arguments, or report it") from err
+        raise ToolError(
+            f"{op} failed with an unexpected internal error; the server's log "
+            "has the details. Check the arguments, or report it"
+        ) from err
 
 
 def _tool(backend: Backend, spec: opspec.OpSpec) -> Callable[..., dict[str, Any]]:
@@ -71,14 +73,19 @@ def _tool(backend: Backend, spec: opspec.OpSpec) -> Callable[..., dict[str, Any]
     The SDK builds the tool's input schema from the signature, so the schema an MCP
     client sees is the model's (the same one the LLM's tools and the socket use).
     """
+
     def run(**kwargs: Any) -> dict[str, Any]:
         return _call(backend, spec.name, kwargs)
 
-    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                annotation=Annotated[field.annotation, field])
-              for name, field in spec.args.model_fields.items()]
+    params = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[field.annotation, field]
+        )
+        for name, field in spec.args.model_fields.items()
+    ]
     run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # read by the SDK
-        params, return_annotation=dict[str, Any])
+        params, return_annotation=dict[str, Any]
+    )
     run.__name__ = spec.name
     return run
 
@@ -88,9 +95,14 @@ def build(backend: Backend | None = None) -> MCPServer:
     be: Backend = backend or Client(actor="mcp")
     mcp = MCPServer("schedagent", instructions=INSTRUCTIONS)
     for spec in opspec.shared():
-        mcp.add_tool(_tool(be, spec), name=spec.name, description=spec.description,
-                     annotations=ToolAnnotations(read_only_hint=not spec.privileged,
-                                                 destructive_hint=spec.privileged))
+        mcp.add_tool(
+            _tool(be, spec),
+            name=spec.name,
+            description=spec.description,
+            annotations=ToolAnnotations(
+                read_only_hint=not spec.privileged, destructive_hint=spec.privileged
+            ),
+        )
 
     @mcp.resource("schedagent://policies", mime_type="application/json")
     def policies_resource() -> str:
@@ -101,8 +113,9 @@ def build(backend: Backend | None = None) -> MCPServer:
     def policy_resource(name: str) -> str:
         """One policy's YAML and source."""
         if name not in repo.builtin_names():
-            raise ResourceError(f"unknown policy {name!r}; valid choices: "
-                                f"{', '.join(repo.builtin_names())}")
+            raise ResourceError(
+                f"unknown policy {name!r}; valid choices: {', '.join(repo.builtin_names())}"
+            )
         return json.dumps(_call(be, "show_policy", {"name": name}))
 
     @mcp.resource("schedagent://reports/last", mime_type="application/json")
@@ -121,9 +134,14 @@ def http_app(server: MCPServer, host: str, token: str | None) -> httpauth.App:
     return httpauth.BearerAuth(app, token) if token is not None else app
 
 
-def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
-          backend: Backend | None = None, token_file: Path | None = None,
-          auth: bool = True) -> None:
+def serve(
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    backend: Backend | None = None,
+    token_file: Path | None = None,
+    auth: bool = True,
+) -> None:
     """Run the server until the client disconnects (stdio) or it is stopped (http).
 
     Over HTTP every request needs the bearer token from ``token_file`` (created 0600 if
@@ -144,6 +162,9 @@ def serve(transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765,
         log.warning("%s", warning)
         print(warning, file=sys.stderr)
     if token is not None:
-        print(f"MCP over HTTP on {host}:{port}; clients must send 'Authorization: Bearer "
-              f"<token>' with the token stored in {path}", file=sys.stderr)
+        print(
+            f"MCP over HTTP on {host}:{port}; clients must send 'Authorization: Bearer "
+            f"<token>' with the token stored in {path}",
+            file=sys.stderr,
+        )
     uvicorn.run(http_app(server, host, token), host=host, port=port, log_level="warning")

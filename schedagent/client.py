@@ -53,9 +53,15 @@ def _never_reached(err: DaemonUnavailable) -> bool:
 class Client:
     """Run operations where ``opspec`` says they belong; remember where the last one ran."""
 
-    def __init__(self, actor: str = "cli", *, socket: Path | None = None,
-                 connect: Connect = ApiClient, progress: ops.Progress | None = None,
-                 notify: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        actor: str = "cli",
+        *,
+        socket: Path | None = None,
+        connect: Connect = ApiClient,
+        progress: ops.Progress | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.actor = actor
         self.socket = socket or socket_path()
         self.connect = connect
@@ -70,8 +76,10 @@ class Client:
         daemon = self.connect(self.socket, spec.reply_timeout_s)
         if spec.where != "local" and daemon.available():
             if self.progress is not None and self.notify is not None:
-                self.notify(f"{op} runs in the daemon ({self.socket}); its progress goes to "
-                            "the daemon's log")
+                self.notify(
+                    f"{op} runs in the daemon ({self.socket}); its progress goes to "
+                    "the daemon's log"
+                )
             try:
                 result = daemon.call(op, args)
             except DaemonUnavailable as err:
@@ -84,8 +92,10 @@ class Client:
                 self.served_by = "daemon"
                 return result
         if spec.where == "daemon":
-            raise DaemonUnavailable(f"no daemon socket answers at {self.socket}; {op} "
-                                    "talks to the running daemon (systemctl start schedagent)")
+            raise DaemonUnavailable(
+                f"no daemon socket answers at {self.socket}; {op} "
+                "talks to the running daemon (systemctl start schedagent)"
+            )
         result = ops.call(op, args, self.actor, progress=self.progress, notify=self.notify)
         self.served_by = "local"
         return result

@@ -21,8 +21,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Where the built-in policies/, bpf/ and workloads/ are: the checkout when running from
 #: one (an editable install, or the testbed, which shares the checkout), else the copy the
 #: wheel ships inside the package (setup.py's build step puts it in ``schedagent/_data``).
-DATA_ROOT = (PROJECT_ROOT if (PROJECT_ROOT / "policies").is_dir()
-             and (PROJECT_ROOT / "bpf").is_dir() else Path(__file__).resolve().parent / "_data")
+DATA_ROOT = (
+    PROJECT_ROOT
+    if (PROJECT_ROOT / "policies").is_dir() and (PROJECT_ROOT / "bpf").is_dir()
+    else Path(__file__).resolve().parent / "_data"
+)
 
 
 def cache_dir() -> Path:
@@ -93,11 +96,15 @@ def load_yaml_model(path: Path, model: type[ModelT], what: str, keys_hint: str) 
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}; fix the syntax") from err
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must be a YAML mapping with {keys_hint}, got "
-                          f"{type(raw).__name__}")
+        raise ConfigError(
+            f"{path} must be a YAML mapping with {keys_hint}, got {type(raw).__name__}"
+        )
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
+        )
         raise ConfigError(f"{path} is not {what}: {problems}") from err

@@ -159,7 +159,7 @@ class ObjectRejection(PolicyError):
     def __init__(self, source: str, rule: str, found: str, allowed: str) -> None:
         super().__init__(
             f"object check refused {source}: {rule}: found {found}; allowed: {allowed}. "
-            "A scheduler may only hold one SEC(\".struct_ops.link\") struct sched_ext_ops, "
+            'A scheduler may only hold one SEC(".struct_ops.link") struct sched_ext_ops, '
             "struct_ops programs, and allow-listed helpers, kfuncs and maps; remove it and "
             "verify again."
         )
@@ -212,8 +212,7 @@ class SchedulerExited(KernelError):
 
     exit_code = 24
 
-    def __init__(self, policy: str, kind: int, kind_name: str, reason: str,
-                 message: str) -> None:
+    def __init__(self, policy: str, kind: int, kind_name: str, reason: str, message: str) -> None:
         super().__init__(
             f"{policy} exited: {kind_name} (kind {kind}): {reason}"
             + (f": {message}" if message else "")
@@ -256,5 +255,6 @@ class StoreUnavailable(SchedagentError):
         super().__init__(
             f"the state database {path} is unusable: {reason}. `schedagent rollback` still "
             "works without it; to recover, move the file aside (it is recreated empty) or "
-            "restore it from a backup, and check the directory is writable")
+            "restore it from a backup, and check the directory is writable"
+        )
         self.path, self.reason = path, reason

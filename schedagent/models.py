@@ -34,12 +34,12 @@ class ThreadSample:
 
     tid: int
     tgid: int
-    run_ns: int          # /proc/.../schedstat field 1: time on CPU
-    wait_ns: int         # field 2: time runnable but waiting (run_delay)
-    slices: int          # field 3: timeslices run
-    voluntary: int       # voluntary_ctxt_switches
-    involuntary: int     # nonvoluntary_ctxt_switches
-    at: float = 0.0      # time.monotonic() when read
+    run_ns: int  # /proc/.../schedstat field 1: time on CPU
+    wait_ns: int  # field 2: time runnable but waiting (run_delay)
+    slices: int  # field 3: timeslices run
+    voluntary: int  # voluntary_ctxt_switches
+    involuntary: int  # nonvoluntary_ctxt_switches
+    at: float = 0.0  # time.monotonic() when read
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,9 @@ class Window:
         taken off. Taking off only the first counted a job's grandchildren twice: a shell
         loop of ``perf bench sched messaging`` measured 3.8 CPUs on 2 (issue 13).
         """
-        reaped = sum(last - self.reaped_first.get(tgid, last)
-                     for tgid, last in self.reaped_last.items())
+        reaped = sum(
+            last - self.reaped_first.get(tgid, last) for tgid, last in self.reaped_last.items()
+        )
         gone = self.tgids_exited - self.tgids_last  # exited and reaped, not still zombies
         watched = sum(t.run_ns for t in self.last.values() if t.tgid in gone)
         watched += sum(self.reaped_last.get(tgid, 0) for tgid in gone)
@@ -102,8 +103,9 @@ class Window:
     system_end: SystemSample | None = None
 
 
-WorkloadClass = Literal["latency-critical", "interactive", "messaging", "throughput", "batch",
-                        "io-bound", "mixed"]
+WorkloadClass = Literal[
+    "latency-critical", "interactive", "messaging", "throughput", "batch", "io-bound", "mixed"
+]
 Direction = Literal["<=", ">=", "min", "max"]
 
 
@@ -130,18 +132,18 @@ class Slo:
 class Features:
     """The quantified behaviour a class is decided from."""
 
-    cpu_util: float              # CPUs used by the target on average
-    max_thread_util: float       # busiest thread, fraction of one CPU
-    busy_threads: int            # threads above 80 % of a CPU
-    threads: int                 # most threads seen at once
-    wakeups_per_s: float         # voluntary context switches per second
-    preemptions_per_s: float     # involuntary context switches per second
-    avg_burst_us: float          # CPU time per timeslice
-    avg_wait_us: float           # runqueue wait per timeslice
-    wait_ratio: float            # waiting / (waiting + running)
+    cpu_util: float  # CPUs used by the target on average
+    max_thread_util: float  # busiest thread, fraction of one CPU
+    busy_threads: int  # threads above 80 % of a CPU
+    threads: int  # most threads seen at once
+    wakeups_per_s: float  # voluntary context switches per second
+    preemptions_per_s: float  # involuntary context switches per second
+    avg_burst_us: float  # CPU time per timeslice
+    avg_wait_us: float  # runqueue wait per timeslice
+    wait_ratio: float  # waiting / (waiting + running)
     processes_seen: int
     processes_exited: int
-    sleeper_threads: int         # threads that wake often and run briefly
+    sleeper_threads: int  # threads that wake often and run briefly
     system_cpus: int
     system_load: float
     psi_cpu_some_pct: float | None
@@ -177,8 +179,10 @@ class WorkloadProfile:
         return WorkloadProfile(features=Features(**feats), slo=Slo(**slo), **d)  # type: ignore[arg-type]
 
 
-_SLO = re.compile(r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=)\s*(?P<value>[\d.]+)\s*"
-                  r"(?P<unit>us|µs|ms|s|ns|ops/s|%)?\s*$")
+_SLO = re.compile(
+    r"^\s*(?P<metric>[a-z0-9_]+)\s*(?P<op><=|>=)\s*(?P<value>[\d.]+)\s*"
+    r"(?P<unit>us|µs|ms|s|ns|ops/s|%)?\s*$"
+)
 _TO_US = {"ns": 0.001, "us": 1.0, "µs": 1.0, "ms": 1000.0, "s": 1_000_000.0}
 
 
@@ -186,8 +190,10 @@ def parse_slo(text: str) -> Slo:
     """``"p99_latency<=2ms"`` -> an explicit Slo (latencies are kept in µs)."""
     match = _SLO.match(text)
     if not match:
-        raise ConfigError(f"--slo {text!r}: expected METRIC<=VALUE[UNIT] or METRIC>=VALUE, "
-                          "e.g. p99_latency<=2ms or ops_per_s>=5000")
+        raise ConfigError(
+            f"--slo {text!r}: expected METRIC<=VALUE[UNIT] or METRIC>=VALUE, "
+            "e.g. p99_latency<=2ms or ops_per_s>=5000"
+        )
     value, unit = float(match["value"]), match["unit"] or ""
     if unit in _TO_US:
         value, unit = value * _TO_US[unit], "us"
@@ -206,8 +212,9 @@ class TuneBudget(BaseModel):
     window_s: float = Field(default=2.0, ge=0.5, le=600, description="Seconds per A/B window.")
     rounds: int = Field(default=4, ge=2, le=50, description="A/B window pairs per candidate.")
     canary_s: float = Field(default=1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
-    max_candidates: int = Field(default=3, ge=1, le=10,
-                                description="Repository policies the planner proposes.")
+    max_candidates: int = Field(
+        default=3, ge=1, le=10, description="Repository policies the planner proposes."
+    )
 
 
 # --- what the execution port returns to reasoning (``agent/port.py``) ----------------------
@@ -300,7 +307,7 @@ class WaitTotals:
 def log2_edges(i: int) -> tuple[int, int]:
     """bcc's ``bpf_log2l(v)`` is floor(log2 v) + 1 (and 1 for v = 0): bucket 1 holds
     [0, 2), bucket i > 1 holds [2^(i-1), 2^i); bucket 0 stays empty."""
-    return (0, 2 ** i) if i <= 1 else (2 ** (i - 1), 2 ** i)
+    return (0, 2**i) if i <= 1 else (2 ** (i - 1), 2**i)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,8 +365,7 @@ class FineHistogram:
 
     def minus(self, earlier: FineHistogram) -> FineHistogram:
         """The events between two snapshots of the same running counters."""
-        return FineHistogram(tuple(a - b for a, b in zip(self.counts, earlier.counts,
-                                                          strict=True)))
+        return FineHistogram(tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)))
 
     def percentile(self, q: float) -> float:
         """The q-th percentile in µs, interpolated linearly inside its slot."""

@@ -162,30 +162,42 @@ def _workload(name: str) -> str:
 def _system_snapshot(_: NoArgs, __: Caller) -> dict[str, Any]:
     sysnow = procstat.read_system()
     st = services.status(events=5)
-    return {"sched_ext": asdict(st.sched_ext), "active": st.active,
-            "owner_alive": st.owner_alive,
-            "topology": asdict(procstat.read_topology()), "loadavg_1m": sysnow.loadavg_1m,
-            "procs_running": sysnow.procs_running,
-            "psi_total_us": {"cpu": sysnow.psi_cpu_some_us, "memory": sysnow.psi_mem_some_us,
-                             "io": sysnow.psi_io_some_us},
-            "bcc": bccprobes.bcc_available(), "root": os.geteuid() == 0,
-            "quarantine": st.quarantine, "recent_events": st.events}
+    return {
+        "sched_ext": asdict(st.sched_ext),
+        "active": st.active,
+        "owner_alive": st.owner_alive,
+        "topology": asdict(procstat.read_topology()),
+        "loadavg_1m": sysnow.loadavg_1m,
+        "procs_running": sysnow.procs_running,
+        "psi_total_us": {
+            "cpu": sysnow.psi_cpu_some_us,
+            "memory": sysnow.psi_mem_some_us,
+            "io": sysnow.psi_io_some_us,
+        },
+        "bcc": bccprobes.bcc_available(),
+        "root": os.geteuid() == 0,
+        "quarantine": st.quarantine,
+        "recent_events": st.events,
+    }
 
 
 def _doctor(_: NoArgs, __: Caller) -> dict[str, Any]:
     report = services.doctor()
-    return {"kernel": report.kernel, "in_testbed": report.in_testbed,
-            "sched_ext_ready": report.sched_ext_ready,
-            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "fix": c.fix}
-                       for c in report.checks}}
+    return {
+        "kernel": report.kernel,
+        "in_testbed": report.in_testbed,
+        "sched_ext_ready": report.sched_ext_ready,
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail, "fix": c.fix} for c in report.checks},
+    }
 
 
 def _deep(rep: DeepReport) -> dict[str, Any]:
     """The bcc report without its 256 raw slots, with the percentiles they give."""
     out = asdict(rep)
     del out["wakeup_fine"]
-    out["wakeup_latency_us"] = {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
-                                for q in (50, 90, 99)}
+    out["wakeup_latency_us"] = {
+        f"p{q}": round(rep.wakeup_fine.percentile(q), 1) for q in (50, 90, 99)
+    }
     out["overhead_pct_of_one_cpu"] = round(rep.overhead_pct_of_one_cpu, 3)
     return out
 
@@ -205,17 +217,25 @@ def _runqueue_latency(a: WindowArgs, _: Caller) -> dict[str, Any]:
     target = _target(a)
     if not bccprobes.bcc_available():
         waits = runqueue.observe_waits(target, a.duration_s)
-        return {"source": "schedstat (bcc is not installed, so no histogram; install bcc "
-                          "for percentiles)",
-                "mean_wait_us": waits.mean_wait_us, "timeslices": waits.slices,
-                "duration_s": waits.duration_s}
+        return {
+            "source": "schedstat (bcc is not installed, so no histogram; install bcc "
+            "for percentiles)",
+            "mean_wait_us": waits.mean_wait_us,
+            "timeslices": waits.slices,
+            "duration_s": waits.duration_s,
+        }
     rep = services.deep_probe(target, a.duration_s)
-    return {"source": "bcc: " + ", ".join(rep.attach_points), "wakeups": rep.wakeups,
-            "wakeup_latency_us": {f"p{q}": round(rep.wakeup_fine.percentile(q), 1)
-                                  for q in (50, 90, 99)},
-            "histogram_log2_us": rep.wakeup_latency.buckets, "migrations": rep.migrations,
-            "duration_s": rep.duration_s,
-            "probe_overhead_pct_of_one_cpu": round(rep.overhead_pct_of_one_cpu, 3)}
+    return {
+        "source": "bcc: " + ", ".join(rep.attach_points),
+        "wakeups": rep.wakeups,
+        "wakeup_latency_us": {
+            f"p{q}": round(rep.wakeup_fine.percentile(q), 1) for q in (50, 90, 99)
+        },
+        "histogram_log2_us": rep.wakeup_latency.buckets,
+        "migrations": rep.migrations,
+        "duration_s": rep.duration_s,
+        "probe_overhead_pct_of_one_cpu": round(rep.overhead_pct_of_one_cpu, 3),
+    }
 
 
 def _list_policies(_: NoArgs, __: Caller) -> dict[str, Any]:
@@ -231,9 +251,14 @@ def _show_policy(a: NameArgs, _: Caller) -> dict[str, Any]:
 
 def _verified(spec: str, tunables: dict[str, int], actor: str) -> dict[str, Any]:
     art, res = services.verify_recorded(spec, tunables, actor)
-    return {"ok": True, **asdict(res), "artifact_id": art.artifact_id, "policy": art.policy,
-            "passed": res.gates,
-            "next": f"load_policy(policy={art.artifact_id!r}, pid=..., duration_s=...)"}
+    return {
+        "ok": True,
+        **asdict(res),
+        "artifact_id": art.artifact_id,
+        "policy": art.policy,
+        "passed": res.gates,
+        "next": f"load_policy(policy={art.artifact_id!r}, pid=..., duration_s=...)",
+    }
 
 
 def _verify(a: VerifyArgs, c: Caller) -> dict[str, Any]:
@@ -251,8 +276,10 @@ def _outcome(outcome: engine.RunOutcome) -> dict[str, Any]:
     data["ok"] = outcome.ok
     event = outcome.guard_event
     if event is not None:
-        data["guard"] = {"reason": event.reason(),
-                         "detection_latency_ms": event.detection_latency_ms}
+        data["guard"] = {
+            "reason": event.reason(),
+            "detection_latency_ms": event.detection_latency_ms,
+        }
         if event.exit_info is not None:
             data["exit_kind"] = event.exit_info.kind
             data["exit_kind_name"] = event.exit_info.kind_name
@@ -264,12 +291,19 @@ def _attached_notice(c: Caller, duration_s: float | None) -> Callable[[engine.Ru
     def attached(outcome: engine.RunOutcome) -> None:
         if c.notify is None:
             return
-        scope = (f"partial, {outcome.switched_threads} threads of {outcome.target}"
-                 if outcome.switched_threads else
-                 f"all tasks, target {outcome.target}" if outcome.target else "all tasks")
+        scope = (
+            f"partial, {outcome.switched_threads} threads of {outcome.target}"
+            if outcome.switched_threads
+            else f"all tasks, target {outcome.target}"
+            if outcome.target
+            else "all tasks"
+        )
         until = f"for {duration_s:g} s" if duration_s else "until interrupted"
-        c.notify(f"{outcome.ops_name} enabled (enable_seq {outcome.enable_seq}, {scope}); "
-                 f"guard on {until}")
+        c.notify(
+            f"{outcome.ops_name} enabled (enable_seq {outcome.enable_seq}, {scope}); "
+            f"guard on {until}"
+        )
+
     return attached
 
 
@@ -277,32 +311,46 @@ def _load(a: LoadArgs, c: Caller) -> dict[str, Any]:
     target = _target(a, canary=True)  # a refused target costs nothing further
     art = services.verified_artifact(a.policy, a.tunables)
     seen: list[str | None] = []
-    req = engine.RunRequest(art.spec, art.tunables, target, duration_s=a.duration_s,
-                            actor=c.actor)
+    req = engine.RunRequest(art.spec, art.tunables, target, duration_s=a.duration_s, actor=c.actor)
 
     def attached(outcome: engine.RunOutcome) -> None:
         seen.append(scx.read_state().ops)
         _attached_notice(c, a.duration_s)(outcome)
 
     outcome = services.run_policy(req, attached)
-    return {"artifact_id": art.artifact_id, "policy": art.policy, "mode": "partial (canary)",
-            "ops_while_attached": seen[0] if seen else None, "outcome": _outcome(outcome),
-            "sched_ext_after": asdict(scx.read_state())}
+    return {
+        "artifact_id": art.artifact_id,
+        "policy": art.policy,
+        "mode": "partial (canary)",
+        "ops_while_attached": seen[0] if seen else None,
+        "outcome": _outcome(outcome),
+        "sched_ext_after": asdict(scx.read_state()),
+    }
 
 
 def _hold(a: HoldArgs, c: Caller) -> dict[str, Any]:
     target = check_target(a)
     art = services.verified_artifact(a.policy, a.tunables)
-    req = engine.RunRequest(art.spec, art.tunables, target, a.duration_s, switch_all=True,
-                            actor=c.actor)
-    return {"artifact_id": art.artifact_id,
-            **_outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))}
+    req = engine.RunRequest(
+        art.spec, art.tunables, target, a.duration_s, switch_all=True, actor=c.actor
+    )
+    return {
+        "artifact_id": art.artifact_id,
+        **_outcome(services.run_policy(req, _attached_notice(c, a.duration_s))),
+    }
 
 
 def _run(a: RunArgs, c: Caller) -> dict[str, Any]:
     target = check_target(a, canary=not a.switch_all)
-    req = engine.RunRequest(a.policy, a.tunables, target, a.duration_s, a.timeout_ms,
-                            actor=c.actor, switch_all=a.switch_all)
+    req = engine.RunRequest(
+        a.policy,
+        a.tunables,
+        target,
+        a.duration_s,
+        a.timeout_ms,
+        actor=c.actor,
+        switch_all=a.switch_all,
+    )
     return _outcome(services.run_policy(req, _attached_notice(c, a.duration_s)))
 
 
@@ -319,17 +367,29 @@ def _list_workloads(_: NoArgs, __: Caller) -> dict[str, Any]:
 
 
 def _bench_out(run: services.BenchRun) -> dict[str, Any]:
-    return {"results": [r.to_json() for r in run.results], "table": run.table,
-            "record": str(run.record), "markdown": str(run.markdown),
-            "plots": {w: str(p) for w, p in run.plots.items()}, "written": run.written}
+    return {
+        "results": [r.to_json() for r in run.results],
+        "table": run.table,
+        "record": str(run.record),
+        "markdown": str(run.markdown),
+        "plots": {w: str(p) for w, p in run.plots.items()},
+        "written": run.written,
+    }
 
 
 def _benchmark(a: BenchArgs, c: Caller) -> dict[str, Any]:
     workload = _workload(a.workload)
     arms = [_arm(p, a.tunables) for p in a.policies]
-    run = services.run_benchmark(workload, arms, a.runs, baseline=_arm(a.baseline, {}),
-                                 quick=a.quick, levels=a.levels or None, seed=a.seed,
-                                 progress=c.progress or _quiet)
+    run = services.run_benchmark(
+        workload,
+        arms,
+        a.runs,
+        baseline=_arm(a.baseline, {}),
+        quick=a.quick,
+        levels=a.levels or None,
+        seed=a.seed,
+        progress=c.progress or _quiet,
+    )
     return _bench_out(run)
 
 
@@ -338,22 +398,27 @@ def _bench_suite(a: SuiteArgs, c: Caller) -> dict[str, Any]:
         _policy_name(name)
     for name in a.workloads or []:
         _workload(name)
-    run = services.run_suite(a.policies, a.workloads, a.runs, quick=a.quick, seed=a.seed,
-                             progress=c.progress or _quiet)
+    run = services.run_suite(
+        a.policies, a.workloads, a.runs, quick=a.quick, seed=a.seed, progress=c.progress or _quiet
+    )
     return _bench_out(run)
 
 
 def _tune(a: TuneArgs, c: Caller) -> dict[str, Any]:
     if a.latency_log is not None and CALLER_UID.get() not in (None, 0):
-        raise OpError("latency_log names a file the daemon would read with its own rights; "
-                      "configure it in the daemon's targets, or run tune as root")
+        raise OpError(
+            "latency_log names a file the daemon would read with its own rights; "
+            "configure it in the daemon's targets, or run tune as root"
+        )
     target = _target(a)
     budget = TuneBudget.model_validate(a.model_dump(include=set(TuneBudget.model_fields)))
     model = ModelBudget.model_validate(a.model_dump(include=set(ModelBudget.model_fields)))
-    req = TuneRequest(target, a.agent, budget=budget, dry_run=a.dry_run, model=a.model,
-                      latency_log=a.latency_log)
-    report = services.tune(req, a.slo, c.progress,
-                           Budget(model.max_tool_calls, model.max_tokens, model.max_usd))
+    req = TuneRequest(
+        target, a.agent, budget=budget, dry_run=a.dry_run, model=a.model, latency_log=a.latency_log
+    )
+    report = services.tune(
+        req, a.slo, c.progress, Budget(model.max_tool_calls, model.max_tokens, model.max_usd)
+    )
     return report.to_json()
 
 
@@ -369,9 +434,12 @@ def _history(a: HistoryArgs, _: Caller) -> dict[str, Any]:
     store = services.open_store()
     try:
         props = store.proposals()
-        older_pending = [p for p in props[:-a.limit] if p["status"] == "pending"]
-        return {"events": store.events(a.limit), "audit": store.audit_records(a.limit),
-                "proposals": older_pending + props[-a.limit:]}
+        older_pending = [p for p in props[: -a.limit] if p["status"] == "pending"]
+        return {
+            "events": store.events(a.limit),
+            "audit": store.audit_records(a.limit),
+            "proposals": older_pending + props[-a.limit :],
+        }
     finally:
         store.close()
 
@@ -412,8 +480,7 @@ _HANDLERS: dict[str, Handler] = {
 
 #: name -> operation, for every operation this process can run (the daemon runs its own
 #: ``where="daemon"`` operations itself, before it falls through to this table)
-OPS: dict[str, Op] = {name: Op(opspec.SPECS[name], handler)
-                      for name, handler in _HANDLERS.items()}
+OPS: dict[str, Op] = {name: Op(opspec.SPECS[name], handler) for name, handler in _HANDLERS.items()}
 
 PRIVILEGED = opspec.PRIVILEGED
 
@@ -422,39 +489,55 @@ def validate(name: str, args: object) -> Args:
     """The argument model for an operation, or an OpError naming what is wrong."""
     spec = opspec.SPECS.get(name)
     if spec is None:
-        raise OpError(f"unknown operation {name!r}; valid choices: "
-                      f"{', '.join(sorted(opspec.SPECS))}")
+        raise OpError(
+            f"unknown operation {name!r}; valid choices: {', '.join(sorted(opspec.SPECS))}"
+        )
     if not isinstance(args, dict):
         raise OpError(f"{name}: arguments must be a JSON object, got {type(args).__name__}")
     try:
         return spec.args.model_validate(args)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
-                             for e in err.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in err.errors()
+        )
         fields = ", ".join(spec.args.model_fields) or "none"
         raise OpError(f"{name}: {problems} (accepted arguments: {fields})") from err
 
 
-def call(name: str, args: object, actor: str, *, progress: Progress | None = None,
-         notify: Callable[[str], None] | None = None) -> dict[str, Any]:
+def call(
+    name: str,
+    args: object,
+    actor: str,
+    *,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Validate and run one operation; audit it; return a bounded, JSON-ready result."""
     parsed = validate(name, args)
     spec = opspec.SPECS[name]
     if spec.where == "daemon":
-        raise OpError(f"{name} is the running daemon's operation; start the daemon "
-                      "(systemctl start schedagent) and ask it through its socket")
+        raise OpError(
+            f"{name} is the running daemon's operation; start the daemon "
+            "(systemctl start schedagent) and ask it through its socket"
+        )
     if spec.where == "local" and CALLER_UID.get() is not None:
-        raise OpError(f"{name} runs only in the caller's own process (it names files on "
-                      "the caller's machine or runs until the caller interrupts it); run "
-                      "`schedagent` itself as root")
+        raise OpError(
+            f"{name} runs only in the caller's own process (it names files on "
+            "the caller's machine or runs until the caller interrupts it); run "
+            "`schedagent` itself as root"
+        )
     started = time.monotonic()
     result = OPS[name].handler(parsed, Caller(actor, progress, notify))
     out: dict[str, Any] = bounded(result)
     json.dumps(out)  # a result that is not JSON-ready is a bug here, not in the client
     if spec.privileged:
         try:
-            services.audit(actor, name, parsed.model_dump(exclude={"source"}),
-                           {"ok": True, "wall_s": round(time.monotonic() - started, 2)})
+            services.audit(
+                actor,
+                name,
+                parsed.model_dump(exclude={"source"}),
+                {"ok": True, "wall_s": round(time.monotonic() - started, 2)},
+            )
         except (StoreUnavailable, sqlite3.Error) as err:
             # done already: a lost audit line is no failure (rollback must work without
             # the store at all)
@@ -462,5 +545,17 @@ def call(name: str, args: object, actor: str, *, progress: Progress | None = Non
     return out
 
 
-__all__ = ["CALLER_UID", "OPS", "PRIVILEGED", "Caller", "Op", "OpError", "ProfileArgs",
-           "SchedagentError", "bounded", "call", "check_target", "validate"]
+__all__ = [
+    "CALLER_UID",
+    "OPS",
+    "PRIVILEGED",
+    "Caller",
+    "Op",
+    "OpError",
+    "ProfileArgs",
+    "SchedagentError",
+    "bounded",
+    "call",
+    "check_target",
+    "validate",
+]

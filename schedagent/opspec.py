@@ -43,20 +43,51 @@ class Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-PolicyName = Annotated[str, Field(min_length=1, max_length=64,
-                                  description="a repository policy's name (see list_policies)")]
-PolicyRef = Annotated[str, Field(min_length=1, max_length=64, description=(
-    "a repository policy's name, or an artifact_id from verify_policy"))]
-PolicyPath = Annotated[str, Field(min_length=1, max_length=4096, description=(
-    "a repository policy's name, or a path on this machine to a .bpf.c file or a "
-    "policy directory"))]
-Tunables = Annotated[dict[str, int], Field(
-    default_factory=dict, max_length=32,
-    description="tunable overrides {name: integer}; see show_policy for names and bounds")]
-Pid = Annotated[int | None, Field(ge=1, le=4_194_304, description=(
-    "process id; its threads and children are included"))]
-Cgroup = Annotated[str | None, Field(min_length=1, max_length=4096, description=(
-    "cgroup v2 path (relative to /sys/fs/cgroup), instead of pid"))]
+PolicyName = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=64, description="a repository policy's name (see list_policies)"
+    ),
+]
+PolicyRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description=("a repository policy's name, or an artifact_id from verify_policy"),
+    ),
+]
+PolicyPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "a repository policy's name, or a path on this machine to a .bpf.c file or a "
+            "policy directory"
+        ),
+    ),
+]
+Tunables = Annotated[
+    dict[str, int],
+    Field(
+        default_factory=dict,
+        max_length=32,
+        description="tunable overrides {name: integer}; see show_policy for names and bounds",
+    ),
+]
+Pid = Annotated[
+    int | None,
+    Field(ge=1, le=4_194_304, description=("process id; its threads and children are included")),
+]
+Cgroup = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description=("cgroup v2 path (relative to /sys/fs/cgroup), instead of pid"),
+    ),
+]
 
 
 class NoArgs(Args):
@@ -98,10 +129,18 @@ class WindowArgs(TargetArgs):
 class ProfileArgs(WindowArgs):
     """``profile_workload``: a target, a window, an optional explicit SLO, bcc histograms."""
 
-    slo: str | None = Field(None, min_length=1, max_length=80, description=(
-        "explicit SLO, e.g. p99_latency<=2ms; overrides the inferred one"))
-    deep: bool = Field(False, description=(
-        "also attach the bcc probes for wakeup-latency and burst histograms (bcc, root)"))
+    slo: str | None = Field(
+        None,
+        min_length=1,
+        max_length=80,
+        description=("explicit SLO, e.g. p99_latency<=2ms; overrides the inferred one"),
+    )
+    deep: bool = Field(
+        False,
+        description=(
+            "also attach the bcc probes for wakeup-latency and burst histograms (bcc, root)"
+        ),
+    )
 
 
 class NameArgs(Args):
@@ -114,15 +153,17 @@ class VerifyArgs(Args):
     """A repository policy by name, or new sched_ext BPF C source: exactly one."""
 
     name: PolicyName | None = None
-    source: str | None = Field(None, min_length=1, max_length=4 * 64 * 1024,
-                               description="sched_ext BPF C")
+    source: str | None = Field(
+        None, min_length=1, max_length=4 * 64 * 1024, description="sched_ext BPF C"
+    )
     tunables: Tunables
 
     @model_validator(mode="after")
     def _one(self) -> VerifyArgs:
         if (self.name is None) == (self.source is None):
-            raise ValueError("give exactly one of name (a repository policy) or source "
-                             "(sched_ext BPF C)")
+            raise ValueError(
+                "give exactly one of name (a repository policy) or source (sched_ext BPF C)"
+            )
         return self
 
 
@@ -143,8 +184,13 @@ class PolicyArgs(Args):
 class LoadArgs(TargetArgs):
     """``load_policy``: a verified artifact, run as a canary on a target, for a bounded time."""
 
-    policy: str = Field(min_length=1, max_length=64, description=(
-        "artifact_id from verify_policy, or a policy name verified with the same tunables"))
+    policy: str = Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "artifact_id from verify_policy, or a policy name verified with the same tunables"
+        ),
+    )
     tunables: Tunables
     duration_s: float = Field(10.0, ge=1, le=600, description="seconds to keep it attached")
 
@@ -152,11 +198,22 @@ class LoadArgs(TargetArgs):
 class HoldArgs(OptionalTargetArgs):
     """``hold_policy``: a verified artifact on every task, for a bounded time."""
 
-    policy: str = Field(min_length=1, max_length=64, description=(
-        "artifact_id from verify_policy, or a policy name verified with the same tunables"))
+    policy: str = Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "artifact_id from verify_policy, or a policy name verified with the same tunables"
+        ),
+    )
     tunables: Tunables
-    duration_s: float = Field(3600.0, ge=1, le=MAX_HOLD_S, description=(
-        "seconds to hold it (an in-process caller may end it earlier with SIGINT/SIGTERM)"))
+    duration_s: float = Field(
+        3600.0,
+        ge=1,
+        le=MAX_HOLD_S,
+        description=(
+            "seconds to hold it (an in-process caller may end it earlier with SIGINT/SIGTERM)"
+        ),
+    )
 
 
 class RunArgs(OptionalTargetArgs):
@@ -164,27 +221,41 @@ class RunArgs(OptionalTargetArgs):
 
     policy: PolicyPath
     tunables: Tunables
-    duration_s: float | None = Field(None, ge=0.1, description=(
-        "seconds; none means until interrupted (SIGINT/SIGTERM)"))
-    timeout_ms: int | None = Field(None, ge=100, le=30_000,
-                                   description="the kernel's watchdog timeout")
-    switch_all: bool = Field(False, description=(
-        "with a target: run every task on the policy and use the target only for the "
-        "policy's target map (no canary)"))
+    duration_s: float | None = Field(
+        None, ge=0.1, description=("seconds; none means until interrupted (SIGINT/SIGTERM)")
+    )
+    timeout_ms: int | None = Field(
+        None, ge=100, le=30_000, description="the kernel's watchdog timeout"
+    )
+    switch_all: bool = Field(
+        False,
+        description=(
+            "with a target: run every task on the policy and use the target only for the "
+            "policy's target map (no canary)"
+        ),
+    )
 
 
 class BenchArgs(Args):
     """``benchmark``: interleaved runs of one workload under a baseline and policies."""
 
     workload: str = Field(min_length=1, max_length=64, description="see list_workloads")
-    policies: list[PolicyRef] = Field(default_factory=lambda: ["eevdf"], min_length=1,
-                                      max_length=8, description=(
-        "the arms: repository policies or artifact_ids; `eevdf` names the kernel default"))
+    policies: list[PolicyRef] = Field(
+        default_factory=lambda: ["eevdf"],
+        min_length=1,
+        max_length=8,
+        description=(
+            "the arms: repository policies or artifact_ids; `eevdf` names the kernel default"
+        ),
+    )
     tunables: Tunables
     baseline: PolicyRef = "eevdf"
     runs: int = Field(5, ge=2, le=100, description="measured runs per arm")
-    levels: list[str] = Field(default_factory=list, max_length=8, description=(
-        "load levels to run (default: all of the workload's)"))
+    levels: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description=("load levels to run (default: all of the workload's)"),
+    )
     quick: bool = Field(False, description="small sizes (smoke runs)")
     seed: int = Field(0, ge=0, le=2**31, description="seed of the interleaving order")
 
@@ -198,10 +269,12 @@ class BenchArgs(Args):
 class SuiteArgs(Args):
     """``bench_suite``: every workload × policy against EEVDF."""
 
-    policies: list[PolicyName] | None = Field(None, max_length=32,
-                                              description="default: every repository policy")
-    workloads: list[str] | None = Field(None, max_length=32,
-                                        description="default: every built-in workload")
+    policies: list[PolicyName] | None = Field(
+        None, max_length=32, description="default: every repository policy"
+    )
+    workloads: list[str] | None = Field(
+        None, max_length=32, description="default: every built-in workload"
+    )
     runs: int = Field(5, ge=2, le=100, description="measured runs per arm")
     quick: bool = Field(False, description="small sizes (smoke runs)")
     seed: int = Field(0, ge=0, le=2**31, description="seed of the interleaving order")
@@ -212,15 +285,33 @@ class TuneArgs(TargetArgs, TuneBudget, ModelBudget):
     ModelBudget's, declared once in ``schedagent.models``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    slo: str | None = Field(None, min_length=1, max_length=80, description=(
-        "explicit SLO, e.g. p99_latency<=2ms; overrides the inferred one"))
-    agent: Literal["offline", "anthropic"] = Field("offline", description=(
-        "offline (the built-in planner, no network) or anthropic (Claude chooses)"))
-    model: str | None = Field(None, min_length=1, max_length=100, description=(
-        "model for agent anthropic (default $SCHEDAGENT_MODEL or the built-in default)"))
-    latency_log: str | None = Field(None, min_length=1, max_length=4096, description=(
-        "the target's access log: one request per line ending in its latency in us; "
-        "windows are then judged on the p99 of the latencies logged in them"))
+    slo: str | None = Field(
+        None,
+        min_length=1,
+        max_length=80,
+        description=("explicit SLO, e.g. p99_latency<=2ms; overrides the inferred one"),
+    )
+    agent: Literal["offline", "anthropic"] = Field(
+        "offline",
+        description=("offline (the built-in planner, no network) or anthropic (Claude chooses)"),
+    )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description=(
+            "model for agent anthropic (default $SCHEDAGENT_MODEL or the built-in default)"
+        ),
+    )
+    latency_log: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description=(
+            "the target's access log: one request per line ending in its latency in us; "
+            "windows are then judged on the p99 of the latencies logged in them"
+        ),
+    )
     dry_run: bool = Field(False, description="propose and gate candidates only")
 
 
@@ -239,8 +330,9 @@ class ApproveArgs(Args):
 class ProposalsArgs(Args):
     """The daemon's proposals, optionally of one status."""
 
-    status: str | None = Field(None, min_length=1, max_length=20,
-                               description="pending or approved; default: all")
+    status: str | None = Field(
+        None, min_length=1, max_length=20, description="pending or approved; default: all"
+    )
 
 
 class ApplyArgs(Args):
@@ -267,71 +359,160 @@ class OpSpec:
 
 
 _SPECS = [
-    OpSpec("system_snapshot", "sched_ext state, the active policy, topology, load, PSI "
-           "and quarantine.", NoArgs),
-    OpSpec("doctor", "What this machine can do for schedagent: sched_ext, BTF, clang, "
-           "bpftool, libbpf, bcc, root, KVM and the testbed image, each with a fix.",
-           NoArgs, where="local"),
-    OpSpec("profile_workload", "Watch a pid or cgroup; return its workload class, features "
-           "and SLO (inferred, or the one given), and with deep the bcc histograms.",
-           ProfileArgs),
-    OpSpec("runqueue_latency", "Wakeup-to-run latency percentiles of a target (bcc), or "
-           "its mean runqueue wait (schedstat) when bcc is not installed.", WindowArgs),
-    OpSpec("list_policies", "The repository's policies: summary, good fit, status and "
-           "win/loss history.", NoArgs),
-    OpSpec("show_policy", "One policy: its YAML (tunables with bounds), source and live "
-           "counters when it is active.", NameArgs),
-    OpSpec("verify_policy", "Run a repository policy or new source through the static "
-           "gate, clang and the kernel verifier, without attaching. Returns the "
-           "artifact_id that load_policy, hold_policy and benchmark accept.", VerifyArgs,
-           privileged=True),
-    OpSpec("verify_path", "Like verify_policy, for a policy named by a path on this "
-           "machine (a .bpf.c file or a policy directory) or by name, checked with the "
-           "caller's own rights.", VerifyPathArgs, privileged=True, where="local"),
-    OpSpec("load_policy", "Run a verified policy as a canary: only the target's threads, "
-           "for duration_s, guarded; the previous scheduler comes back afterwards, "
-           "whatever happens.", LoadArgs, privileged=True),
-    OpSpec("hold_policy", "Keep a verified policy on every task for duration_s with the "
-           "guard on, the target (if any) filling its target map; the previous scheduler "
-           "comes back afterwards. What tune decided is held this way (verify_policy "
-           "first). It runs in the caller's process, so Ctrl-C (SIGINT) or SIGTERM ends it "
-           "early: a daemon could not see its caller go.", HoldArgs, privileged=True,
-           where="local"),
-    OpSpec("run_policy", "Attach any policy the caller can name (a path included) with "
-           "the guard on, on every task or as a canary on a target, until duration_s "
-           "ends or the caller interrupts it; the previous scheduler comes back "
-           "afterwards.", RunArgs, privileged=True, where="local"),
-    OpSpec("prebuild", "Prepare vmlinux.h and compile every repository policy for this "
-           "kernel ahead of need.", NoArgs, privileged=True),
-    OpSpec("unquarantine", "Allow a quarantined policy to load again.", NameArgs,
-           privileged=True),
-    OpSpec("list_workloads", "The built-in benchmark workloads: what they run, their "
-           "metric, SLO class and load levels.", NoArgs),
-    OpSpec("benchmark", "A/B the given policies against a baseline (EEVDF by default) on "
-           "a built-in workload, interleaved in this boot (minutes). Writes a JSON "
-           "record, a markdown table and plots, and records the verdicts.", BenchArgs,
-           privileged=True, reply_timeout_s=_BENCH_REPLY_S),
-    OpSpec("bench_suite", "Every workload × policy against EEVDF in this boot (long); "
-           "records like benchmark.", SuiteArgs, privileged=True,
-           reply_timeout_s=_BENCH_REPLY_S),
-    OpSpec("tune", "Profile a target, try policies live against EEVDF, and keep only a "
-           "proven winner; the system is back on EEVDF afterwards (hold_policy keeps "
-           "the winner).", TuneArgs, privileged=True,
-           reply_timeout_s=4 * 3600.0),  # a 2 h budget, plus profiling and compiles
-    OpSpec("status", "sched_ext state, what schedagent has loaded, quarantine and recent "
-           "events.", NoArgs),
-    OpSpec("rollback", "Return the system to EEVDF now, whichever schedagent process holds "
-           "the policy.", NoArgs, privileged=True),
-    OpSpec("history", "Recent events, the audit trail of privileged actions and the "
-           "daemon's proposals.", HistoryArgs),
-    OpSpec("daemon_status", "The daemon's mode, uptime and its targets' policies and "
-           "phases.", NoArgs, where="daemon"),
-    OpSpec("proposals", "The daemon's proposals (propose mode).", ProposalsArgs,
-           where="daemon"),
-    OpSpec("approve", "Apply a proposal the daemon made in propose mode, under its guard.",
-           ApproveArgs, privileged=True, where="daemon"),
-    OpSpec("apply", "Apply a verified policy to one of the daemon's configured targets "
-           "under its guard.", ApplyArgs, privileged=True, where="daemon"),
+    OpSpec(
+        "system_snapshot",
+        "sched_ext state, the active policy, topology, load, PSI and quarantine.",
+        NoArgs,
+    ),
+    OpSpec(
+        "doctor",
+        "What this machine can do for schedagent: sched_ext, BTF, clang, "
+        "bpftool, libbpf, bcc, root, KVM and the testbed image, each with a fix.",
+        NoArgs,
+        where="local",
+    ),
+    OpSpec(
+        "profile_workload",
+        "Watch a pid or cgroup; return its workload class, features "
+        "and SLO (inferred, or the one given), and with deep the bcc histograms.",
+        ProfileArgs,
+    ),
+    OpSpec(
+        "runqueue_latency",
+        "Wakeup-to-run latency percentiles of a target (bcc), or "
+        "its mean runqueue wait (schedstat) when bcc is not installed.",
+        WindowArgs,
+    ),
+    OpSpec(
+        "list_policies",
+        "The repository's policies: summary, good fit, status and win/loss history.",
+        NoArgs,
+    ),
+    OpSpec(
+        "show_policy",
+        "One policy: its YAML (tunables with bounds), source and live counters when it is active.",
+        NameArgs,
+    ),
+    OpSpec(
+        "verify_policy",
+        "Run a repository policy or new source through the static "
+        "gate, clang and the kernel verifier, without attaching. Returns the "
+        "artifact_id that load_policy, hold_policy and benchmark accept.",
+        VerifyArgs,
+        privileged=True,
+    ),
+    OpSpec(
+        "verify_path",
+        "Like verify_policy, for a policy named by a path on this "
+        "machine (a .bpf.c file or a policy directory) or by name, checked with the "
+        "caller's own rights.",
+        VerifyPathArgs,
+        privileged=True,
+        where="local",
+    ),
+    OpSpec(
+        "load_policy",
+        "Run a verified policy as a canary: only the target's threads, "
+        "for duration_s, guarded; the previous scheduler comes back afterwards, "
+        "whatever happens.",
+        LoadArgs,
+        privileged=True,
+    ),
+    OpSpec(
+        "hold_policy",
+        "Keep a verified policy on every task for duration_s with the "
+        "guard on, the target (if any) filling its target map; the previous scheduler "
+        "comes back afterwards. What tune decided is held this way (verify_policy "
+        "first). It runs in the caller's process, so Ctrl-C (SIGINT) or SIGTERM ends it "
+        "early: a daemon could not see its caller go.",
+        HoldArgs,
+        privileged=True,
+        where="local",
+    ),
+    OpSpec(
+        "run_policy",
+        "Attach any policy the caller can name (a path included) with "
+        "the guard on, on every task or as a canary on a target, until duration_s "
+        "ends or the caller interrupts it; the previous scheduler comes back "
+        "afterwards.",
+        RunArgs,
+        privileged=True,
+        where="local",
+    ),
+    OpSpec(
+        "prebuild",
+        "Prepare vmlinux.h and compile every repository policy for this kernel ahead of need.",
+        NoArgs,
+        privileged=True,
+    ),
+    OpSpec("unquarantine", "Allow a quarantined policy to load again.", NameArgs, privileged=True),
+    OpSpec(
+        "list_workloads",
+        "The built-in benchmark workloads: what they run, their metric, SLO class and load levels.",
+        NoArgs,
+    ),
+    OpSpec(
+        "benchmark",
+        "A/B the given policies against a baseline (EEVDF by default) on "
+        "a built-in workload, interleaved in this boot (minutes). Writes a JSON "
+        "record, a markdown table and plots, and records the verdicts.",
+        BenchArgs,
+        privileged=True,
+        reply_timeout_s=_BENCH_REPLY_S,
+    ),
+    OpSpec(
+        "bench_suite",
+        "Every workload × policy against EEVDF in this boot (long); records like benchmark.",
+        SuiteArgs,
+        privileged=True,
+        reply_timeout_s=_BENCH_REPLY_S,
+    ),
+    OpSpec(
+        "tune",
+        "Profile a target, try policies live against EEVDF, and keep only a "
+        "proven winner; the system is back on EEVDF afterwards (hold_policy keeps "
+        "the winner).",
+        TuneArgs,
+        privileged=True,
+        reply_timeout_s=4 * 3600.0,
+    ),  # a 2 h budget, plus profiling and compiles
+    OpSpec(
+        "status",
+        "sched_ext state, what schedagent has loaded, quarantine and recent events.",
+        NoArgs,
+    ),
+    OpSpec(
+        "rollback",
+        "Return the system to EEVDF now, whichever schedagent process holds the policy.",
+        NoArgs,
+        privileged=True,
+    ),
+    OpSpec(
+        "history",
+        "Recent events, the audit trail of privileged actions and the daemon's proposals.",
+        HistoryArgs,
+    ),
+    OpSpec(
+        "daemon_status",
+        "The daemon's mode, uptime and its targets' policies and phases.",
+        NoArgs,
+        where="daemon",
+    ),
+    OpSpec("proposals", "The daemon's proposals (propose mode).", ProposalsArgs, where="daemon"),
+    OpSpec(
+        "approve",
+        "Apply a proposal the daemon made in propose mode, under its guard.",
+        ApproveArgs,
+        privileged=True,
+        where="daemon",
+    ),
+    OpSpec(
+        "apply",
+        "Apply a verified policy to one of the daemon's configured targets under its guard.",
+        ApplyArgs,
+        privileged=True,
+        where="daemon",
+    ),
 ]
 
 #: name -> declaration of every operation

@@ -19,16 +19,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schedagent import config
-from schedagent.execution import engine
 from schedagent.agent import llm
-from schedagent.execution import measure as live
 from schedagent.agent import tune as tune_mod
 from schedagent.bench import report as bench_report
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
 from schedagent.config import cache_dir
-from schedagent.execution.port import LiveExecutor
 from schedagent.errors import GuardrailViolation, SchedagentError, StoreUnavailable
+from schedagent.execution import engine
+from schedagent.execution import measure as live
+from schedagent.execution.port import LiveExecutor
 from schedagent.kernel import (
     bccprobes,
     capabilities,
@@ -39,8 +39,8 @@ from schedagent.kernel import (
     toolchain,
 )
 from schedagent.kernel.capabilities import Check
+from schedagent.models import DeepReport, Target, VerifyResult, WorkloadProfile, parse_slo
 from schedagent.policy import gate, repo
-from schedagent.models import Target, VerifyResult, WorkloadProfile, parse_slo
 from schedagent.store import (
     ActiveRecord,
     Event,
@@ -80,17 +80,28 @@ def doctor() -> DoctorReport:
 
 def _check_kvm() -> Check:
     if not os.path.exists("/dev/kvm"):
-        return Check("kvm", False, "/dev/kvm does not exist; the testbed uses TCG emulation",
-                     "enable virtualisation in firmware/hypervisor for faster testbed boots")
+        return Check(
+            "kvm",
+            False,
+            "/dev/kvm does not exist; the testbed uses TCG emulation",
+            "enable virtualisation in firmware/hypervisor for faster testbed boots",
+        )
     try:
         probe = json.loads((cache_dir() / "kvm-probe.json").read_text())
     except (OSError, ValueError):
-        return Check("kvm", True, "/dev/kvm exists, not probed yet (the first "
-                     "`schedagent sandbox run` probes it)")
+        return Check(
+            "kvm",
+            True,
+            "/dev/kvm exists, not probed yet (the first `schedagent sandbox run` probes it)",
+        )
     if probe.get("kvm"):
         return Check("kvm", True, "probe boot succeeded with KVM")
-    return Check("kvm", False, "/dev/kvm exists but a probe boot failed; the testbed "
-                 "falls back to TCG emulation", "nothing to do (boots are just slower)")
+    return Check(
+        "kvm",
+        False,
+        "/dev/kvm exists but a probe boot failed; the testbed falls back to TCG emulation",
+        "nothing to do (boots are just slower)",
+    )
 
 
 def _check_testbed() -> Check:
@@ -98,10 +109,10 @@ def _check_testbed() -> Check:
 
     img = find_image()
     if img is None:
-        return Check("testbed", False, f"no image for key {image_key()}",
-                     "schedagent sandbox build")
-    return Check("testbed", True, f"image {img.key} with kernel {img.kernel_release} at "
-                 f"{img.root}")
+        return Check(
+            "testbed", False, f"no image for key {image_key()}", "schedagent sandbox build"
+        )
+    return Check("testbed", True, f"image {img.key} with kernel {img.kernel_release} at {img.root}")
 
 
 # --- engine operations ---------------------------------------------------------------
@@ -112,15 +123,19 @@ def open_store() -> Store:
     return Store()
 
 
-def run_policy(req: engine.RunRequest,
-               on_attached: Callable[[engine.RunOutcome], None] | None = None) -> engine.RunOutcome:
+def run_policy(
+    req: engine.RunRequest, on_attached: Callable[[engine.RunOutcome], None] | None = None
+) -> engine.RunOutcome:
     """Attach a policy with the guard on; always restores the previous state."""
     store = open_store()
     try:
         outcome = engine.run_policy(req, store, on_attached)
-        store.audit(req.actor, "load", {"policy": req.spec, "tunables": req.overrides,
-                                        "target": outcome.target},
-                    {"reason": outcome.reason, "final_state": outcome.final_state})
+        store.audit(
+            req.actor,
+            "load",
+            {"policy": req.spec, "tunables": req.overrides, "target": outcome.target},
+            {"reason": outcome.reason, "final_state": outcome.final_state},
+        )
         return outcome
     finally:
         store.close()
@@ -142,8 +157,13 @@ def status(events: int = 10) -> StatusReport:
     store = open_store()
     try:
         rec = store.active()
-        return StatusReport(scx.read_state(), rec, rec is not None and pid_alive(rec.owner_pid),
-                            store.quarantine_list(), store.events(events))
+        return StatusReport(
+            scx.read_state(),
+            rec,
+            rec is not None and pid_alive(rec.owner_pid),
+            store.quarantine_list(),
+            store.events(events),
+        )
     finally:
         store.close()
 
@@ -175,8 +195,9 @@ def rollback() -> engine.ExternalRollback:
             log.warning("rollback: the store failed (%s); using the kernel's view", err)
             return _rollback_without_store(str(err))
         try:
-            store.audit("cli", "rollback", {}, {"action": result.action,
-                                                "state_after": result.state_after})
+            store.audit(
+                "cli", "rollback", {}, {"action": result.action, "state_after": result.state_after}
+            )
         except sqlite3.Error as err:  # rolled back already: a lost audit line is no failure
             log.warning("rollback done, but not audited: the store failed (%s)", err)
         return result
@@ -186,8 +207,9 @@ def rollback() -> engine.ExternalRollback:
 
 def _rollback_without_store(why: str) -> engine.ExternalRollback:
     done = emergency.release_without_store(why)
-    return engine.ExternalRollback(done.action, done.state_before, done.state_after,
-                                   done.ops_before, done.note)
+    return engine.ExternalRollback(
+        done.action, done.state_before, done.state_after, done.ops_before, done.note
+    )
 
 
 def unquarantine(policy: str) -> int:
@@ -212,7 +234,8 @@ def stage_source(source: str) -> str:
     if len(data) > gate.MAX_SOURCE_BYTES:
         raise GuardrailViolation(
             f"the source is {len(data)} bytes; the limit is {gate.MAX_SOURCE_BYTES}. Send a "
-            "smaller scheduler, or start from a repository policy by name")
+            "smaller scheduler, or start from a repository policy by name"
+        )
     digest = hashlib.sha256(data).hexdigest()[:16]
     staged = config.state_dir() / "staged"
     directory = staged / digest
@@ -241,8 +264,9 @@ def _evict_staged(staged: Path, incoming: int) -> None:
         entries.append((mtime, directory, size))
     entries.sort()
     total = sum(e[2] for e in entries)
-    while entries and (len(entries) + 1 > MAX_STAGED_SOURCES
-                       or total + incoming > MAX_STAGED_BYTES):
+    while entries and (
+        len(entries) + 1 > MAX_STAGED_SOURCES or total + incoming > MAX_STAGED_BYTES
+    ):
         _mtime, directory, size = entries.pop(0)
         shutil.rmtree(directory, ignore_errors=True)
         total -= size
@@ -254,19 +278,30 @@ def verify_artifact(spec: str, overrides: dict[str, int], actor: str) -> Verifie
     return verify_recorded(spec, overrides, actor)[0]
 
 
-def verify_recorded(spec: str, overrides: dict[str, int], actor: str
-                    ) -> tuple[VerifiedArtifact, VerifyResult]:
+def verify_recorded(
+    spec: str, overrides: dict[str, int], actor: str
+) -> tuple[VerifiedArtifact, VerifyResult]:
     """``verify_artifact``, with what each gate found (ops name, object, tunables)."""
     store = open_store()
     try:
         res = engine.verify(spec, overrides, store)
         kernel = toolchain.kernel_build_id()
-        art = VerifiedArtifact(VerifiedArtifact.make_id(res.source_hash, kernel, res.tunables),
-                               res.policy, spec, res.source_hash, kernel, res.tunables,
-                               time.time())
+        art = VerifiedArtifact(
+            VerifiedArtifact.make_id(res.source_hash, kernel, res.tunables),
+            res.policy,
+            spec,
+            res.source_hash,
+            kernel,
+            res.tunables,
+            time.time(),
+        )
         store.add_verified(art)
-        store.audit(actor, "verify", {"policy": spec, "tunables": overrides},
-                    {"artifact_id": art.artifact_id, "gates": res.gates})
+        store.audit(
+            actor,
+            "verify",
+            {"policy": spec, "tunables": overrides},
+            {"artifact_id": art.artifact_id, "gates": res.gates},
+        )
         return art, res
     finally:
         store.close()
@@ -289,21 +324,25 @@ def verified_artifact(ref: str, overrides: dict[str, int]) -> VerifiedArtifact:
                 policy = None
             if policy is not None:
                 tunables = policy.resolve_tunables(overrides)
-                art = store.verified(VerifiedArtifact.make_id(policy.source_hash(), kernel,
-                                                              tunables))
+                art = store.verified(
+                    VerifiedArtifact.make_id(policy.source_hash(), kernel, tunables)
+                )
         if art is None:
             raise GuardrailViolation(
                 f"{ref!r} has not passed verification with these tunables on this kernel; "
-                "call verify_policy first and load what it returns (its artifact_id)")
+                "call verify_policy first and load what it returns (its artifact_id)"
+            )
         if overrides and art.tunables != repo.resolve(art.spec).resolve_tunables(overrides):
             raise GuardrailViolation(
                 f"artifact {art.artifact_id} was verified with tunables {art.tunables}; "
-                f"verify {overrides} first")
+                f"verify {overrides} first"
+            )
         now = repo.resolve(art.spec).source_hash()
         if now != art.source_hash or art.kernel != kernel:
             raise GuardrailViolation(
                 f"artifact {art.artifact_id} ({art.policy}) changed since it was verified "
-                f"(source or kernel differs); verify it again")
+                f"(source or kernel differs); verify it again"
+            )
         return art
     finally:
         store.close()
@@ -331,8 +370,15 @@ def list_policies() -> list[PolicySummary]:
         for name in repo.builtin_names():
             meta = repo.resolve(name).meta
             assert meta is not None  # builtin policies always have policy.yaml
-            out.append(PolicySummary(name, meta.summary, list(meta.good_for), meta.status,
-                                     store.verdict_summary(name)))
+            out.append(
+                PolicySummary(
+                    name,
+                    meta.summary,
+                    list(meta.good_for),
+                    meta.status,
+                    store.verdict_summary(name),
+                )
+            )
         return out
     finally:
         store.close()
@@ -363,12 +409,22 @@ def show_policy(name: str) -> PolicyDetail:
         if active:
             values, ts = store.active_stats()
             labels = policy.meta.stats if policy.meta else []
-            live = {labels[i] if i < len(labels) else f"stat{i}": v
-                    for i, v in enumerate(values) if i < max(len(labels), 1) or v}
+            live = {
+                labels[i] if i < len(labels) else f"stat{i}": v
+                for i, v in enumerate(values)
+                if i < max(len(labels), 1) or v
+            }
             age = round(time.time() - ts, 1) if ts else None
         meta = policy.meta.model_dump(mode="json") if policy.meta else {}
-        return PolicyDetail(policy.name, meta, str(policy.source), active, live, age,
-                            store.verdict_summary(policy.name))
+        return PolicyDetail(
+            policy.name,
+            meta,
+            str(policy.source),
+            active,
+            live,
+            age,
+            store.verdict_summary(policy.name),
+        )
     finally:
         store.close()
 
@@ -376,13 +432,14 @@ def show_policy(name: str) -> PolicyDetail:
 # --- workload analysis ------------------------------------------------------------------
 
 
-def deep_probe(target: Target, duration_s: float) -> bccprobes.DeepReport:
+def deep_probe(target: Target, duration_s: float) -> DeepReport:
     """bcc histograms of wakeup latency and burst length for a target."""
     return bccprobes.run_deep(target, duration_s)
 
 
-def profile_workload(target: Target, duration_s: float,
-                     explicit_slo: str | None = None) -> WorkloadProfile:
+def profile_workload(
+    target: Target, duration_s: float, explicit_slo: str | None = None
+) -> WorkloadProfile:
     """Observe a target for ``duration_s`` and infer its class and SLO."""
     slo = parse_slo(explicit_slo) if explicit_slo else None
     return live.profile(target, duration_s, slo)
@@ -405,13 +462,22 @@ def _bench_sessions(store: Store) -> bench_runner.SessionFactory:
         req = engine.RunRequest(arm.policy, arm.overrides, switch_all=True, actor="bench")
         with engine.session(req, store) as sess:
             yield sess
+
     return factory
 
 
-def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
-                  baseline: bench_runner.Arm | None = None, quick: bool = False,
-                  levels: list[str] | None = None, seed: int = 0, confidence: float = 0.95,
-                  progress: bench_runner.Progress | None = None) -> bench_runner.BenchResult:
+def bench_compare(
+    workload: str,
+    arms: list[bench_runner.Arm],
+    runs: int = 5,
+    *,
+    baseline: bench_runner.Arm | None = None,
+    quick: bool = False,
+    levels: list[str] | None = None,
+    seed: int = 0,
+    confidence: float = 0.95,
+    progress: bench_runner.Progress | None = None,
+) -> bench_runner.BenchResult:
     """A/B(/C...) comparison of arms on one workload, interleaved in this boot.
 
     Every policy arm passes the gates first, so a bad candidate is one clear error
@@ -426,36 +492,57 @@ def bench_compare(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
         for arm in [*arms, *([baseline] if baseline else [])]:
             if arm.policy is not None:
                 engine.verify(arm.policy, arm.overrides, store)
-        result = bench_runner.compare_arms(wl, arms, _bench_sessions(store), runs,
-                                           baseline=baseline, quick=quick, seed=seed,
-                                           confidence=confidence, levels=levels,
-                                           progress=progress)
+        result = bench_runner.compare_arms(
+            wl,
+            arms,
+            _bench_sessions(store),
+            runs,
+            baseline=baseline,
+            quick=quick,
+            seed=seed,
+            confidence=confidence,
+            levels=levels,
+            progress=progress,
+        )
         for arm_result in result.arms:
             policy = arm_result.arm.split("[", 1)[0]
             if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
                 continue
-            cmp = next((c for c in arm_result.comparisons if c.metric == result.primary_metric),
-                       None)
-            store.add_verdict(policy, wl.spec.slo_class, arm_result.verdict,
-                              workload=wl.name, level=arm_result.level, arm=arm_result.arm,
-                              baseline=result.baseline, metric=result.primary_metric,
-                              ratio=cmp.ratio if cmp else None,
-                              ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
-                              reason=arm_result.reason)
+            cmp = next(
+                (c for c in arm_result.comparisons if c.metric == result.primary_metric), None
+            )
+            store.add_verdict(
+                policy,
+                wl.spec.slo_class,
+                arm_result.verdict,
+                workload=wl.name,
+                level=arm_result.level,
+                arm=arm_result.arm,
+                baseline=result.baseline,
+                metric=result.primary_metric,
+                ratio=cmp.ratio if cmp else None,
+                ci=[cmp.ci_low, cmp.ci_high] if cmp else None,
+                reason=arm_result.reason,
+            )
         return result
     finally:
         store.close()
 
 
-def bench_suite(policies: list[str] | None = None, workloads: list[str] | None = None,
-                runs: int = 5, *, quick: bool = False, seed: int = 0,
-                progress: bench_runner.Progress | None = None) -> list[bench_runner.BenchResult]:
+def bench_suite(
+    policies: list[str] | None = None,
+    workloads: list[str] | None = None,
+    runs: int = 5,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bench_runner.Progress | None = None,
+) -> list[bench_runner.BenchResult]:
     """Every workload × policy against EEVDF, in this boot."""
     names = policies or repo.builtin_names()
     arms = [bench_runner.Arm(p) for p in names]
     chosen = workloads or [w.name for w in bench_workload.all_workloads()]
-    return [bench_compare(w, arms, runs, quick=quick, seed=seed, progress=progress)
-            for w in chosen]
+    return [bench_compare(w, arms, runs, quick=quick, seed=seed, progress=progress) for w in chosen]
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,8 +563,9 @@ class BenchRun:
         return [str(self.record), str(self.markdown), *(str(p) for p in self.plots.values())]
 
 
-def record_bench(results: list[bench_runner.BenchResult],
-                 directory: Path | None = None) -> BenchRun:
+def record_bench(
+    results: list[bench_runner.BenchResult], directory: Path | None = None
+) -> BenchRun:
     """Write the JSON record, the markdown table and one plot per workload under the state
     directory's ``bench/``, and a ``bench`` event naming them, whichever front end ran it."""
     directory = directory or config.state_dir() / "bench"
@@ -498,39 +586,71 @@ def record_bench(results: list[bench_runner.BenchResult],
         plots[res.workload] = path
     store = open_store()
     try:
-        store.add_event("bench", None, record=str(record),
-                        workloads=[r.workload for r in results],
-                        verdicts=[{"workload": r.workload, "level": a.level, "arm": a.arm,
-                                   "verdict": a.verdict} for r in results for a in r.arms])
+        store.add_event(
+            "bench",
+            None,
+            record=str(record),
+            workloads=[r.workload for r in results],
+            verdicts=[
+                {"workload": r.workload, "level": a.level, "arm": a.arm, "verdict": a.verdict}
+                for r in results
+                for a in r.arms
+            ],
+        )
     finally:
         store.close()
     return BenchRun(results, record, markdown, plots, bench_report.text_table(results))
 
 
-def run_benchmark(workload: str, arms: list[bench_runner.Arm], runs: int = 5, *,
-                  baseline: bench_runner.Arm | None = None, quick: bool = False,
-                  levels: list[str] | None = None, seed: int = 0,
-                  progress: bench_runner.Progress | None = None) -> BenchRun:
+def run_benchmark(
+    workload: str,
+    arms: list[bench_runner.Arm],
+    runs: int = 5,
+    *,
+    baseline: bench_runner.Arm | None = None,
+    quick: bool = False,
+    levels: list[str] | None = None,
+    seed: int = 0,
+    progress: bench_runner.Progress | None = None,
+) -> BenchRun:
     """``bench_compare``, recorded (``record_bench``)."""
-    result = bench_compare(workload, arms, runs, baseline=baseline, quick=quick,
-                           levels=levels, seed=seed, progress=progress)
+    result = bench_compare(
+        workload,
+        arms,
+        runs,
+        baseline=baseline,
+        quick=quick,
+        levels=levels,
+        seed=seed,
+        progress=progress,
+    )
     return record_bench([result])
 
 
-def run_suite(policies: list[str] | None = None, workloads: list[str] | None = None,
-              runs: int = 5, *, quick: bool = False, seed: int = 0,
-              progress: bench_runner.Progress | None = None) -> BenchRun:
+def run_suite(
+    policies: list[str] | None = None,
+    workloads: list[str] | None = None,
+    runs: int = 5,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bench_runner.Progress | None = None,
+) -> BenchRun:
     """``bench_suite``, recorded as one run (``record_bench``)."""
-    return record_bench(bench_suite(policies, workloads, runs, quick=quick, seed=seed,
-                                    progress=progress))
+    return record_bench(
+        bench_suite(policies, workloads, runs, quick=quick, seed=seed, progress=progress)
+    )
 
 
 # --- tuning -----------------------------------------------------------------------------
 
 
-def tune(req: tune_mod.TuneRequest, slo: str | None = None,
-         progress: tune_mod.Progress | None = None,
-         budget: llm.Budget | None = None) -> tune_mod.TuneReport:
+def tune(
+    req: tune_mod.TuneRequest,
+    slo: str | None = None,
+    progress: tune_mod.Progress | None = None,
+    budget: llm.Budget | None = None,
+) -> tune_mod.TuneReport:
     """Profile a target, try candidates live against EEVDF, keep only a proven winner."""
     if req.agent == "anthropic":
         return tune_with_agent(req, None, budget, slo, progress)[0]
@@ -556,18 +676,20 @@ def _checked(req: tune_mod.TuneRequest, slo: str | None) -> tune_mod.TuneRequest
     return req
 
 
-def tune_with_agent(req: tune_mod.TuneRequest, transport: llm.Transport | None = None,
-                    budget: llm.Budget | None = None, slo: str | None = None,
-                    progress: tune_mod.Progress | None = None
-                    ) -> tuple[tune_mod.TuneReport, dict[str, object]]:
+def tune_with_agent(
+    req: tune_mod.TuneRequest,
+    transport: llm.Transport | None = None,
+    budget: llm.Budget | None = None,
+    slo: str | None = None,
+    progress: tune_mod.Progress | None = None,
+) -> tuple[tune_mod.TuneReport, dict[str, object]]:
     """``tune --agent anthropic``: Claude chooses through the same typed operations."""
     req = _checked(req, slo)
     transport = transport or llm.AnthropicTransport()
     store = open_store()
     try:
         with procstat.priority():  # windows and guard stay on time under any candidate
-            return llm.tune_with_llm(req, store, LiveExecutor(store), transport, budget,
-                                     progress)
+            return llm.tune_with_llm(req, store, LiveExecutor(store), transport, budget, progress)
     finally:
         store.close()
 

@@ -96,7 +96,7 @@ class VerifiedArtifact:
 
     artifact_id: str
     policy: str
-    spec: str            # what the engine resolves: a name or a staged path
+    spec: str  # what the engine resolves: a name or a staged path
     source_hash: str
     kernel: str
     tunables: dict[str, int]
@@ -121,8 +121,9 @@ class Store:
         self.path = path or state_dir() / "schedagent.db"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as err:
             raise StoreUnavailable(str(self.path), _reason(err)) from err
         try:
@@ -130,8 +131,10 @@ class Store:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)  # idempotent DDL; executescript commits by itself
             with self._tx() as db:
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                           (str(SCHEMA_VERSION),))
+                db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
         except sqlite3.Error as err:
             self._db.close()
             raise StoreUnavailable(str(self.path), _reason(err)) from err
@@ -155,15 +158,26 @@ class Store:
     def set_active(self, rec: ActiveRecord) -> None:
         """Record the loaded policy (replacing any previous record)."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO active (id, policy, source_hash, owner_pid, "
-                       "enable_seq, target, tunables, started) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
-                       (rec.policy, rec.source_hash, rec.owner_pid, rec.enable_seq, rec.target,
-                        json.dumps(rec.tunables), rec.started))
+            db.execute(
+                "INSERT OR REPLACE INTO active (id, policy, source_hash, owner_pid, "
+                "enable_seq, target, tunables, started) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.policy,
+                    rec.source_hash,
+                    rec.owner_pid,
+                    rec.enable_seq,
+                    rec.target,
+                    json.dumps(rec.tunables),
+                    rec.started,
+                ),
+            )
 
     def active(self) -> ActiveRecord | None:
         """The active record, if any."""
-        row = self._db.execute("SELECT policy, source_hash, owner_pid, enable_seq, target, "
-                               "tunables, started FROM active WHERE id = 1").fetchone()
+        row = self._db.execute(
+            "SELECT policy, source_hash, owner_pid, enable_seq, target, "
+            "tunables, started FROM active WHERE id = 1"
+        ).fetchone()
         if row is None:
             return None
         return ActiveRecord(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
@@ -171,8 +185,10 @@ class Store:
     def set_active_stats(self, stats: list[int]) -> None:
         """Publish the active scheduler's counters (read by ``policies show``)."""
         with self._tx() as db:
-            db.execute("UPDATE active SET stats = ?, stats_ts = ? WHERE id = 1",
-                       (json.dumps(stats), time.time()))
+            db.execute(
+                "UPDATE active SET stats = ?, stats_ts = ? WHERE id = 1",
+                (json.dumps(stats), time.time()),
+            )
 
     def active_stats(self) -> tuple[list[int], float]:
         """The last published counters and when they were published."""
@@ -205,47 +221,59 @@ class Store:
     def add_event(self, kind: str, policy: str | None, **detail: object) -> int:
         """Append an event; return its id."""
         with self._tx() as db:
-            cur = db.execute("INSERT INTO events (ts, kind, policy, detail) VALUES (?, ?, ?, ?)",
-                             (time.time(), kind, policy, json.dumps(detail, default=str)))
+            cur = db.execute(
+                "INSERT INTO events (ts, kind, policy, detail) VALUES (?, ?, ?, ?)",
+                (time.time(), kind, policy, json.dumps(detail, default=str)),
+            )
             return int(cur.lastrowid or 0)
 
     def events(self, limit: int = 50) -> list[Event]:
         """The most recent events, oldest first."""
-        rows = self._db.execute("SELECT id, ts, kind, policy, detail FROM events "
-                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._db.execute(
+            "SELECT id, ts, kind, policy, detail FROM events ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
         return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in reversed(rows)]
 
     def quarantine(self, policy: str, source_hash: str, kernel: str, reason: str) -> None:
         """Quarantine a policy build on this kernel."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
-                       (policy, source_hash, kernel, reason, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?)",
+                (policy, source_hash, kernel, reason, time.time()),
+            )
 
     def quarantined(self, policy: str, source_hash: str, kernel: str) -> QuarantineEntry | None:
         """The quarantine entry for this exact build on this kernel, if any."""
-        row = self._db.execute("SELECT policy, source_hash, kernel, reason, ts FROM quarantine "
-                               "WHERE policy = ? AND source_hash = ? AND kernel = ?",
-                               (policy, source_hash, kernel)).fetchone()
+        row = self._db.execute(
+            "SELECT policy, source_hash, kernel, reason, ts FROM quarantine "
+            "WHERE policy = ? AND source_hash = ? AND kernel = ?",
+            (policy, source_hash, kernel),
+        ).fetchone()
         return QuarantineEntry(*row) if row else None
 
     def quarantine_list(self) -> list[QuarantineEntry]:
         """Every quarantined policy."""
-        return [QuarantineEntry(*r) for r in self._db.execute(
-            "SELECT policy, source_hash, kernel, reason, ts FROM quarantine ORDER BY ts")]
+        return [
+            QuarantineEntry(*r)
+            for r in self._db.execute(
+                "SELECT policy, source_hash, kernel, reason, ts FROM quarantine ORDER BY ts"
+            )
+        ]
 
     def unquarantine(self, policy: str) -> int:
         """Remove a policy from quarantine; return how many entries were removed."""
         with self._tx() as db:
             return db.execute("DELETE FROM quarantine WHERE policy = ?", (policy,)).rowcount
 
-    def add_verdict(self, policy: str, workload_class: str, verdict: str,
-                    **detail: object) -> None:
+    def add_verdict(self, policy: str, workload_class: str, verdict: str, **detail: object) -> None:
         """Record an A/B verdict for a policy on a class (better, worse, no-difference; also
         insufficient or invalid, which ``verdict_summary`` does not count)."""
         with self._tx() as db:
-            db.execute("INSERT INTO verdicts (ts, policy, workload_class, verdict, detail) "
-                       "VALUES (?, ?, ?, ?, ?)", (time.time(), policy, workload_class, verdict,
-                                                  json.dumps(detail, default=str)))
+            db.execute(
+                "INSERT INTO verdicts (ts, policy, workload_class, verdict, detail) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (time.time(), policy, workload_class, verdict, json.dumps(detail, default=str)),
+            )
 
     def verdict_summary(self, policy: str) -> dict[str, dict[str, int]]:
         """``{class: {"wins": n, "losses": n, "ties": n}}`` for one policy.
@@ -254,8 +282,10 @@ class Store:
         ``invalid`` runs are no evidence of a tie (issue 13)."""
         out: dict[str, dict[str, int]] = {}
         for cls, verdict, n in self._db.execute(
-                "SELECT workload_class, verdict, COUNT(*) FROM verdicts WHERE policy = ? "
-                "GROUP BY workload_class, verdict", (policy,)):
+            "SELECT workload_class, verdict, COUNT(*) FROM verdicts WHERE policy = ? "
+            "GROUP BY workload_class, verdict",
+            (policy,),
+        ):
             key = {"better": "wins", "worse": "losses", "no-difference": "ties"}.get(verdict)
             if key is None:
                 continue
@@ -265,35 +295,70 @@ class Store:
     def add_verified(self, art: VerifiedArtifact) -> None:
         """Remember that a source, with these tunables, passed every gate on this kernel."""
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (art.artifact_id, art.policy, art.spec, art.source_hash, art.kernel,
-                        json.dumps(art.tunables, sort_keys=True), art.ts))
+            db.execute(
+                "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    art.artifact_id,
+                    art.policy,
+                    art.spec,
+                    art.source_hash,
+                    art.kernel,
+                    json.dumps(art.tunables, sort_keys=True),
+                    art.ts,
+                ),
+            )
 
     def verified(self, artifact_id: str) -> VerifiedArtifact | None:
         """A verified artifact by id, or None."""
-        row = self._db.execute("SELECT * FROM verified WHERE artifact_id = ?",
-                               (artifact_id,)).fetchone()
-        return None if row is None else VerifiedArtifact(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6])
+        row = self._db.execute(
+            "SELECT * FROM verified WHERE artifact_id = ?", (artifact_id,)
+        ).fetchone()
+        return (
+            None
+            if row is None
+            else VerifiedArtifact(
+                row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6]
+            )
+        )
 
-    def add_proposal(self, target: str, policy: str, tunables: dict[str, int],
-                     evidence: dict[str, object]) -> int:
+    def add_proposal(
+        self, target: str, policy: str, tunables: dict[str, int], evidence: dict[str, object]
+    ) -> int:
         """A plan waiting for ``schedagent approve``; returns its id."""
         with self._tx() as db:
-            cur = db.execute("INSERT INTO proposals (ts, target, policy, tunables, evidence, "
-                             "status) VALUES (?, ?, ?, ?, ?, 'pending')",
-                             (time.time(), target, policy, json.dumps(tunables),
-                              json.dumps(evidence, default=str)))
+            cur = db.execute(
+                "INSERT INTO proposals (ts, target, policy, tunables, evidence, "
+                "status) VALUES (?, ?, ?, ?, ?, 'pending')",
+                (
+                    time.time(),
+                    target,
+                    policy,
+                    json.dumps(tunables),
+                    json.dumps(evidence, default=str),
+                ),
+            )
             return int(cur.lastrowid or 0)
 
     def proposals(self, status: str | None = None) -> list[dict[str, object]]:
         """Proposals, oldest first, optionally only those with ``status``."""
         rows = self._db.execute(
             "SELECT id, ts, target, policy, tunables, evidence, status FROM proposals "
-            + ("WHERE status = ? " if status else "") + "ORDER BY id",
-            (status,) if status else ()).fetchall()
-        return [{"id": r[0], "ts": r[1], "target": r[2], "policy": r[3],
-                 "tunables": json.loads(r[4]), "evidence": json.loads(r[5]), "status": r[6]}
-                for r in rows]
+            + ("WHERE status = ? " if status else "")
+            + "ORDER BY id",
+            (status,) if status else (),
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "ts": r[1],
+                "target": r[2],
+                "policy": r[3],
+                "tunables": json.loads(r[4]),
+                "evidence": json.loads(r[5]),
+                "status": r[6],
+            }
+            for r in rows
+        ]
 
     def set_proposal_status(self, proposal_id: int, status: str) -> None:
         with self._tx() as db:
@@ -306,23 +371,41 @@ class Store:
 
     def kv_set(self, key: str, value: object) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)",
-                       (key, json.dumps(value, default=str)))
+            db.execute(
+                "INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value, default=str))
+            )
 
-    def audit(self, actor: str, action: str, args: dict[str, object],
-              result: dict[str, object]) -> None:
+    def audit(
+        self, actor: str, action: str, args: dict[str, object], result: dict[str, object]
+    ) -> None:
         """Record who asked for what, and the result."""
         with self._tx() as db:
-            db.execute("INSERT INTO audit (ts, actor, action, args, result) VALUES (?, ?, ?, ?, ?)",
-                       (time.time(), actor, action, json.dumps(args, default=str),
-                        json.dumps(result, default=str)))
+            db.execute(
+                "INSERT INTO audit (ts, actor, action, args, result) VALUES (?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    actor,
+                    action,
+                    json.dumps(args, default=str),
+                    json.dumps(result, default=str),
+                ),
+            )
 
     def audit_records(self, limit: int = 50) -> list[dict[str, object]]:
         """Recent audit records, oldest first."""
-        rows = self._db.execute("SELECT ts, actor, action, args, result FROM audit "
-                                "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [{"ts": r[0], "actor": r[1], "action": r[2], "args": json.loads(r[3]),
-                 "result": json.loads(r[4])} for r in reversed(rows)]
+        rows = self._db.execute(
+            "SELECT ts, actor, action, args, result FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [
+            {
+                "ts": r[0],
+                "actor": r[1],
+                "action": r[2],
+                "args": json.loads(r[3]),
+                "result": json.loads(r[4]),
+            }
+            for r in reversed(rows)
+        ]
 
 
 def pid_alive(pid: int) -> bool:

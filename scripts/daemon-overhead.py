@@ -43,25 +43,32 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
     tmp = Path(tempfile.mkdtemp())
     (tmp / "config.yaml").write_text(CONFIG)
-    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp / "state"),
-           "SCHEDAGENT_SOCKET": str(tmp / "d.sock")}
+    env = {
+        **os.environ,
+        "SCHEDAGENT_STATE_DIR": str(tmp / "state"),
+        "SCHEDAGENT_SOCKET": str(tmp / "d.sock"),
+    }
     os.environ.update(SCHEDAGENT_STATE_DIR=env["SCHEDAGENT_STATE_DIR"])
     binary = workload.build(workload.resolve("mixed"))
-    daemon = subprocess.Popen(["schedagent", "daemon", "--config", str(tmp / "config.yaml")],
-                              env=env)
+    daemon = subprocess.Popen(
+        ["schedagent", "daemon", "--config", str(tmp / "config.yaml")], env=env
+    )
     procs = [daemon]
     out: dict[str, object] = {"window_s": seconds}
     try:
         while not (tmp / "d.sock").exists():
             time.sleep(0.5)
         procs.append(subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "3600s", "-q"]))
-        procs.append(subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
-                                       "-b", "3000"], stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [str(binary), "-w", "4", "-n", "1000000", "-r", "400", "-b", "3000"],
+                stdout=subprocess.DEVNULL,
+            )
+        )
         api = ApiClient(tmp / "d.sock")
         while api.call("daemon_status", {})["targets"]["server"]["phase"] in ("waiting",):
             time.sleep(1)
-        while not [r for r in api.call("history", {"limit": 50})["audit"]
-                   if r["action"] == "tune"]:
+        while not [r for r in api.call("history", {"limit": 50})["audit"] if r["action"] == "tune"]:
             time.sleep(2)
         out["after_tune"] = api.call("daemon_status", {})["targets"]["server"]["policy"]
         out["cpu_pct_watching"] = cpu_pct(daemon.pid, seconds)

@@ -31,18 +31,35 @@ async def main(pid: int) -> None:
     async with Client(params, read_timeout_seconds=600) as client:
         tools = await client.list_tools()
         print(f"  tools: {', '.join(t.name for t in tools.tools)}")
-        show("system_snapshot", await client.call_tool("system_snapshot", {}),
-             ["sched_ext", "topology", "loadavg_1m"])
-        show("profile_workload", await client.call_tool(
-            "profile_workload", {"pid": pid, "duration_s": 3}), ["class", "slo", "rationale"])
-        show("load_policy (not verified)", await client.call_tool(
-            "load_policy", {"policy": "latency", "pid": pid, "duration_s": 3}))
-        ver = show("verify_policy", await client.call_tool("verify_policy", {"name": "latency"}),
-                   ["artifact_id", "passed"])
+        show(
+            "system_snapshot",
+            await client.call_tool("system_snapshot", {}),
+            ["sched_ext", "topology", "loadavg_1m"],
+        )
+        show(
+            "profile_workload",
+            await client.call_tool("profile_workload", {"pid": pid, "duration_s": 3}),
+            ["class", "slo", "rationale"],
+        )
+        show(
+            "load_policy (not verified)",
+            await client.call_tool(
+                "load_policy", {"policy": "latency", "pid": pid, "duration_s": 3}
+            ),
+        )
+        ver = show(
+            "verify_policy",
+            await client.call_tool("verify_policy", {"name": "latency"}),
+            ["artifact_id", "passed"],
+        )
         if ver:
-            show("load_policy (verified artifact)", await client.call_tool(
-                "load_policy", {"policy": ver["artifact_id"], "pid": pid, "duration_s": 3}),
-                ["ops_while_attached", "mode", "sched_ext_after"])
+            show(
+                "load_policy (verified artifact)",
+                await client.call_tool(
+                    "load_policy", {"policy": ver["artifact_id"], "pid": pid, "duration_s": 3}
+                ),
+                ["ops_while_attached", "mode", "sched_ext_after"],
+            )
         hist = show("history", await client.call_tool("history", {"limit": 6}), [])
         for rec in (hist or {}).get("audit", []):
             print(f"    audit: {rec['actor']} {rec['action']} {json.dumps(rec['args'])[:100]}")

@@ -39,7 +39,9 @@ def _seconds(out: str) -> float:
 def messaging(probe: bool) -> tuple[float, float | None]:
     """One messaging run; with ``probe``, the bcc probes are compiled and attached first."""
     if not probe:
-        return _seconds(subprocess.run(CMD, capture_output=True, text=True, check=True).stdout), None
+        return _seconds(
+            subprocess.run(CMD, capture_output=True, text=True, check=True).stdout
+        ), None
     with bccprobes.attached() as deep:
         proc = subprocess.Popen(CMD, stdout=subprocess.PIPE, text=True)
         time.sleep(0.3)  # perf forks its senders and receivers first
@@ -62,9 +64,12 @@ def main() -> None:
         with_probe.append(secs)
         if pct is not None:
             cpu_pct.append(pct)
-    result = {"without_s": without, "with_probe_s": with_probe,
-              "median_ratio": statistics.median(with_probe) / statistics.median(without),
-              "probe_cpu_pct_of_one_cpu": cpu_pct}
+    result = {
+        "without_s": without,
+        "with_probe_s": with_probe,
+        "median_ratio": statistics.median(with_probe) / statistics.median(without),
+        "probe_cpu_pct_of_one_cpu": cpu_pct,
+    }
     print(json.dumps(result, indent=2))
 
 

@@ -28,8 +28,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from schedagent.agent import planner, tune
+from schedagent.agent.port import Executor
 from schedagent.bench import stats
 from schedagent.daemon.config import DAEMON_BUDGET
 from schedagent.models import (
@@ -41,20 +43,28 @@ from schedagent.models import (
     TuneBudget,
     WorkloadProfile,
 )
+from schedagent.store import Store
 
 Noise = Callable[[random.Random], float]
 
 NOISES: dict[str, Noise] = {
     "normal": lambda rng: max(0.05, 1 + 0.15 * rng.gauss(0, 1)),
-    "heavy": lambda rng: math.exp(0.1 * rng.gauss(0, 1) / math.sqrt(
-        sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3)),
+    "heavy": lambda rng: math.exp(
+        0.1 * rng.gauss(0, 1) / math.sqrt(sum(rng.gauss(0, 1) ** 2 for _ in range(3)) / 3)
+    ),
 }
 IMPROVEMENT = 1.3
 METRIC = LiveMetric("p99_wakeup_us", "us", "lower", "simulated")
 FEATURES = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
-PROFILE = WorkloadProfile("mixed", 0.8, FEATURES,  # type: ignore[arg-type]  # a Literal class
-                          Slo("p99_wakeup_latency", "<=", 1000.0, "us", "sim"), "sim", "pid 1",
-                          5.0)
+PROFILE = WorkloadProfile(
+    "mixed",
+    0.8,
+    FEATURES,
+    Slo("p99_wakeup_latency", "<=", 1000.0, "us", "sim"),
+    "sim",
+    "pid 1",
+    5.0,
+)
 
 
 class SimClock:
@@ -81,8 +91,9 @@ class _Attached:
 class SimWorld:
     """The target under EEVDF or a policy: each window one noisy value of the metric."""
 
-    def __init__(self, rng: random.Random, noise: Noise, effects: dict[str, float],
-                 clock: SimClock) -> None:
+    def __init__(
+        self, rng: random.Random, noise: Noise, effects: dict[str, float], clock: SimClock
+    ) -> None:
         self.rng, self.noise, self.effects, self.clock = rng, noise, effects, clock
         self.metric = METRIC
         self.attached: str | None = None
@@ -93,8 +104,9 @@ class SimWorld:
         return Sample(100.0 * effect * self.noise(self.rng), FEATURES, False)
 
     @contextlib.contextmanager
-    def attach(self, spec: str, _overrides: dict[str, int], _target: Target, *,
-               canary: bool) -> Iterator[_Attached]:
+    def attach(
+        self, spec: str, _overrides: dict[str, int], _target: Target, *, canary: bool
+    ) -> Iterator[_Attached]:
         self.attached = spec
         try:
             yield _Attached()
@@ -117,8 +129,7 @@ class SimLoop(tune.Loop):  # the unit under simulation is the loop itself
         return trials  # every variant passes the gates (compiling is not simulated)
 
 
-def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None,
-               rng: random.Random) -> str:
+def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None, rng: random.Random) -> str:
     """One simulated tune run; returns the policy kept ("eevdf" for none)."""
     cands = planner.rank(PROFILE, {}, req.budget.max_candidates)
     effects = {c.policy: 1.0 for c in cands}
@@ -128,9 +139,9 @@ def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None,
     world = SimWorld(rng, noise, effects, clock)
     report = tune.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
     report.trials = [tune.Trial(c.policy, c.overrides, c.reason) for c in cands]
-    store = NullStore()
-    loop = SimLoop(req, store, PROFILE, report, world, world,  # type: ignore[arg-type]
-                   clock=clock)
+    # duck-typed stand-ins: the store takes records, the world is the executor's meter side
+    store = cast(Store, NullStore())
+    loop = SimLoop(req, store, PROFILE, report, cast(Executor, world), world, clock=clock)
     tune.run_trials(loop)
     assert report.decision is not None
     return report.decision.policy
@@ -155,8 +166,9 @@ def regimes() -> list[tuple[str, tune.TuneRequest | int]]:
     ]
 
 
-def simulate(trials: int, seed: int, names: list[str] | None = None,
-             noises: list[str] | None = None) -> list[dict[str, object]]:
+def simulate(
+    trials: int, seed: int, names: list[str] | None = None, noises: list[str] | None = None
+) -> list[dict[str, object]]:
     """One row per regime and noise: false-keep rate and power."""
     rows: list[dict[str, object]] = []
     better = planner.rank(PROFILE, {}, 3)[1].policy
@@ -171,12 +183,19 @@ def simulate(trials: int, seed: int, names: list[str] | None = None,
                 false_keeps = sum(bench_keeps(regime, noise, False, rng) for _ in range(trials))
                 kept = sum(bench_keeps(regime, noise, True, rng) for _ in range(trials))
             else:
-                false_keeps = sum(tune_keeps(regime, noise, None, rng) != "eevdf"
-                                  for _ in range(trials))
-                kept = sum(tune_keeps(regime, noise, better, rng) == better
-                           for _ in range(trials))
-            rows.append({"regime": name, "noise": noise_name, "trials": trials,
-                         "false_keep": false_keeps / trials, "power_1.3x": kept / trials})
+                false_keeps = sum(
+                    tune_keeps(regime, noise, None, rng) != "eevdf" for _ in range(trials)
+                )
+                kept = sum(tune_keeps(regime, noise, better, rng) == better for _ in range(trials))
+            rows.append(
+                {
+                    "regime": name,
+                    "noise": noise_name,
+                    "trials": trials,
+                    "false_keep": false_keeps / trials,
+                    "power_1.3x": kept / trials,
+                }
+            )
     return rows
 
 
@@ -190,11 +209,15 @@ def main() -> int:
     print("| regime | noise | trials | false keep (no better than EEVDF) | power (true 1.3x) |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['regime']} | {r['noise']} | {r['trials']} | {r['false_keep']:.2%} | "
-              f"{r['power_1.3x']:.1%} |")
+        print(
+            f"| {r['regime']} | {r['noise']} | {r['trials']} | {r['false_keep']:.2%} | "
+            f"{r['power_1.3x']:.1%} |"
+        )
     worst = max(float(r["false_keep"]) for r in rows)  # type: ignore[arg-type]
-    print(f"\nworst false-keep rate {worst:.2%} (goal: at most 5%); "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"\nworst false-keep rate {worst:.2%} (goal: at most 5%); "
+        f"{time.monotonic() - started:.0f} s"
+    )
     return 0 if worst <= 0.05 else 1
 
 

@@ -19,8 +19,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if VM_DIR in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.vm)
             if not has_scx and not required:
-                item.add_marker(pytest.mark.skip(
-                    reason="needs sched_ext: run `schedagent sandbox run -- pytest -m vm`"))
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason="needs sched_ext: run `schedagent sandbox run -- pytest -m vm`"
+                    )
+                )
 
 
 # --- resuming a VM run after the guest kernel died ------------------------------------
@@ -54,8 +57,9 @@ def _drop_finished(config: pytest.Config, items: list[pytest.Item]) -> None:
     lines = journal.read_text().splitlines() if journal.exists() else []
     if not any(line.startswith("collected ") for line in lines):
         _append(journal, f"collected {len(items)}")
-    done = {line.split(" ", 1)[1] for line in lines
-            if " " in line and line.split(" ", 1)[0] in FINAL}
+    done = {
+        line.split(" ", 1)[1] for line in lines if " " in line and line.split(" ", 1)[0] in FINAL
+    }
     keep = [i for i in items if i.nodeid not in done]
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if i.nodeid in done])

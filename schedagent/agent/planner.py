@@ -43,8 +43,9 @@ class Candidate:
         return f"{self.policy}[{sets}]" if sets else self.policy
 
 
-def rank(profile: WorkloadProfile, history: dict[str, dict[str, dict[str, int]]],
-         limit: int = 3) -> list[Candidate]:
+def rank(
+    profile: WorkloadProfile, history: dict[str, dict[str, dict[str, int]]], limit: int = 3
+) -> list[Candidate]:
     """Up to ``limit`` policies for this profile, best first.
 
     ``history`` is ``{policy: {class: {"wins": n, "losses": n, "ties": n}}}``.
@@ -63,8 +64,10 @@ def rank(profile: WorkloadProfile, history: dict[str, dict[str, dict[str, int]]]
         h = history.get(name, {}).get(cls, {})
         why = f"rule: {name} suits {cls} work"
         if h:
-            why += (f"; history on this machine for {cls}: {h.get('wins', 0)} wins, "
-                    f"{h.get('losses', 0)} losses, {h.get('ties', 0)} ties")
+            why += (
+                f"; history on this machine for {cls}: {h.get('wins', 0)} wins, "
+                f"{h.get('losses', 0)} losses, {h.get('ties', 0)} ties"
+            )
         out.append(Candidate(name, {}, why))
     return out
 
@@ -81,7 +84,11 @@ def variants(cand: Candidate, limit: int = 2) -> list[Candidate]:
     for factor, word in ((0.5, "halved"), (2.0, "doubled")):
         value = int(min(spec.max, max(spec.min, current * factor)))
         if value != current:
-            out.append(Candidate(cand.policy, {**cand.overrides, name: value},
-                                 f"{name} {word} from {current} ({spec.unit}, range "
-                                 f"{spec.min}..{spec.max})"))
+            out.append(
+                Candidate(
+                    cand.policy,
+                    {**cand.overrides, name: value},
+                    f"{name} {word} from {current} ({spec.unit}, range {spec.min}..{spec.max})",
+                )
+            )
     return out[:limit]

@@ -53,8 +53,7 @@ class Executor(Protocol):
     """What reasoning may ask of the system. Every method may raise a
     ``SchedagentError``; ``TargetGone`` when the target went away."""
 
-    def profile(self, target: Target, duration_s: float,
-                slo: Slo | None) -> WorkloadProfile:
+    def profile(self, target: Target, duration_s: float, slo: Slo | None) -> WorkloadProfile:
         """Observe the target for ``duration_s`` and classify it (``slo``: given, else
         inferred)."""
         ...
@@ -64,15 +63,17 @@ class Executor(Protocol):
         load without attach. A rejection raises, with the reason."""
         ...
 
-    def attach(self, spec: str, overrides: dict[str, int], target: Target, *,
-               canary: bool) -> AbstractContextManager[Attached]:
+    def attach(
+        self, spec: str, overrides: dict[str, int], target: Target, *, canary: bool
+    ) -> AbstractContextManager[Attached]:
         """Attach a candidate with the guard on for a ``with`` block; the previous
         scheduler (EEVDF) is back when it ends. ``canary``: only the target's threads
         move (partial mode), else every task runs on it."""
         ...
 
-    def meter(self, target: Target, slo: Slo,
-              latency_log: str | None) -> AbstractContextManager[Meter]:
+    def meter(
+        self, target: Target, slo: Slo, latency_log: str | None
+    ) -> AbstractContextManager[Meter]:
         """A meter of the SLO's live metric for a ``with`` block (a probe it needs is
         compiled and attached on entry, and released on exit)."""
         ...

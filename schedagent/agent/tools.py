@@ -28,8 +28,14 @@ from schedagent.policy.gate import MAX_SOURCE_BYTES
 #: a synthesized policy's name: a stem the repository does not have yet
 SYNTH_NAME = r"^[a-z][a-z0-9_]{2,30}$"
 
-CandidateName = Annotated[str, Field(min_length=1, max_length=64, description=(
-    "a repository policy's name, or the name of one you synthesized"))]
+CandidateName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description=("a repository policy's name, or the name of one you synthesized"),
+    ),
+]
 
 
 class GoalArgs(Args):
@@ -52,18 +58,27 @@ class SynthesizeArgs(Args):
     """``synthesize``: a new scheduler from a repository policy."""
 
     name: str = Field(pattern=SYNTH_NAME, description="the new policy's stem")
-    base: str = Field(min_length=1, max_length=64, description=(
-        "the repository policy it starts from (its policy.yaml is copied)"))
+    base: str = Field(
+        min_length=1,
+        max_length=64,
+        description=("the repository policy it starts from (its policy.yaml is copied)"),
+    )
     summary: str = Field(min_length=1, max_length=300)
-    source: str = Field(min_length=1, max_length=MAX_SOURCE_BYTES,
-                        description="the whole sched_ext BPF C source")
+    source: str = Field(
+        min_length=1, max_length=MAX_SOURCE_BYTES, description="the whole sched_ext BPF C source"
+    )
 
 
 class FinishArgs(CandidateArgs):
     """``finish``: the policy to keep (or eevdf), and why."""
 
-    policy: str = Field(min_length=1, max_length=64, description=(
-        "a policy that measure said was better, or eevdf to keep the kernel's default"))
+    policy: str = Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "a policy that measure said was better, or eevdf to keep the kernel's default"
+        ),
+    )
     reasoning: str = Field(min_length=1, max_length=2000)
 
 
@@ -79,23 +94,35 @@ class ToolSpec:
 
     def anthropic(self) -> dict[str, Any]:
         """The tool as the Messages API takes it, its schema generated from ``args``."""
-        return {"name": self.name, "description": self.description,
-                "input_schema": self.args.model_json_schema()}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.args.model_json_schema(),
+        }
 
 
 TOOLS: list[ToolSpec] = [
     ToolSpec("state_goal", "Stage 1: state the workload class and its SLO.", GoalArgs),
-    ToolSpec("list_policies", "The repository: ideas, fit and tunable ranges.", NoArgs,
-             op="list_policies"),
-    ToolSpec("show_policy", "One policy's YAML and BPF C source.", NameArgs,
-             op="show_policy"),
-    ToolSpec("verify", "Static gate, clang and the kernel verifier; no attach.",
-             CandidateArgs),
-    ToolSpec("synthesize", "Write a new scheduler from a base policy and gate it (static "
-             "gate, clang, kernel verifier). Errors come back for repair.", SynthesizeArgs),
-    ToolSpec("measure", "Canary in partial mode, then interleaved live windows against "
-             "EEVDF on the target's SLO metric. Returns the verdict and the ratio.",
-             CandidateArgs),
+    ToolSpec(
+        "list_policies",
+        "The repository: ideas, fit and tunable ranges.",
+        NoArgs,
+        op="list_policies",
+    ),
+    ToolSpec("show_policy", "One policy's YAML and BPF C source.", NameArgs, op="show_policy"),
+    ToolSpec("verify", "Static gate, clang and the kernel verifier; no attach.", CandidateArgs),
+    ToolSpec(
+        "synthesize",
+        "Write a new scheduler from a base policy and gate it (static "
+        "gate, clang, kernel verifier). Errors come back for repair.",
+        SynthesizeArgs,
+    ),
+    ToolSpec(
+        "measure",
+        "Canary in partial mode, then interleaved live windows against "
+        "EEVDF on the target's SLO metric. Returns the verdict and the ratio.",
+        CandidateArgs,
+    ),
     ToolSpec("finish", "End: the policy to keep (or eevdf) and why.", FinishArgs),
 ]
 

@@ -78,7 +78,7 @@ class Trial:
     policy: str
     overrides: dict[str, int]
     reason: str
-    status: str = "proposed"    # proposed, rejected, measured
+    status: str = "proposed"  # proposed, rejected, measured
     error: str | None = None
     samples: list[float] = field(default_factory=list)
     verdict: str | None = None
@@ -98,7 +98,7 @@ class Trial:
 class Decision:
     """What was kept, and the evidence."""
 
-    policy: str                  # "eevdf" when nothing was kept
+    policy: str  # "eevdf" when nothing was kept
     tunables: dict[str, int]
     verdict: str
     ratio: float | None
@@ -186,7 +186,10 @@ class Loop:
         the confirmation's reserve held back), or None while it fits."""
         elapsed = self.clock.monotonic() - self.started
         pair_s = 2 * self.req.budget.window_s + min(0.5, self.req.budget.window_s / 4)
-        if elapsed + 2 * self.req.budget.window_s + self.reserve * pair_s > self.req.budget.budget_s:
+        if (
+            elapsed + 2 * self.req.budget.window_s + self.reserve * pair_s
+            > self.req.budget.budget_s
+        ):
             return f"time budget of {self.req.budget.budget_s:.0f} s used ({elapsed:.0f} s)"
         if self.report.evaluations + self.reserve >= self.req.budget.max_evals:
             held = f", {self.reserve} held for the confirmation" if self.reserve else ""
@@ -206,15 +209,19 @@ class Loop:
         # new phase. Class labels alone are not used: near a rule boundary they flip.
         change = material_change(self.prof, sample.features)
         self.phase_votes.append(change.reason if change else None)
-        if change is not None and self.phase_votes[-2:].count(None) == 0 and \
-                len(self.phase_votes) >= 2:
+        if (
+            change is not None
+            and self.phase_votes[-2:].count(None) == 0
+            and len(self.phase_votes) >= 2
+        ):
             raise _PhaseChanged(f"the target changed under EEVDF: {change.reason}")
 
     def canary(self, trial: Trial) -> bool:
         """A short partial-mode run: only the target's threads on the policy."""
         try:
-            with self.executor.attach(trial.policy, trial.overrides, self.req.target,
-                                      canary=True) as sess:
+            with self.executor.attach(
+                trial.policy, trial.overrides, self.req.target, canary=True
+            ) as sess:
                 self.clock.sleep(self.req.budget.canary_s)
                 problem = sess.problem()
         except TargetGone:
@@ -228,8 +235,9 @@ class Loop:
 
     def candidate_window(self, trial: Trial, into: list[float] | None = None) -> None:
         """One window on the trial's policy; a valid one goes to ``into`` (its samples)."""
-        with self.executor.attach(trial.policy, trial.overrides, self.req.target,
-                                  canary=False) as sess:
+        with self.executor.attach(
+            trial.policy, trial.overrides, self.req.target, canary=False
+        ) as sess:
             self.clock.sleep(min(0.5, self.req.budget.window_s / 4))  # let queues settle on it
             sample = self.meter.measure(self.req.budget.window_s)
             problem = sess.problem()
@@ -252,8 +260,9 @@ class Loop:
         if not self.report.baseline_samples:
             trial.verdict = "insufficient"
             return
-        cmp = stats.compare(self.report.baseline_samples, trial.samples,
-                            self.metric.direction, self.req.confidence)
+        cmp = stats.compare(
+            self.report.baseline_samples, trial.samples, self.metric.direction, self.req.confidence
+        )
         trial.verdict, trial.ratio = cmp.verdict, cmp.ratio
         trial.ci, trial.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
@@ -266,8 +275,7 @@ class Loop:
             for trial in trials:
                 self.judge(trial)
 
-    def _interleave(self, trials: list[Trial], rounds: int, step: list[int],
-                    total: int) -> None:
+    def _interleave(self, trials: list[Trial], rounds: int, step: list[int], total: int) -> None:
         for _ in range(rounds):
             for trial in trials:
                 if trial.status == "rejected":
@@ -286,7 +294,7 @@ class Loop:
         conf = leader.confirmation = Confirmation()
         self.reserve = 0
         want = confirm_windows(self.req)
-        for _ in range(2 * want):   # invalid windows are made up for, up to twice over
+        for _ in range(2 * want):  # invalid windows are made up for, up to twice over
             if min(len(conf.samples), len(conf.baseline_samples)) >= want:
                 break
             reason = self.out_of_budget()
@@ -303,14 +311,16 @@ class Loop:
         if not conf.samples or not conf.baseline_samples:
             conf.verdict = "insufficient"
             return
-        cmp = stats.compare(conf.baseline_samples, conf.samples, self.metric.direction,
-                            self.req.confidence)
+        cmp = stats.compare(
+            conf.baseline_samples, conf.samples, self.metric.direction, self.req.confidence
+        )
         conf.verdict, conf.ratio = cmp.verdict, cmp.ratio
         conf.ci, conf.p_value = (cmp.ci_low, cmp.ci_high), cmp.p_value
 
 
-def _gated(trials: list[Trial], executor: Executor,
-           say: Callable[[str], None] | None = None) -> list[Trial]:
+def _gated(
+    trials: list[Trial], executor: Executor, say: Callable[[str], None] | None = None
+) -> list[Trial]:
     """Run every trial through the gates (no attach); a rejection is recorded on the trial.
 
     This is where candidates compile, so it runs before any window, and each compile
@@ -327,15 +337,18 @@ def _gated(trials: list[Trial], executor: Executor,
             continue
         if say is not None:
             how = "object cached" if result.object_cached else "compiled"
-            say(f"gates: {trial.label} passed ({how}, verifier included) in "
-                f"{time.monotonic() - started:.1f} s")
+            say(
+                f"gates: {trial.label} passed ({how}, verifier included) in "
+                f"{time.monotonic() - started:.1f} s"
+            )
     return trials
 
 
 def _better_first(trials: list[Trial], direction: str) -> list[Trial]:
     sign = 1.0 if direction == "lower" else -1.0
-    return sorted((t for t in trials if t.ratio is not None),
-                  key=lambda t: sign * (t.ratio or 0.0))   # every ratio here is set
+    return sorted(
+        (t for t in trials if t.ratio is not None), key=lambda t: sign * (t.ratio or 0.0)
+    )  # every ratio here is set
 
 
 #: How much screening evidence a verdict carries when choosing the leader: a trial that
@@ -359,8 +372,13 @@ def leader(trials: list[Trial], direction: str) -> Trial | None:
     return ranked[0] if ranked else None
 
 
-def tune(req: TuneRequest, store: Store, executor: Executor,
-         progress: Progress | None = None, clock: Clock | None = None) -> TuneReport:
+def tune(
+    req: TuneRequest,
+    store: Store,
+    executor: Executor,
+    progress: Progress | None = None,
+    clock: Clock | None = None,
+) -> TuneReport:
     """Run the whole loop once; the system is back on EEVDF when this returns.
 
     ``clock`` times the canaries, the settling before each window and the budget (the
@@ -377,40 +395,53 @@ def tune(req: TuneRequest, store: Store, executor: Executor,
         # load stalled a fresh tune for 20 minutes (issue 14).
         compiling = time.monotonic()
         with executor.priority():
-            trials = _planned(prof, store, executor, req.budget.max_candidates,
-                              lambda line: progress(line, 1, 1))  # 1/1: a line that stays
+            trials = _planned(
+                prof, store, executor, req.budget.max_candidates, lambda line: progress(line, 1, 1)
+            )  # 1/1: a line that stays
             if executor.attaches_probe(prof.slo, req.latency_log):
                 progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
             meter = stack.enter_context(executor.meter(req.target, prof.slo, req.latency_log))
-        report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(),
-                            asdict(meter.metric), req.agent)
+        report = TuneReport(
+            prof.target, prof.to_json(), prof.slo.describe(), asdict(meter.metric), req.agent
+        )
         report.trials = trials
         report.compile_s = time.monotonic() - compiling
         progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 1, 1)
         measuring = time.monotonic()
-        run_trials(Loop(req, store, prof, report, executor, meter, progress,
-                        clock or RealClock()))
+        run_trials(Loop(req, store, prof, report, executor, meter, progress, clock or RealClock()))
         report.measure_s = time.monotonic() - measuring
     report.wall_s = time.monotonic() - started
     return report
 
 
-def _planned(prof: WorkloadProfile, store: Store, executor: Executor, max_candidates: int,
-             say: Callable[[str], None] | None = None) -> list[Trial]:
+def _planned(
+    prof: WorkloadProfile,
+    store: Store,
+    executor: Executor,
+    max_candidates: int,
+    say: Callable[[str], None] | None = None,
+) -> list[Trial]:
     history = {name: store.verdict_summary(name) for name in repo.known_names()}
     cands = planner.rank(prof, history, max_candidates)
     return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], executor, say)
 
 
-def _dry_run(req: TuneRequest, store: Store, executor: Executor, prof: WorkloadProfile,
-             started: float) -> TuneReport:
+def _dry_run(
+    req: TuneRequest, store: Store, executor: Executor, prof: WorkloadProfile, started: float
+) -> TuneReport:
     metric = executor.planned_metric(prof.slo, req.latency_log)
-    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric),
-                        req.agent)
+    report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric), req.agent)
     report.trials = _planned(prof, store, executor, req.budget.max_candidates)
     report.ended = "dry-run"
-    report.decision = Decision("eevdf", {}, "not measured", None, None,
-                               "--dry-run: candidates proposed and gated, nothing run", None)
+    report.decision = Decision(
+        "eevdf",
+        {},
+        "not measured",
+        None,
+        None,
+        "--dry-run: candidates proposed and gated, nothing run",
+        None,
+    )
     report.wall_s = time.monotonic() - started
     return report
 
@@ -433,12 +464,19 @@ def run_trials(loop: Loop) -> None:
         if ranked and not report.end_note:
             # successive halving: the leader's tunable variants compete with it
             first = ranked[0]
-            extra = loop.gate([Trial(v.policy, v.overrides, v.reason)
-                               for v in planner.variants(planner.Candidate(first.policy,
-                                                                           first.overrides))])
+            extra = loop.gate(
+                [
+                    Trial(v.policy, v.overrides, v.reason)
+                    for v in planner.variants(planner.Candidate(first.policy, first.overrides))
+                ]
+            )
             report.trials += extra
-            loop.measure([first, *[t for t in extra if t.status != "rejected"]],
-                         max(2, req.budget.rounds // 2), step, total)
+            loop.measure(
+                [first, *[t for t in extra if t.status != "rejected"]],
+                max(2, req.budget.rounds // 2),
+                step,
+                total,
+            )
         report.end_note = ""  # screening stopping at the reserve is the plan, not an end
         chosen = leader(report.trials, metric.direction)
         if chosen is not None:
@@ -457,44 +495,74 @@ def decide(report: TuneReport, metric: LiveMetric, target: Target) -> Decision:
     """What to keep, and why: the trial whose confirmation said ``better`` on ``metric``,
     else EEVDF (also when the run stopped early); ``reapply`` is the command that loads it."""
     if report.ended in ("target-exited", "phase-change"):
-        return Decision("eevdf", {}, "stopped", None, None,
-                        f"stopped early ({report.end_note}); nothing kept, EEVDF restored", None)
-    screened = ", ".join(f"{t.label}: {t.verdict or t.status}"
-                         f"{f' on {len(t.samples)} windows' if t.samples else ''}"
-                         for t in report.trials)
+        return Decision(
+            "eevdf",
+            {},
+            "stopped",
+            None,
+            None,
+            f"stopped early ({report.end_note}); nothing kept, EEVDF restored",
+            None,
+        )
+    screened = ", ".join(
+        f"{t.label}: {t.verdict or t.status}{f' on {len(t.samples)} windows' if t.samples else ''}"
+        for t in report.trials
+    )
     best = next((t for t in report.trials if t.confirmation is not None), None)
     conf = best.confirmation if best is not None else None
     if best is None or conf is None:
-        return Decision("eevdf", {}, "no candidate better", None, None,
-                        f"no candidate pointed better than EEVDF on {metric.name} in screening "
-                        f"({screened} against {len(report.baseline_samples)} EEVDF windows); "
-                        "keeping EEVDF", None)
-    windows = (f"{len(conf.samples)} fresh interleaved windows against "
-               f"{len(conf.baseline_samples)} of EEVDF")
+        return Decision(
+            "eevdf",
+            {},
+            "no candidate better",
+            None,
+            None,
+            f"no candidate pointed better than EEVDF on {metric.name} in screening "
+            f"({screened} against {len(report.baseline_samples)} EEVDF windows); "
+            "keeping EEVDF",
+            None,
+        )
+    windows = (
+        f"{len(conf.samples)} fresh interleaved windows against "
+        f"{len(conf.baseline_samples)} of EEVDF"
+    )
     if conf.verdict != "better":
-        return Decision("eevdf", {}, "not confirmed", conf.ratio, conf.ci,
-                        f"screening led with {best.label} ({screened} against "
-                        f"{len(report.baseline_samples)} EEVDF windows); its confirmation on "
-                        f"{windows} said {conf.verdict}"
-                        f"{_evidence(conf) if conf.ratio is not None else ''}; keeping EEVDF",
-                        None)
+        return Decision(
+            "eevdf",
+            {},
+            "not confirmed",
+            conf.ratio,
+            conf.ci,
+            f"screening led with {best.label} ({screened} against "
+            f"{len(report.baseline_samples)} EEVDF windows); its confirmation on "
+            f"{windows} said {conf.verdict}"
+            f"{_evidence(conf) if conf.ratio is not None else ''}; keeping EEVDF",
+            None,
+        )
     assert conf.ratio is not None and conf.ci is not None
     sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.overrides.items()))
     where = f"--pid {target.pid}" if target.pid else f"--cgroup {shlex.quote(target.cgroup or '')}"
     return Decision(
-        best.policy, best.overrides, "better", conf.ratio, conf.ci,
+        best.policy,
+        best.overrides,
+        "better",
+        conf.ratio,
+        conf.ci,
         f"{best.label} changed {metric.name} from a median "
         f"{statistics.median(conf.baseline_samples):.4g} to "
         f"{statistics.median(conf.samples):.4g} {metric.unit}{_evidence(conf)}, confirmed on "
         f"{windows} that took no part in choosing it (screening: {screened} against "
         f"{len(report.baseline_samples)} EEVDF windows)",
-        f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip())
+        f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip(),
+    )
 
 
 def _evidence(conf: Confirmation) -> str:
     assert conf.ratio is not None and conf.ci is not None and conf.p_value is not None
-    return (f" (ratio {conf.ratio:.3f}, 95% CI [{conf.ci[0]:.3f}, {conf.ci[1]:.3f}], "
-            f"p={conf.p_value:.3g})")
+    return (
+        f" (ratio {conf.ratio:.3f}, 95% CI [{conf.ci[0]:.3f}, {conf.ci[1]:.3f}], "
+        f"p={conf.p_value:.3g})"
+    )
 
 
 def record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
@@ -504,17 +572,39 @@ def record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
     for trial in report.trials:
         conf = trial.confirmation
         if conf is not None and conf.verdict is not None:
-            store.add_verdict(trial.policy, prof.workload_class, conf.verdict,
-                              source="tune-confirmation", label=trial.label, ratio=conf.ratio,
-                              ci=conf.ci, metric=report.metric["name"],
-                              windows=len(conf.samples))
+            store.add_verdict(
+                trial.policy,
+                prof.workload_class,
+                conf.verdict,
+                source="tune-confirmation",
+                label=trial.label,
+                ratio=conf.ratio,
+                ci=conf.ci,
+                metric=report.metric["name"],
+                windows=len(conf.samples),
+            )
         elif trial.verdict is not None:
-            store.add_verdict(trial.policy, prof.workload_class, trial.verdict, source="tune",
-                              label=trial.label, ratio=trial.ratio, ci=trial.ci,
-                              metric=report.metric["name"], windows=len(trial.samples))
+            store.add_verdict(
+                trial.policy,
+                prof.workload_class,
+                trial.verdict,
+                source="tune",
+                label=trial.label,
+                ratio=trial.ratio,
+                ci=trial.ci,
+                metric=report.metric["name"],
+                windows=len(trial.samples),
+            )
     decision = report.decision
     assert decision is not None
-    store.add_event("tune", decision.policy if decision.policy != "eevdf" else None,
-                    target=report.target, ended=report.ended, note=report.end_note,
-                    decision=asdict(decision), evaluations=report.evaluations,
-                    slo=report.slo, workload_class=prof.workload_class)
+    store.add_event(
+        "tune",
+        decision.policy if decision.policy != "eevdf" else None,
+        target=report.target,
+        ended=report.ended,
+        note=report.end_note,
+        decision=asdict(decision),
+        evaluations=report.evaluations,
+        slo=report.slo,
+        workload_class=prof.workload_class,
+    )

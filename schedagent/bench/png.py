@@ -85,7 +85,7 @@ class Canvas:
     def point(self, x: int, y: int, color: Color) -> None:
         if 0 <= x < self.width and 0 <= y < self.height:
             i = 3 * (y * self.width + x)
-            self.pixels[i:i + 3] = bytes(color)
+            self.pixels[i : i + 3] = bytes(color)
 
     def rect(self, x0: int, y0: int, x1: int, y1: int, color: Color) -> None:
         for y in range(max(0, min(y0, y1)), min(self.height, max(y0, y1) + 1)):
@@ -110,22 +110,36 @@ class Canvas:
                 for row, bits in enumerate(glyph):
                     for col in range(5):
                         if bits & (1 << (4 - col)):
-                            self.rect(x + col * scale, y + row * scale,
-                                      x + col * scale + scale - 1, y + row * scale + scale - 1,
-                                      color)
+                            self.rect(
+                                x + col * scale,
+                                y + row * scale,
+                                x + col * scale + scale - 1,
+                                y + row * scale + scale - 1,
+                                color,
+                            )
             x += GLYPH_W * scale
 
     def png(self) -> bytes:
-        raw = b"".join(b"\x00" + bytes(self.pixels[3 * y * self.width:3 * (y + 1) * self.width])
-                       for y in range(self.height))
+        raw = b"".join(
+            b"\x00" + bytes(self.pixels[3 * y * self.width : 3 * (y + 1) * self.width])
+            for y in range(self.height)
+        )
 
         def chunk(kind: bytes, data: bytes) -> bytes:
-            return (struct.pack(">I", len(data)) + kind + data
-                    + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+            return (
+                struct.pack(">I", len(data))
+                + kind
+                + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+            )
 
         header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b"")
+        )
 
     def save(self, path: Path) -> None:
         path.write_bytes(self.png())

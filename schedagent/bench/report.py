@@ -20,18 +20,24 @@ def _primary(arm: ArmResult, metric: str) -> MetricComparison | None:
 
 def markdown(results: list[BenchResult]) -> str:
     """One table row per workload × level × arm, primary metric first."""
-    lines = [("| workload | level | policy | metric | EEVDF median | policy median | ratio "
-             "[95% CI] | p | verdict | floor | distance from floor | valid runs |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| workload | level | policy | metric | EEVDF median | policy median | ratio "
+            "[95% CI] | p | verdict | floor | distance from floor | valid runs |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for res in results:
         for arm in res.arms:
             cmp = _primary(arm, res.primary_metric)
             floor = res.floor_medians.get(arm.level, {}).get(res.primary_metric)
             if cmp is None:
-                lines.append(f"| {res.workload} | {arm.level} | {arm.arm} | "
-                             f"{res.primary_metric} | - | - | - | - | **{arm.verdict}** | "
-                             f"{_fmt(floor)} | - | {arm.valid_runs}/"
-                             f"{arm.valid_runs + arm.invalid_runs} |")
+                lines.append(
+                    f"| {res.workload} | {arm.level} | {arm.arm} | "
+                    f"{res.primary_metric} | - | - | - | - | **{arm.verdict}** | "
+                    f"{_fmt(floor)} | - | {arm.valid_runs}/"
+                    f"{arm.valid_runs + arm.invalid_runs} |"
+                )
                 continue
             distance = cmp.candidate_median - floor if floor is not None else None
             lines.append(
@@ -39,9 +45,16 @@ def markdown(results: list[BenchResult]) -> str:
                 f"{_fmt(cmp.baseline_median)} | {_fmt(cmp.candidate_median)} | "
                 f"{cmp.ratio:.3f} [{cmp.ci_low:.3f}, {cmp.ci_high:.3f}] | {cmp.p_value:.3g} | "
                 f"**{arm.verdict}** | {_fmt(floor)} | {_fmt(distance)} | "
-                f"{arm.valid_runs}/{arm.valid_runs + arm.invalid_runs} |")
-    notes = sorted({f"- {r.workload}/{a.level} {a.arm}: {a.reason}" for r in results
-                    for a in r.arms if a.verdict == "invalid"})
+                f"{arm.valid_runs}/{arm.valid_runs + arm.invalid_runs} |"
+            )
+    notes = sorted(
+        {
+            f"- {r.workload}/{a.level} {a.arm}: {a.reason}"
+            for r in results
+            for a in r.arms
+            if a.verdict == "invalid"
+        }
+    )
     if notes:
         lines += ["", "Invalid comparisons:", *notes]
     return "\n".join(lines) + "\n"
@@ -54,18 +67,31 @@ def text_table(results: list[BenchResult]) -> str:
         for arm in res.arms:
             cmp = _primary(arm, res.primary_metric)
             floor = res.floor_medians.get(arm.level, {}).get(res.primary_metric)
-            ratio = (f"{cmp.ratio:.3f} [{cmp.ci_low:.3f}, {cmp.ci_high:.3f}]"
-                     if cmp is not None else "-")
-            dist = (f"{cmp.candidate_median - floor:+.4g}" if cmp is not None
-                    and floor is not None else "-")
+            ratio = (
+                f"{cmp.ratio:.3f} [{cmp.ci_low:.3f}, {cmp.ci_high:.3f}]" if cmp is not None else "-"
+            )
+            dist = (
+                f"{cmp.candidate_median - floor:+.4g}"
+                if cmp is not None and floor is not None
+                else "-"
+            )
             rows.append((res.workload, arm.level, arm.arm, ratio, arm.verdict, dist))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows) + "\n"
+    return (
+        "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        )
+        + "\n"
+    )
 
 
-_COLORS = {"better": (30, 140, 60), "worse": (200, 40, 40), "no-difference": (90, 90, 90),
-           "insufficient": (150, 150, 150), "invalid": (200, 140, 0)}
+_COLORS = {
+    "better": (30, 140, 60),
+    "worse": (200, 40, 40),
+    "no-difference": (90, 90, 90),
+    "insufficient": (150, 150, 150),
+    "invalid": (200, 140, 0),
+}
 _BASE = (40, 80, 200)
 _FLOOR = (0, 150, 150)
 
@@ -76,22 +102,41 @@ def plot(result: BenchResult, path: Path) -> None:
     A blue dashed line marks the baseline's median and a teal one the idle floor.
     """
     metric = result.primary_metric
-    spec_dir = next((c.direction for a in result.arms for c in a.comparisons
-                     if c.metric == metric), "lower")
+    spec_dir = next(
+        (c.direction for a in result.arms for c in a.comparisons if c.metric == metric), "lower"
+    )
     levels = sorted({r.level for r in result.records}, key=[r.level for r in result.records].index)
-    arms_by_level = {lv: [result.baseline] + [a.arm for a in result.arms if a.level == lv]
-                     + ([] if not result.floor_medians.get(lv) else ["floor"]) for lv in levels}
+    arms_by_level = {
+        lv: [result.baseline]
+        + [a.arm for a in result.arms if a.level == lv]
+        + ([] if not result.floor_medians.get(lv) else ["floor"])
+        for lv in levels
+    }
     row_h, left, right, top = 22, 190, 330, 40
     width = 1100
     height = top + sum(30 + row_h * len(a) + 20 for a in arms_by_level.values()) + 10
     c = Canvas(width, height)
-    c.text(10, 10, f"{result.workload}: {metric} ({spec_dir} is better), "
-                   f"{result.runs_per_arm} runs per arm, kernel {result.kernel}", scale=2)
+    c.text(
+        10,
+        10,
+        f"{result.workload}: {metric} ({spec_dir} is better), "
+        f"{result.runs_per_arm} runs per arm, kernel {result.kernel}",
+        scale=2,
+    )
     y = top
     for level in levels:
-        samples = {arm: [r.metrics[metric] for r in result.records
-                         if r.level == level and r.arm == arm and r.valid and not r.warmup
-                         and metric in r.metrics] for arm in arms_by_level[level]}
+        samples = {
+            arm: [
+                r.metrics[metric]
+                for r in result.records
+                if r.level == level
+                and r.arm == arm
+                and r.valid
+                and not r.warmup
+                and metric in r.metrics
+            ]
+            for arm in arms_by_level[level]
+        }
         hi = max((v for vs in samples.values() for v in vs), default=1.0) * 1.05 or 1.0
         x0, x1 = left, width - right
 
@@ -107,8 +152,13 @@ def plot(result: BenchResult, path: Path) -> None:
         for arm in arms_by_level[level]:
             y += row_h
             res = next((a for a in result.arms if a.level == level and a.arm == arm), None)
-            color = _BASE if arm == result.baseline else _FLOOR if arm == "floor" else \
-                _COLORS.get(res.verdict if res else "invalid", (0, 0, 0))
+            color = (
+                _BASE
+                if arm == result.baseline
+                else _FLOOR
+                if arm == "floor"
+                else _COLORS.get(res.verdict if res else "invalid", (0, 0, 0))
+            )
             c.text(10, y - 4, arm[:29], color)
             for v in samples[arm]:
                 c.rect(sx(v) - 2, y - 2, sx(v) + 2, y + 2, color)
@@ -117,8 +167,11 @@ def plot(result: BenchResult, path: Path) -> None:
                 c.rect(sx(med) - 1, y - 8, sx(med), y + 8, color)
             if res is not None:
                 cmp = _primary(res, metric)
-                label = (f"{cmp.ratio:.3f} [{cmp.ci_low:.2f},{cmp.ci_high:.2f}] {res.verdict}"
-                         if cmp else res.verdict)
+                label = (
+                    f"{cmp.ratio:.3f} [{cmp.ci_low:.2f},{cmp.ci_high:.2f}] {res.verdict}"
+                    if cmp
+                    else res.verdict
+                )
                 c.text(x1 + 10, y - 4, label, color)
         base_med = result.baseline_medians.get(level, {}).get(metric)
         if base_med is not None:

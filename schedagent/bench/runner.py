@@ -160,20 +160,35 @@ class ProgressWatch:
         return max((t.worst_stall_s for t in self.threads.values()), default=0.0)
 
 
-def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | None,
-             record: RunRecord, with_background: bool = True,
-             stall_s: float = STALL_S) -> RunRecord:
+def run_once(
+    wl: Workload,
+    variables: dict[str, str],
+    session: PolicySession | None,
+    record: RunRecord,
+    with_background: bool = True,
+    stall_s: float = STALL_S,
+) -> RunRecord:
     """One run: background up, command to completion under watch, background down."""
     background = None
     if wl.spec.background and with_background:
-        background = subprocess.Popen(wl.argv(wl.spec.background, variables), text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        background = subprocess.Popen(
+            wl.argv(wl.spec.background, variables),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         time.sleep(0.5)  # let the hogs spread over the CPUs first
     started = time.monotonic()
-    proc = subprocess.Popen(wl.argv(wl.spec.command, variables), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        wl.argv(wl.spec.command, variables),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     roots = [proc.pid] + ([background.pid] if background else [])
     watch = ProgressWatch(roots)
     try:
@@ -190,12 +205,15 @@ def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | N
     record.worst_stall_ms = round(watch.worst_stall_s * 1000, 1)
     if watch.worst_stall_s >= stall_s:
         stuck = max(watch.threads.items(), key=lambda kv: kv[1].worst_stall_s)[0]
-        record.invalidate(f"thread {stuck} was runnable for {watch.worst_stall_s:.1f} s "
-                          "without getting a CPU (starved)")
+        record.invalidate(
+            f"thread {stuck} was runnable for {watch.worst_stall_s:.1f} s "
+            "without getting a CPU (starved)"
+        )
     stdout, stderr = out_chunks
     if proc.returncode not in (0, None) and record.valid:
-        record.invalidate(f"the command exited with {proc.returncode}: "
-                          f"{(stderr or stdout).strip()[-300:]}")
+        record.invalidate(
+            f"the command exited with {proc.returncode}: {(stderr or stdout).strip()[-300:]}"
+        )
     if record.valid:
         try:
             record.metrics = extract_metrics(wl, stdout + stderr, variables, with_background)
@@ -205,9 +223,14 @@ def run_once(wl: Workload, variables: dict[str, str], session: PolicySession | N
     return record
 
 
-def _wait_watching(proc: subprocess.Popen[str], watch: ProgressWatch,
-                   session: PolicySession | None, record: RunRecord, timeout_s: float,
-                   started: float) -> tuple[str, str]:
+def _wait_watching(
+    proc: subprocess.Popen[str],
+    watch: ProgressWatch,
+    session: PolicySession | None,
+    record: RunRecord,
+    timeout_s: float,
+    started: float,
+) -> tuple[str, str]:
     while True:
         try:
             return proc.communicate(timeout=_SAMPLE_S)
@@ -298,17 +321,27 @@ def _medians(records: list[RunRecord]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in by_metric.items()}
 
 
-def judge(wl: Workload, level: str, arm: str, base: list[RunRecord], cand: list[RunRecord],
-          floor: list[RunRecord], confidence: float) -> ArmResult:
+def judge(
+    wl: Workload,
+    level: str,
+    arm: str,
+    base: list[RunRecord],
+    cand: list[RunRecord],
+    floor: list[RunRecord],
+    confidence: float,
+) -> ArmResult:
     """Compare one arm's valid runs with the baseline's on every metric."""
     valid = [r for r in cand if r.valid]
     base_valid = [r for r in base if r.valid]
-    result = ArmResult(arm, level, len(valid), len(cand) - len(valid), "invalid", "",
-                       medians=_medians(valid))
+    result = ArmResult(
+        arm, level, len(valid), len(cand) - len(valid), "invalid", "", medians=_medians(valid)
+    )
     if len(valid) < 2 or len(base_valid) < 2:
         reasons = sorted({r.invalid_reason or "" for r in [*cand, *base] if not r.valid})
-        result.reason = (f"{len(valid)} valid runs against {len(base_valid)} baseline runs; "
-                         f"need 2 each. {'; '.join(reasons)[:400]}")
+        result.reason = (
+            f"{len(valid)} valid runs against {len(base_valid)} baseline runs; "
+            f"need 2 each. {'; '.join(reasons)[:400]}"
+        )
         return result
     floor_med = _medians([r for r in floor if r.valid])
     for m in wl.spec.metrics:
@@ -317,24 +350,39 @@ def judge(wl: Workload, level: str, arm: str, base: list[RunRecord], cand: list[
         if len(b) < 2 or len(c) < 2:
             continue
         cmp = stats.compare(b, c, m.direction, confidence)
-        result.comparisons.append(MetricComparison(
-            m.name, m.unit, m.direction, cmp.baseline_median, cmp.candidate_median, cmp.ratio,
-            cmp.ci_low, cmp.ci_high, cmp.p_value, cmp.verdict, floor_med.get(m.name)))
+        result.comparisons.append(
+            MetricComparison(
+                m.name,
+                m.unit,
+                m.direction,
+                cmp.baseline_median,
+                cmp.candidate_median,
+                cmp.ratio,
+                cmp.ci_low,
+                cmp.ci_high,
+                cmp.p_value,
+                cmp.verdict,
+                floor_med.get(m.name),
+            )
+        )
     primary = next((c for c in result.comparisons if c.metric == wl.spec.primary.name), None)
     if primary is None:
         result.reason = f"the primary metric {wl.spec.primary.name} was not measured"
         return result
     result.verdict = primary.verdict  # type: ignore[assignment]
-    result.reason = (f"{primary.metric}: median {primary.candidate_median:.4g} vs "
-                     f"{primary.baseline_median:.4g} {primary.unit}, ratio {primary.ratio:.3f} "
-                     f"[{primary.ci_low:.3f}, {primary.ci_high:.3f}], p={primary.p_value:.3g}")
+    result.reason = (
+        f"{primary.metric}: median {primary.candidate_median:.4g} vs "
+        f"{primary.baseline_median:.4g} {primary.unit}, ratio {primary.ratio:.3f} "
+        f"[{primary.ci_low:.3f}, {primary.ci_high:.3f}], p={primary.p_value:.3g}"
+    )
     return result
 
 
 def _check_work_done(records: list[RunRecord], baseline: str) -> None:
     """Invalidate runs whose work-done count differs from the baseline's usual count."""
     counts: collections.Counter[str | None] = collections.Counter(
-        r.work_done for r in records if r.valid and r.arm == baseline and r.work_done is not None)
+        r.work_done for r in records if r.valid and r.arm == baseline and r.work_done is not None
+    )
     if not counts:
         counts = collections.Counter(r.work_done for r in records if r.valid)
     if not counts:
@@ -351,25 +399,47 @@ def _tmpdir() -> Iterator[Path]:
         yield Path(d)
 
 
-def compare_arms(wl: Workload, arms: list[Arm], sessions: SessionFactory, runs: int = 5,
-                 *, baseline: Arm | None = None, quick: bool = False, seed: int = 0,
-                 confidence: float = 0.95, warmup: bool = True,
-                 levels: list[str] | None = None,
-                 progress: Progress | None = None) -> BenchResult:
+def compare_arms(
+    wl: Workload,
+    arms: list[Arm],
+    sessions: SessionFactory,
+    runs: int = 5,
+    *,
+    baseline: Arm | None = None,
+    quick: bool = False,
+    seed: int = 0,
+    confidence: float = 0.95,
+    warmup: bool = True,
+    levels: list[str] | None = None,
+    progress: Progress | None = None,
+) -> BenchResult:
     """Run every arm ``runs`` times per level, interleaved, and judge each against baseline."""
     if runs < 2:
         raise ValueError(f"--runs must be at least 2 for a comparison, got {runs}")
     baseline = baseline or Arm(None)
     # the same scheduler on both sides is an A/A run: keep both arms, tell them apart
-    everyone = [baseline, *[Arm(a.policy, a.overrides, a.floor, "'") if a.label == baseline.label
-                            else a for a in arms]]
+    everyone = [
+        baseline,
+        *[
+            Arm(a.policy, a.overrides, a.floor, "'") if a.label == baseline.label else a
+            for a in arms
+        ],
+    ]
     if len({a.label for a in everyone}) != len(everyone):
         raise ValueError(f"arms must differ: {[a.label for a in everyone]}")
     if wl.spec.latency and wl.spec.background:
         everyone.append(Arm(None, floor=True))
     binary = build(wl)
-    result = BenchResult(wl.name, wl.spec.slo_class, wl.spec.primary.name, baseline.label,
-                         confidence, runs, quick, seed)
+    result = BenchResult(
+        wl.name,
+        wl.spec.slo_class,
+        wl.spec.primary.name,
+        baseline.label,
+        confidence,
+        runs,
+        quick,
+        seed,
+    )
     rng = random.Random(seed)
     levels = levels or wl.level_names()
     total = len(levels) * len(everyone) * (runs + int(warmup))
@@ -386,8 +456,11 @@ def compare_arms(wl: Workload, arms: list[Arm], sessions: SessionFactory, runs: 
             is_warmup = warmup and index == 0
             for arm in order:
                 if progress is not None:
-                    progress(f"{wl.name}/{level} {arm.label}"
-                             f"{' (warm-up)' if is_warmup else ''}", done, total)
+                    progress(
+                        f"{wl.name}/{level} {arm.label}{' (warm-up)' if is_warmup else ''}",
+                        done,
+                        total,
+                    )
                 rec = RunRecord(arm.label, level, index, is_warmup)
                 with _tmpdir() as tmp:
                     variables = wl.variables(level, quick, tmp, binary)
@@ -411,10 +484,18 @@ def compare_arms(wl: Workload, arms: list[Arm], sessions: SessionFactory, runs: 
         for arm in everyone:
             if arm.label == baseline.label or arm.floor:
                 continue
-            result.arms.append(judge(wl, level, arm.label, by_arm[baseline.label],
-                                     by_arm[arm.label], floor_runs, confidence))
-        result.baseline_medians[level] = _medians(
-            [r for r in by_arm[baseline.label] if r.valid])
+            result.arms.append(
+                judge(
+                    wl,
+                    level,
+                    arm.label,
+                    by_arm[baseline.label],
+                    by_arm[arm.label],
+                    floor_runs,
+                    confidence,
+                )
+            )
+        result.baseline_medians[level] = _medians([r for r in by_arm[baseline.label] if r.valid])
         result.floor_medians[level] = _medians([r for r in floor_runs if r.valid])
     if progress is not None:
         progress(f"{wl.name} done", total, total)

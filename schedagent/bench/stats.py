@@ -44,7 +44,7 @@ class Comparison:
 
     baseline_median: float
     candidate_median: float
-    ratio: float                 # candidate / baseline
+    ratio: float  # candidate / baseline
     ci_low: float
     ci_high: float
     p_value: float
@@ -59,13 +59,19 @@ def _median_ratio(base: list[float], cand: list[float]) -> float:
     return statistics.median(cand) / b if b else math.inf
 
 
-def bootstrap_ratio_ci(base: list[float], cand: list[float], confidence: float = 0.95,
-                       resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ratio_ci(
+    base: list[float],
+    cand: list[float],
+    confidence: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of median(cand)/median(base)."""
     rng = random.Random(seed)
     ratios = sorted(
         _median_ratio(rng.choices(base, k=len(base)), rng.choices(cand, k=len(cand)))
-        for _ in range(resamples))
+        for _ in range(resamples)
+    )
     alpha = (1 - confidence) / 2
     lo = ratios[int(alpha * (resamples - 1))]
     hi = ratios[math.ceil((1 - alpha) * (resamples - 1))]
@@ -115,7 +121,7 @@ def _rank_sum_tail(ranks: tuple[int, ...], m: int) -> tuple[list[int], list[int]
             row = dp[k]
             for s, c in dp[k - 1].items():
                 row[s + r] = row.get(s + r, 0) + c
-    mean2 = m * sum(ranks)                      # n * the mean of the sum, kept integer
+    mean2 = m * sum(ranks)  # n * the mean of the sum, kept integer
     n = len(ranks)
     by_dev: dict[int, int] = {}
     for s, c in dp[m].items():
@@ -150,7 +156,7 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float:
     ties = 0.0
     for r in set(ra + rb):
         t = (ra + rb).count(r)
-        ties += t ** 3 - t
+        ties += t**3 - t
     u1 = sum(ra) / 2 - n1 * (n1 + 1) / 2
     mean = n1 * n2 / 2
     var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
@@ -172,8 +178,9 @@ def holm(p_values: list[float], alpha: float) -> list[bool]:
     return rejected
 
 
-def compare(base: list[float], cand: list[float], direction: Direction,
-            confidence: float = 0.95) -> Comparison:
+def compare(
+    base: list[float], cand: list[float], direction: Direction, confidence: float = 0.95
+) -> Comparison:
     """Judge ``cand`` against ``base``; ``direction`` says which way is better.
 
     ``insufficient`` when the samples cannot reach ``1 - confidence`` however they fall.
@@ -184,13 +191,22 @@ def compare(base: list[float], cand: list[float], direction: Direction,
     ratio = _median_ratio(base, cand)
     p = mann_whitney_p(base, cand)
     decides = p < alpha
-    lo, hi = bootstrap_ratio_ci(base, cand, confidence,
-                                RESAMPLES if decides else DISPLAY_RESAMPLES)
+    lo, hi = bootstrap_ratio_ci(base, cand, confidence, RESAMPLES if decides else DISPLAY_RESAMPLES)
     verdict: Verdict = "no-difference"
     if min_attainable_p(len(base), len(cand)) >= alpha:
         verdict = "insufficient"
     elif decides and (hi < 1 or lo > 1):
         improved = hi < 1 if direction == "lower" else lo > 1
         verdict = "better" if improved else "worse"
-    return Comparison(statistics.median(base), statistics.median(cand), ratio, lo, hi, p,
-                      confidence, verdict, len(base), len(cand))
+    return Comparison(
+        statistics.median(base),
+        statistics.median(cand),
+        ratio,
+        lo,
+        hi,
+        p,
+        confidence,
+        verdict,
+        len(base),
+        len(cand),
+    )

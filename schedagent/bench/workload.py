@@ -25,6 +25,7 @@ from schedagent.models import WorkloadClass
 
 WORKLOADS_DIR = DATA_ROOT / "workloads"
 
+
 class MetricSpec(BaseModel):
     """One number read from a run's output."""
 
@@ -130,15 +131,21 @@ class Workload:
     def variables(self, level: str, quick: bool, tmp: Path, binary: Path | None) -> dict[str, str]:
         """Everything a ``{name}`` in the command may refer to."""
         cpus = os.cpu_count() or 1
-        values: dict[str, Any] = {"cpus": cpus, "cpus_x2": 2 * cpus, "tmp": tmp,
-                                  "dir": self.directory}
+        values: dict[str, Any] = {
+            "cpus": cpus,
+            "cpus_x2": 2 * cpus,
+            "tmp": tmp,
+            "dir": self.directory,
+        }
         values.update(self.spec.params)
         if quick:
             values.update(self.spec.quick)
         if level != "default":
             if level not in self.spec.levels:
-                raise ConfigError(f"workload {self.name} has no load level {level!r}; "
-                                  f"its levels are {', '.join(self.level_names())}")
+                raise ConfigError(
+                    f"workload {self.name} has no load level {level!r}; "
+                    f"its levels are {', '.join(self.level_names())}"
+                )
             values.update(self.spec.levels[level])
         if binary is not None:
             values["build"] = binary
@@ -148,18 +155,22 @@ class Workload:
         try:
             return [part.format(**variables) for part in template]
         except (KeyError, IndexError) as err:
-            raise ConfigError(f"workload {self.name}: {template} refers to {err}, which is "
-                              f"not a parameter; known: {', '.join(sorted(variables))}") from err
+            raise ConfigError(
+                f"workload {self.name}: {template} refers to {err}, which is "
+                f"not a parameter; known: {', '.join(sorted(variables))}"
+            ) from err
 
 
 def load(directory: Path) -> Workload:
     """Parse and validate one ``workload.yaml``, with the file named in every error."""
     path = directory / "workload.yaml"
-    spec = load_yaml_model(path, WorkloadDef, "a valid workload definition",
-                           "name, command, metrics")
+    spec = load_yaml_model(
+        path, WorkloadDef, "a valid workload definition", "name, command, metrics"
+    )
     if spec.name != directory.name:
-        raise ConfigError(f"{path}: name {spec.name!r} must equal its directory name "
-                          f"{directory.name!r}")
+        raise ConfigError(
+            f"{path}: name {spec.name!r} must equal its directory name {directory.name!r}"
+        )
     return Workload(spec, directory)
 
 
@@ -171,8 +182,10 @@ def resolve(name: str, root: Path = WORKLOADS_DIR) -> Workload:
     directory = root / name
     if not (directory / "workload.yaml").is_file():
         known = ", ".join(w.name for w in all_workloads(root))
-        raise ConfigError(f"unknown workload {name!r}; built-in workloads are: {known}. "
-                          "See `schedagent bench list`.")
+        raise ConfigError(
+            f"unknown workload {name!r}; built-in workloads are: {known}. "
+            "See `schedagent bench list`."
+        )
     return load(directory)
 
 
@@ -188,12 +201,19 @@ def build(wl: Workload) -> Path | None:
         return out
     compiler = next((c for c in ("cc", "gcc", "clang") if _which(c)), None)
     if compiler is None:
-        raise ToolMissing("a C compiler (cc, gcc or clang)", f"build the {wl.name} workload",
-                          "install clang or gcc")
+        raise ToolMissing(
+            "a C compiler (cc, gcc or clang)",
+            f"build the {wl.name} workload",
+            "install clang or gcc",
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    proc = subprocess.run([compiler, *wl.spec.build.flags, "-o", str(tmp), str(source)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [compiler, *wl.spec.build.flags, "-o", str(tmp), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise ConfigError(f"building {source} failed:\n{proc.stderr.strip()[-2000:]}")
     tmp.replace(out)
@@ -239,8 +259,14 @@ def _parse(text: str, kind: str) -> Any:
         raise ExtractError(f"output is not valid {kind}: {str(err)[:200]}") from err
 
 
-def _extract(file: str | None, path: str | None, regex: str | None, output: str,
-             stdout: str, variables: dict[str, str]) -> str:
+def _extract(
+    file: str | None,
+    path: str | None,
+    regex: str | None,
+    output: str,
+    stdout: str,
+    variables: dict[str, str],
+) -> str:
     text = _source_text(file, stdout, variables)
     if regex is not None:
         match = re.search(regex, text)
@@ -252,13 +278,17 @@ def _extract(file: str | None, path: str | None, regex: str | None, output: str,
     return str(_dig(_parse(text, kind if kind in ("json", "yaml") else "json"), path))
 
 
-def extract_metrics(wl: Workload, stdout: str, variables: dict[str, str],
-                    with_background: bool = True) -> dict[str, float]:
+def extract_metrics(
+    wl: Workload, stdout: str, variables: dict[str, str], with_background: bool = True
+) -> dict[str, float]:
     """Every metric of one run; background metrics are skipped when it ran alone."""
     values: dict[str, float] = {}
     for m in wl.spec.metrics:
-        if m.file is not None and not with_background and m.file in " ".join(
-                wl.spec.background or []):
+        if (
+            m.file is not None
+            and not with_background
+            and m.file in " ".join(wl.spec.background or [])
+        ):
             continue
         raw = _extract(m.file, m.path, m.regex, wl.spec.output, stdout, variables)
         try:
@@ -275,9 +305,14 @@ def extract_work_done(wl: Workload, stdout: str, variables: dict[str, str]) -> s
 
 def describe(wl: Workload) -> dict[str, object]:
     """What ``bench list`` shows."""
-    return {"name": wl.name, "summary": wl.spec.summary, "slo_class": wl.spec.slo_class,
-            "primary_metric": f"{wl.spec.primary.name} ({wl.spec.primary.unit}, "
-                              f"{wl.spec.primary.direction} is better)",
-            "levels": wl.level_names(), "latency_floor": wl.spec.latency,
-            "command": " ".join(wl.spec.command),
-            "background": " ".join(wl.spec.background) if wl.spec.background else None}
+    return {
+        "name": wl.name,
+        "summary": wl.spec.summary,
+        "slo_class": wl.spec.slo_class,
+        "primary_metric": f"{wl.spec.primary.name} ({wl.spec.primary.unit}, "
+        f"{wl.spec.primary.direction} is better)",
+        "levels": wl.level_names(),
+        "latency_floor": wl.spec.latency,
+        "command": " ".join(wl.spec.command),
+        "background": " ".join(wl.spec.background) if wl.spec.background else None,
+    }

@@ -41,8 +41,11 @@ app.command("mcp")(daemon_cmd.mcp)
 def main() -> None:
     """Console-script entry point: set up logging, run, map errors to exit codes."""
     level = os.environ.get("SCHEDAGENT_LOG", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         app()
     except Exception as err:  # noqa: BLE001  (CLI entry: every error becomes a message + exit code)

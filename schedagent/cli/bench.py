@@ -18,8 +18,9 @@ from schedagent.cli.output import emit_json, fail
 from schedagent.opspec import BenchArgs, SuiteArgs
 from schedagent.policy.repo import parse_overrides
 
-app = typer.Typer(help="Benchmark workloads under policies, A/B against EEVDF in one boot.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmark workloads under policies, A/B against EEVDF in one boot.", no_args_is_help=True
+)
 
 
 def _copy(src: str, dest: Path) -> str:
@@ -28,8 +29,13 @@ def _copy(src: str, dest: Path) -> str:
     return str(dest)
 
 
-def _copies(out: dict[str, Any], md: Path | None, plot: Path | None, plot_dir: Path | None,
-            out_dir: Path | None) -> list[str]:
+def _copies(
+    out: dict[str, Any],
+    md: Path | None,
+    plot: Path | None,
+    plot_dir: Path | None,
+    out_dir: Path | None,
+) -> list[str]:
     """The recorded files, plus copies where the options ask for them."""
     written = list(out["written"])
     if out_dir is not None:
@@ -39,8 +45,9 @@ def _copies(out: dict[str, Any], md: Path | None, plot: Path | None, plot_dir: P
     plots: dict[str, str] = out["plots"]
     if plot is not None:
         if not plots:
-            raise FileNotFoundError(f"no plot was drawn, so none can be written to {plot}; "
-                                    "see the warning in the log")
+            raise FileNotFoundError(
+                f"no plot was drawn, so none can be written to {plot}; see the warning in the log"
+            )
         written.append(_copy(next(iter(plots.values())), plot))
     if plot_dir is not None:
         written += [_copy(path, plot_dir / f"{workload}.png") for workload, path in plots.items()]
@@ -67,29 +74,45 @@ def list_cmd(json_out: JsonOpt = False) -> None:
 @app.command("run")
 def run_cmd(
     workload: Annotated[str, typer.Argument(help="A workload name (see `bench list`).")],
-    policy: Annotated[list[str], typer.Option(help="Policy or artifact_id to compare "
-                                              "(repeatable); `eevdf` names the kernel "
-                                              "default.")] = [],  # noqa: B006
-    set_: Annotated[list[str], typer.Option("--set", help="Tunable k=v for the policy "
-                                            "(repeatable).")] = [],  # noqa: B006
+    policy: Annotated[
+        list[str],
+        typer.Option(
+            help="Policy or artifact_id to compare (repeatable); `eevdf` names the kernel default."
+        ),
+    ] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Tunable k=v for the policy (repeatable).")
+    ] = [],  # noqa: B006
     baseline: Annotated[str, typer.Option(help="The baseline arm.")] = "eevdf",
     runs: Annotated[int, spec_option(BenchArgs, "runs")] = 5,
-    level: Annotated[list[str], typer.Option(help="Load level(s) to run (default: all).")]
-    = [],  # noqa: B006
+    level: Annotated[list[str], typer.Option(help="Load level(s) to run (default: all).")] = [],  # noqa: B006
     quick: Annotated[bool, typer.Option(help="Small sizes (for tests and smoke runs).")] = False,
     seed: Annotated[int, spec_option(BenchArgs, "seed")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON record.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Also write the PNG plot here.")] = None,
     md: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Also copy the JSON record here (it "
-                                                 "is always in the state dir's bench/).")]
-    = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also copy the JSON record here (it is always in the state dir's bench/)."
+        ),
+    ] = None,
 ) -> None:
     """Interleaved runs of a workload under EEVDF and policies, with verdicts."""
     try:
-        out = client(json_out, steps=True).call("benchmark", args(
-            workload=workload, policies=policy or None, tunables=parse_overrides(set_),
-            baseline=baseline, runs=runs, levels=level, quick=quick, seed=seed))
+        out = client(json_out, steps=True).call(
+            "benchmark",
+            args(
+                workload=workload,
+                policies=policy or None,
+                tunables=parse_overrides(set_),
+                baseline=baseline,
+                runs=runs,
+                levels=level,
+                quick=quick,
+                seed=seed,
+            ),
+        )
         written = _copies(out, md, plot, None, out_dir)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
@@ -112,17 +135,23 @@ def suite_cmd(
     seed: Annotated[int, spec_option(SuiteArgs, "seed")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the JSON records.")] = False,
     md: Annotated[Path | None, typer.Option(help="Also write the markdown table here.")] = None,
-    plot_dir: Annotated[Path | None, typer.Option(help="Also write one PNG per workload "
-                                                  "here.")] = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Also copy the JSON record here.")]
-    = None,
+    plot_dir: Annotated[
+        Path | None, typer.Option(help="Also write one PNG per workload here.")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Also copy the JSON record here.")] = None,
 ) -> None:
     """Every workload × policy against EEVDF in this boot; prints the ratio table."""
     try:
-        out = client(json_out, steps=True).call("bench_suite", args(
-            policies=None if policies == "all" else [p for p in policies.split(",") if p],
-            workloads=None if workloads == "all" else [w for w in workloads.split(",") if w],
-            runs=runs, quick=quick, seed=seed))
+        out = client(json_out, steps=True).call(
+            "bench_suite",
+            args(
+                policies=None if policies == "all" else [p for p in policies.split(",") if p],
+                workloads=None if workloads == "all" else [w for w in workloads.split(",") if w],
+                runs=runs,
+                quick=quick,
+                seed=seed,
+            ),
+        )
         written = _copies(out, md, None, plot_dir, out_dir)
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)

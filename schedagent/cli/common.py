@@ -18,11 +18,15 @@ def spec_option(model: type[BaseModel], name: str, *decls: str) -> Any:
     """A typer option whose bounds and help are the operation model's field's, declared once
     in ``schedagent.opspec`` (or the models it builds on)."""
     field = model.model_fields[name]
-    bounds = {type(m).__name__: getattr(m, type(m).__name__.lower()) for m in field.metadata
-              if type(m).__name__ in ("Ge", "Le")}
+    bounds = {
+        type(m).__name__: getattr(m, type(m).__name__.lower())
+        for m in field.metadata
+        if type(m).__name__ in ("Ge", "Le")
+    }
     text = field.description or ""
-    return typer.Option(*decls, min=bounds.get("Ge"), max=bounds.get("Le"),
-                        help=text[:1].upper() + text[1:] or None)
+    return typer.Option(
+        *decls, min=bounds.get("Ge"), max=bounds.get("Le"), help=text[:1].upper() + text[1:] or None
+    )
 
 
 def args(**values: Any) -> dict[str, Any]:
@@ -49,8 +53,9 @@ class ProgressBar:
         filled = width * done // max(total, 1)
         elapsed = time.monotonic() - self.started
         eta = f", ~{elapsed / done * (total - done):.0f} s left" if done else ""
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                f"{elapsed:.0f} s{eta}  {what}")
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {elapsed:.0f} s{eta}  {what}"
+        )
         if self.tty:
             sys.stderr.write("\r\033[K" + line + ("\n" if done >= total else ""))
         else:
@@ -60,5 +65,6 @@ class ProgressBar:
 
 def client(json_out: bool = False, *, steps: bool = False) -> Client:
     """The CLI's client: notices on stderr unless ``--json``, a progress bar for ``steps``."""
-    return Client("cli", progress=ProgressBar() if steps else None,
-                  notify=None if json_out else _stderr)
+    return Client(
+        "cli", progress=ProgressBar() if steps else None, notify=None if json_out else _stderr
+    )

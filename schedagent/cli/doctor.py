@@ -22,6 +22,9 @@ def doctor(json_out: JsonOpt = False) -> None:
         print(f"  {mark} {name:<10} {check['detail']}")
         if not check["ok"] and check["fix"]:
             print(f"  {'':14}fix: {check['fix']}")
-    verdict = "ready to load sched_ext schedulers" if report["sched_ext_ready"] else (
-        "cannot load schedulers here; see the fixes above")
+    verdict = (
+        "ready to load sched_ext schedulers"
+        if report["sched_ext_ready"]
+        else ("cannot load schedulers here; see the fixes above")
+    )
     print(f"  => {verdict}")

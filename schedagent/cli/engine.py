@@ -13,8 +13,9 @@ from schedagent.cli.output import emit_json, fail
 from schedagent.opspec import RunArgs
 from schedagent.policy.repo import parse_overrides
 
-policies_app = typer.Typer(help="Verify, load and inspect sched_ext policies.",
-                           no_args_is_help=True)
+policies_app = typer.Typer(
+    help="Verify, load and inspect sched_ext policies.", no_args_is_help=True
+)
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Tunable KEY=VALUE (repeat).")]
 
@@ -24,12 +25,16 @@ def _sigterm_to_interrupt(_sig: int, _frame: object) -> NoReturn:
 
 
 @policies_app.command("verify")
-def verify(policy: Annotated[str, typer.Argument(help="Policy name or path to a .bpf.c.")],
-           set_: SetOpt = None, json_out: JsonOpt = False) -> None:
+def verify(
+    policy: Annotated[str, typer.Argument(help="Policy name or path to a .bpf.c.")],
+    set_: SetOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Run the gates up to the kernel verifier (static gate, clang, load) without attaching."""
     try:
-        result = client(json_out).call("verify_path", {
-            "policy": policy, "tunables": parse_overrides(set_ or [])})
+        result = client(json_out).call(
+            "verify_path", {"policy": policy, "tunables": parse_overrides(set_ or [])}
+        )
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
@@ -63,30 +68,47 @@ def prebuild(json_out: JsonOpt = False) -> None:
 def load(
     policy: Annotated[str, typer.Argument(help="Policy name or path to a .bpf.c.")],
     set_: SetOpt = None,
-    pid: Annotated[int | None, typer.Option(help="Canary: switch only this pid "
-                                            "(threads and children) to SCHED_EXT.")] = None,
+    pid: Annotated[
+        int | None,
+        typer.Option(help="Canary: switch only this pid (threads and children) to SCHED_EXT."),
+    ] = None,
     cgroup: Annotated[str | None, typer.Option(help="Canary: switch only this cgroup.")] = None,
-    duration: Annotated[float | None, spec_option(RunArgs, "duration_s", "--duration")]
-    = None,
+    duration: Annotated[float | None, spec_option(RunArgs, "duration_s", "--duration")] = None,
     timeout_ms: Annotated[int | None, spec_option(RunArgs, "timeout_ms")] = None,
-    switch_all: Annotated[bool, typer.Option(
-        "--switch-all", help="With --pid/--cgroup: run every task on the policy and use the "
-        "target only for the policy's target map (no canary).")] = False,
+    switch_all: Annotated[
+        bool,
+        typer.Option(
+            "--switch-all",
+            help="With --pid/--cgroup: run every task on the policy and use the "
+            "target only for the policy's target map (no canary).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Attach a policy with the guard on until the duration ends or Ctrl-C, then restore."""
     signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
-        out = client(json_out).call("run_policy", args(
-            policy=policy, tunables=parse_overrides(set_ or []), pid=pid, cgroup=cgroup,
-            duration_s=duration, timeout_ms=timeout_ms, switch_all=switch_all))
+        out = client(json_out).call(
+            "run_policy",
+            args(
+                policy=policy,
+                tunables=parse_overrides(set_ or []),
+                pid=pid,
+                cgroup=cgroup,
+                duration_s=duration,
+                timeout_ms=timeout_ms,
+                switch_all=switch_all,
+            ),
+        )
     except Exception as err:  # noqa: BLE001  (CLI entry: mapped to a message and exit code)
         fail(err, json_out)
     if json_out:
         emit_json(out)
     else:
-        print(f"{out['ops_name']}: ran {out['ran_s']:.1f} s, ended by {out['reason']}; "
-              f"state now {out['final_state']}")
+        print(
+            f"{out['ops_name']}: ran {out['ran_s']:.1f} s, ended by {out['reason']}; "
+            f"state now {out['final_state']}"
+        )
         if "guard" in out:
             print(f"  guard: {out['guard']['reason']}")
             for line in out["guard_event"]["kernel_log"][-5:]:
@@ -110,14 +132,17 @@ def list_(json_out: JsonOpt = False) -> None:
     for row in rows:
         wins = sum(h["wins"] for h in row["history"].values())
         losses = sum(h["losses"] for h in row["history"].values())
-        print(f"{row['name']:<10} {row['status']:<12} good for "
-              f"{', '.join(row['good_for']) or '-':<32} {wins}W/{losses}L")
+        print(
+            f"{row['name']:<10} {row['status']:<12} good for "
+            f"{', '.join(row['good_for']) or '-':<32} {wins}W/{losses}L"
+        )
         print(f"{'':10} {row['summary']}")
 
 
 @policies_app.command("show")
-def show(policy: Annotated[str, typer.Argument(help="Policy name.")],
-         json_out: JsonOpt = False) -> None:
+def show(
+    policy: Annotated[str, typer.Argument(help="Policy name.")], json_out: JsonOpt = False
+) -> None:
     """Show a policy's metadata and tunables, and its live counters when it is active."""
     try:
         detail = client(json_out).call("show_policy", {"name": policy})
@@ -133,8 +158,10 @@ def show(policy: Annotated[str, typer.Argument(help="Policy name.")],
         if key in meta:
             print(f"  {key:<8} {meta[key]}")
     for key, spec in meta.get("tunables", {}).items():
-        print(f"  tunable  {key} = {spec['default']} {spec['unit']} "
-              f"[{spec['min']}, {spec['max']}]: {spec['description']}")
+        print(
+            f"  tunable  {key} = {spec['default']} {spec['unit']} "
+            f"[{spec['min']}, {spec['max']}]: {spec['description']}"
+        )
     if detail["active"]:
         print(f"  ACTIVE, counters ({detail['stats_age_s']} s old): {detail['live_stats']}")
     else:
@@ -142,8 +169,9 @@ def show(policy: Annotated[str, typer.Argument(help="Policy name.")],
 
 
 @policies_app.command("unquarantine")
-def unquarantine(policy: Annotated[str, typer.Argument(help="Policy name.")],
-                 json_out: JsonOpt = False) -> None:
+def unquarantine(
+    policy: Annotated[str, typer.Argument(help="Policy name.")], json_out: JsonOpt = False
+) -> None:
     """Allow a quarantined policy to load again."""
     try:
         out = client(json_out).call("unquarantine", {"name": policy})
@@ -171,28 +199,40 @@ def status(json_out: JsonOpt = False) -> None:
     if not snap["present"]:
         print("sched_ext: absent on this kernel (the system runs EEVDF); see `schedagent doctor`")
     else:
-        print(f"sched_ext: {snap['state']}" + (f", root/ops={snap['ops']}" if snap["ops"] else "")
-              + f", enable_seq={snap['enable_seq']}, switch_all={int(snap['switch_all'])}")
+        print(
+            f"sched_ext: {snap['state']}"
+            + (f", root/ops={snap['ops']}" if snap["ops"] else "")
+            + f", enable_seq={snap['enable_seq']}, switch_all={int(snap['switch_all'])}"
+        )
     rec = report["active"]
     if rec is not None:
         alive = "alive" if report["owner_alive"] else "dead"
-        print(f"active: {rec['policy']} (owner pid {rec['owner_pid']}, {alive}), "
-              f"target {rec['target'] or 'all'}, tunables {rec['tunables']}")
+        print(
+            f"active: {rec['policy']} (owner pid {rec['owner_pid']}, {alive}), "
+            f"target {rec['target'] or 'all'}, tunables {rec['tunables']}"
+        )
     else:
-        print("active: none (EEVDF)" if snap["state"] != "enabled" else
-              f"active: {snap['ops']} (not loaded by schedagent)")
+        print(
+            "active: none (EEVDF)"
+            if snap["state"] != "enabled"
+            else f"active: {snap['ops']} (not loaded by schedagent)"
+        )
     for q in report["quarantine"]:
         print(f"quarantined: {q['policy']} ({q['reason']})")
     for ev in report["events"][-5:]:
-        print(f"event {time.strftime('%H:%M:%S', time.localtime(ev['ts']))} {ev['kind']} "
-              f"{ev['policy'] or ''} {ev['detail']}")
+        print(
+            f"event {time.strftime('%H:%M:%S', time.localtime(ev['ts']))} {ev['kind']} "
+            f"{ev['policy'] or ''} {ev['detail']}"
+        )
     if "daemon" in report:
         _print_daemon(report["daemon"])
 
 
 def _print_daemon(d: dict[str, Any]) -> None:
-    print(f"daemon: pid {d['pid']}, mode {d['mode']}, up {d['uptime_s']:.0f} s, "
-          f"{d['rollbacks_total']} rollbacks")
+    print(
+        f"daemon: pid {d['pid']}, mode {d['mode']}, up {d['uptime_s']:.0f} s, "
+        f"{d['rollbacks_total']} rollbacks"
+    )
     for name, t in d["targets"].items():
         print(f"  target {name}: {t.get('policy')} ({t.get('phase')})")
 
@@ -208,8 +248,12 @@ def rollback(json_out: JsonOpt = False) -> None:
     if json_out:
         emit_json(result)
     elif "released" in result:
-        print(f"rollback: the daemon released {result['released'] or 'nothing'}; "
-              f"sched_ext {result['sched_ext']}")
+        print(
+            f"rollback: the daemon released {result['released'] or 'nothing'}; "
+            f"sched_ext {result['sched_ext']}"
+        )
     else:
-        print(f"rollback: {result['action']}; state {result['state_before']} -> "
-              f"{result['state_after']}" + (f"; {result['note']}" if result["note"] else ""))
+        print(
+            f"rollback: {result['action']}; state {result['state_before']} -> "
+            f"{result['state_after']}" + (f"; {result['note']}" if result["note"] else "")
+        )

@@ -11,8 +11,9 @@ import typer
 
 from schedagent.sandbox import image, runner
 
-app = typer.Typer(help="The sched_ext micro-VM testbed (for hosts without sched_ext).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The sched_ext micro-VM testbed (for hosts without sched_ext).", no_args_is_help=True
+)
 
 
 def _progress(msg: str) -> None:
@@ -40,8 +41,10 @@ def run(
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit_on_signal)
     result = runner.run(cmd, spec, progress=_progress)
-    _progress(f"command exited with {result.exit_code} after {result.total_s:.1f} s "
-              f"(boot {result.boot_s:.1f} s); console log: {result.console_log}")
+    _progress(
+        f"command exited with {result.exit_code} after {result.total_s:.1f} s "
+        f"(boot {result.boot_s:.1f} s); console log: {result.console_log}"
+    )
     raise typer.Exit(result.exit_code)
 
 

@@ -63,8 +63,9 @@ class RunOutcome:
         return self.reason in ("duration", "interrupted") and self.final_state != "enabled"
 
 
-def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple[
-        PolicySource, gate.GateReport, toolchain.BuiltObject, BpfObject, dict[str, int]]:
+def _prepare(
+    spec: str, overrides: dict[str, int], store: Store | None
+) -> tuple[PolicySource, gate.GateReport, toolchain.BuiltObject, BpfObject, dict[str, int]]:
     policy = resolve(spec)
     tunables = policy.resolve_tunables(overrides)
     _check_requires(policy)
@@ -76,8 +77,9 @@ def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> tuple
             raise Quarantined(policy.name, entry.reason)
     built = toolchain.compile_source(policy.source)
     # the security boundary: what clang produced, not what the text looked like
-    objcheck.check_object(built.path, str(policy.source),
-                          objcheck.KernelView.from_index(kbtf.load()))
+    objcheck.check_object(
+        built.path, str(policy.source), objcheck.KernelView.from_index(kbtf.load())
+    )
     obj = BpfObject(built.path, policy.name)
     try:
         obj.set_rodata(tunables)
@@ -94,17 +96,22 @@ def _check_requires(policy: PolicySource) -> None:
     index = kbtf.load()
     missing = [r for r in policy.meta.requires if not index.has_func(r) and r not in index.enums]
     if missing:
-        raise FeatureMissing(f"{policy.name}'s requirements", f"{', '.join(missing)} not in "
-                             "this kernel's BTF", "use a newer kernel, or pick another policy")
+        raise FeatureMissing(
+            f"{policy.name}'s requirements",
+            f"{', '.join(missing)} not in this kernel's BTF",
+            "use a newer kernel, or pick another policy",
+        )
 
 
 def _require_sched_ext() -> scx.ScxState:
     snap = scx.read_state()
     if not snap.present:
-        raise FeatureMissing("sched_ext", f"{scx.SCX_ROOT} does not exist on kernel "
-                             f"{os.uname().release}",
-                             "use a kernel >= 6.12 with CONFIG_SCHED_CLASS_EXT=y, or run inside "
-                             "the testbed: schedagent sandbox run -- schedagent ...")
+        raise FeatureMissing(
+            "sched_ext",
+            f"{scx.SCX_ROOT} does not exist on kernel {os.uname().release}",
+            "use a kernel >= 6.12 with CONFIG_SCHED_CLASS_EXT=y, or run inside "
+            "the testbed: schedagent sandbox run -- schedagent ...",
+        )
     return snap
 
 
@@ -128,9 +135,17 @@ def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> 
         rodata = obj.rodata_names()
     finally:
         obj.close()
-    return VerifyResult(policy.name, report.ops_name, str(policy.source), policy.source_hash(),
-                        str(built.path), built.cached, tunables, rodata,
-                        ["static gate", "clang", "object check", "kernel verifier"])
+    return VerifyResult(
+        policy.name,
+        report.ops_name,
+        str(policy.source),
+        policy.source_hash(),
+        str(built.path),
+        built.cached,
+        tunables,
+        rodata,
+        ["static gate", "clang", "object check", "kernel verifier"],
+    )
 
 
 def recover(store: Store) -> str | None:
@@ -140,8 +155,10 @@ def recover(store: Store) -> str | None:
     note = None
     if rec is not None and not pid_alive(rec.owner_pid):
         snap = scx.read_state()
-        note = (f"owner pid {rec.owner_pid} of {rec.policy} died; the kernel closed its link "
-                f"(state now {snap.state})")
+        note = (
+            f"owner pid {rec.owner_pid} of {rec.policy} died; the kernel closed its link "
+            f"(state now {snap.state})"
+        )
         store.add_event("recovered", rec.policy, note=note, state=snap.state)
         store.clear_active()
     if leftovers and (rec is None or not pid_alive(rec.owner_pid)):
@@ -224,8 +241,12 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         kernel_log.close()
         store.add_event("load-failed", policy.name, error=str(err))
         if isinstance(err, SchedulerExited):
-            store.quarantine(policy.name, policy.source_hash(), toolchain.kernel_build_id(),
-                             f"{err.kind_name}: {err.reason} {err.message}".strip())
+            store.quarantine(
+                policy.name,
+                policy.source_hash(),
+                toolchain.kernel_build_id(),
+                f"{err.kind_name}: {err.reason} {err.message}".strip(),
+            )
         raise
     except BaseException:
         obj.close()
@@ -233,10 +254,25 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         raise
     outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
     try:
-        store.set_active(ActiveRecord(policy.name, policy.source_hash(), os.getpid(),
-                                      sched.enable_seq, target_text, tunables, time.time()))
-        store.add_event("loaded", policy.name, enable_seq=sched.enable_seq, target=target_text,
-                        tunables=tunables, actor=req.actor)
+        store.set_active(
+            ActiveRecord(
+                policy.name,
+                policy.source_hash(),
+                os.getpid(),
+                sched.enable_seq,
+                target_text,
+                tunables,
+                time.time(),
+            )
+        )
+        store.add_event(
+            "loaded",
+            policy.name,
+            enable_seq=sched.enable_seq,
+            target=target_text,
+            tunables=tunables,
+            actor=req.actor,
+        )
         guard = Guard(sched, kmsg=kernel_log).start()
     except BaseException:
         # attached but not yet guarded: a store (or guard) failure here must not leave the
@@ -260,18 +296,28 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
 def _detach_unguarded(obj: BpfObject, sched: AttachedScheduler, kernel_log: KmsgReader) -> None:
     """Remove a scheduler attached before its guard ran; every step runs, errors are logged
     (the caller re-raises the failure that got us here)."""
-    for what, fn in (("rollback", lambda: rollback(sched)),
-                     ("detach", lambda: sched.detach(timeout_s=0)),
-                     ("close object", obj.close), ("close kernel log", kernel_log.close)):
+    for what, fn in (
+        ("rollback", lambda: rollback(sched)),
+        ("detach", lambda: sched.detach(timeout_s=0)),
+        ("close object", obj.close),
+        ("close kernel log", kernel_log.close),
+    ):
         try:
             fn()
         except Exception:
             log.exception("detaching an unguarded scheduler: %s failed", what)
 
 
-def _teardown(outcome: RunOutcome, obj: BpfObject, sched: AttachedScheduler, guard: Guard,
-              switched: list[partial.SwitchedTask], store: Store, source_hash: str,
-              started: float) -> None:
+def _teardown(
+    outcome: RunOutcome,
+    obj: BpfObject,
+    sched: AttachedScheduler,
+    guard: Guard,
+    switched: list[partial.SwitchedTask],
+    store: Store,
+    source_hash: str,
+    started: float,
+) -> None:
     """Every step runs even when an earlier one fails: a bookkeeping error must never
     leave the scheduler attached. The first error is raised after the last step."""
     errors: list[BaseException] = []
@@ -315,8 +361,9 @@ def _teardown(outcome: RunOutcome, obj: BpfObject, sched: AttachedScheduler, gua
         raise errors[0]
 
 
-def run_policy(req: RunRequest, store: Store,
-               on_attached: Callable[[RunOutcome], None] | None = None) -> RunOutcome:
+def run_policy(
+    req: RunRequest, store: Store, on_attached: Callable[[RunOutcome], None] | None = None
+) -> RunOutcome:
     """Attach a policy with the guard on until the duration ends, Ctrl-C, or the guard fires."""
     with session(req, store) as sess:
         outcome = sess.outcome
@@ -343,8 +390,7 @@ def fill_maps(obj: BpfObject, target: Target | None) -> None:
             obj.update_map("cpu_llc", cpu.to_bytes(4, "little"), llc.to_bytes(4, "little"))
 
 
-def _wait(guard: Guard, duration_s: float | None,
-          tick: Callable[[], None]) -> GuardEvent | None:
+def _wait(guard: Guard, duration_s: float | None, tick: Callable[[], None]) -> GuardEvent | None:
     """Wait for the duration or a guard event, calling ``tick`` about once a second."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
     while True:
@@ -359,19 +405,28 @@ def _wait(guard: Guard, duration_s: float | None,
 
 def _record_end(store: Store, source_hash: str, outcome: RunOutcome) -> None:
     event = outcome.guard_event
-    detail: dict[str, object] = {"reason": outcome.reason, "ran_s": round(outcome.ran_s, 3),
-                                 "final_state": outcome.final_state,
-                                 "rollback": [s.action for s in outcome.rollback.steps]}
+    detail: dict[str, object] = {
+        "reason": outcome.reason,
+        "ran_s": round(outcome.ran_s, 3),
+        "final_state": outcome.final_state,
+        "rollback": [s.action for s in outcome.rollback.steps],
+    }
     if event is not None:
-        detail.update(guard=event.reason(), kernel_log=event.kernel_log[-10:],
-                      detection_latency_ms=event.detection_latency_ms)
+        detail.update(
+            guard=event.reason(),
+            kernel_log=event.kernel_log[-10:],
+            detection_latency_ms=event.detection_latency_ms,
+        )
         if event.exit_info is not None:
-            detail.update(exit_kind=event.exit_info.kind, exit_kind_name=event.exit_info.kind_name,
-                          exit_reason=event.exit_info.reason, exit_msg=event.exit_info.message)
+            detail.update(
+                exit_kind=event.exit_info.kind,
+                exit_kind_name=event.exit_info.kind_name,
+                exit_reason=event.exit_info.reason,
+                exit_msg=event.exit_info.message,
+            )
     store.add_event("unloaded", outcome.policy, **detail)
     if event is not None and event.exit_info is not None and event.exit_info.is_error:
-        store.quarantine(outcome.policy, source_hash, toolchain.kernel_build_id(),
-                         event.reason())
+        store.quarantine(outcome.policy, source_hash, toolchain.kernel_build_id(), event.reason())
 
 
 @dataclass(frozen=True, slots=True)

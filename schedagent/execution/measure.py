@@ -57,29 +57,49 @@ def wants_probe(slo: Slo) -> bool:
 
 
 def p99_metric(slo: Slo) -> LiveMetric:
-    return LiveMetric("p99_wakeup_us", "us", "lower",
-                      f"{slo.metric} is measured live as the p99 wakeup-to-run latency of the "
-                      "target's threads in each window (bcc probe on sched_wakeup and "
-                      "sched_switch)")
+    return LiveMetric(
+        "p99_wakeup_us",
+        "us",
+        "lower",
+        f"{slo.metric} is measured live as the p99 wakeup-to-run latency of the "
+        "target's threads in each window (bcc probe on sched_wakeup and "
+        "sched_switch)",
+    )
 
 
 def metric_for(slo: Slo) -> LiveMetric:
     """The cheap live counter (schedstat, procfs) that stands for an SLO metric."""
     if wants_probe(slo):
-        return LiveMetric("runq_wait_us", "us", "lower",
-                          f"{slo.metric} is measured live as the target's mean runqueue wait "
-                          "per timeslice (schedstat), the part of latency a scheduler decides")
+        return LiveMetric(
+            "runq_wait_us",
+            "us",
+            "lower",
+            f"{slo.metric} is measured live as the target's mean runqueue wait "
+            "per timeslice (schedstat), the part of latency a scheduler decides",
+        )
     if slo.metric == "completion_time":
-        return LiveMetric("io_bytes_per_s", "B/s", "higher",
-                          "messaging completion time is measured live as the bytes the target's "
-                          "processes read and wrote per second (/proc/PID/io rchar + wchar): "
-                          "messages moved, however they are batched")
+        return LiveMetric(
+            "io_bytes_per_s",
+            "B/s",
+            "higher",
+            "messaging completion time is measured live as the bytes the target's "
+            "processes read and wrote per second (/proc/PID/io rchar + wchar): "
+            "messages moved, however they are batched",
+        )
     if slo.metric == "makespan":
-        return LiveMetric("jobs_per_s", "jobs/s", "higher",
-                          "makespan is measured live as the target's processes that finished "
-                          "per second (completed jobs, not the CPU they consumed)")
-    return LiveMetric("cpus_used", "CPUs", "higher",
-                      f"{slo.metric} is measured live as the CPU time the target got per second")
+        return LiveMetric(
+            "jobs_per_s",
+            "jobs/s",
+            "higher",
+            "makespan is measured live as the target's processes that finished "
+            "per second (completed jobs, not the CPU they consumed)",
+        )
+    return LiveMetric(
+        "cpus_used",
+        "CPUs",
+        "higher",
+        f"{slo.metric} is measured live as the CPU time the target got per second",
+    )
 
 
 #: CPUs used may exceed the CPU count by this share before a window is impossible:
@@ -99,8 +119,10 @@ def physical_problem(metric: LiveMetric, value: float, feats: Features) -> str |
         return f"{metric.name} {value:.4g} {metric.unit} is below 0, its physical floor"
     cpus = max(feats.system_cpus, 1)
     if feats.cpu_util > cpus * CPU_SLACK:
-        return (f"the target used {feats.cpu_util:.3f} CPUs on a {cpus}-CPU machine: the "
-                "window's CPU accounting is impossible")
+        return (
+            f"the target used {feats.cpu_util:.3f} CPUs on a {cpus}-CPU machine: the "
+            "window's CPU accounting is impossible"
+        )
     return None
 
 
@@ -121,7 +143,7 @@ def io_bytes(target: Target) -> dict[int, int]:
         return totals
     for tgid in tgids:
         moved = procstat.read_io_bytes(tgid)
-        if moved is not None:   # else it exited meanwhile
+        if moved is not None:  # else it exited meanwhile
             totals[tgid] = moved
     return totals
 
@@ -161,9 +183,13 @@ _LAST_NUMBER = re.compile(rb"(\d+(?:\.\d+)?)\s*$")
 
 
 def request_p99_metric(path: Path) -> LiveMetric:
-    return LiveMetric("p99_request_us", "us", "lower",
-                      f"the p99 of the request latencies the target logged to {path} in each "
-                      "window (the last number of each new line, in µs)")
+    return LiveMetric(
+        "p99_request_us",
+        "us",
+        "lower",
+        f"the p99 of the request latencies the target logged to {path} in each "
+        "window (the last number of each new line, in µs)",
+    )
 
 
 def planned_metric(slo: Slo, latency_log: str | None) -> LiveMetric:
@@ -179,9 +205,11 @@ def check_latency_log(path: str | os.PathLike[str]) -> Path:
     """The access log as a readable regular file, or a ConfigError saying what to pass."""
     log = Path(path)
     if not log.is_file() or not os.access(log, os.R_OK):
-        raise ConfigError(f"--latency-log {log}: not a readable file. Expected the target's "
-                          "access log, one request per line ending in its latency in µs "
-                          "(for example wakelat -l PATH); start the target with it first")
+        raise ConfigError(
+            f"--latency-log {log}: not a readable file. Expected the target's "
+            "access log, one request per line ending in its latency in µs "
+            "(for example wakelat -l PATH); start the target with it first"
+        )
     return log
 
 
@@ -205,9 +233,9 @@ class LatencyLog:
         """Latencies (µs) of the whole lines appended since the last call."""
         try:
             size = self.path.stat().st_size
-        except OSError:             # removed mid-run: the window has no requests
+        except OSError:  # removed mid-run: the window has no requests
             return []
-        if size < self.offset:      # rotated or truncated: start again at its beginning
+        if size < self.offset:  # rotated or truncated: start again at its beginning
             self.offset = 0
         # a flood is cut to its newest MAX_LOG_BYTES_PER_WINDOW, from a line start
         start = max(self.offset, size - MAX_LOG_BYTES_PER_WINDOW)
@@ -220,7 +248,7 @@ class LatencyLog:
         if start > self.offset:
             cut = chunk.find(b"\n") + 1
             chunk, start = chunk[cut:], start + cut
-        whole = chunk[:chunk.rfind(b"\n") + 1]   # a half-written last line waits
+        whole = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
         self.offset = start + len(whole)
         values = []
         for line in whole.splitlines():
@@ -240,8 +268,13 @@ class Meter:
     bcc is missing, or ``deep`` is False, it measures the cheap counter instead.
     """
 
-    def __init__(self, target: Target, slo: Slo, deep: bool = True,
-                 latency_log: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        slo: Slo,
+        deep: bool = True,
+        latency_log: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.target, self.slo = target, slo
         self.metric = metric_for(slo)
         self.fallback_note: str | None = None
@@ -262,11 +295,13 @@ class Meter:
         except FeatureMissing as err:
             self.fallback_note = f"no p99 probe (bcc: {err.observed}); {self.metric.explains}"
         except Exception as err:  # noqa: BLE001  # bcc raises bare Exception on compile errors
-            self.fallback_note = (f"the p99 probe did not attach ({str(err)[:200]}); "
-                                  f"{self.metric.explains}")
+            self.fallback_note = (
+                f"the p99 probe did not attach ({str(err)[:200]}); {self.metric.explains}"
+            )
         if self.fallback_note is not None:
-            self.metric = LiveMetric(self.metric.name, self.metric.unit,
-                                     self.metric.direction, self.fallback_note)
+            self.metric = LiveMetric(
+                self.metric.name, self.metric.unit, self.metric.direction, self.fallback_note
+            )
             return self
         self.metric = p99_metric(self.slo)
         return self
@@ -278,12 +313,15 @@ class Meter:
     def measure(self, window_s: float) -> Sample:
         """Watch the target for one window (raises TargetGone if it is gone at the start)."""
         if self._log is not None:
-            self._log.take()    # what was logged before this window belongs to no one
+            self._log.take()  # what was logged before this window belongs to no one
             window, feats = _watch(self.target, window_s)
             values = self._log.take()
             p99 = percentile(values, 99)
-            invalid = None if len(values) >= MIN_WAKEUPS else \
-                f"{len(values)} requests logged in the window, fewer than {MIN_WAKEUPS}"
+            invalid = (
+                None
+                if len(values) >= MIN_WAKEUPS
+                else f"{len(values)} requests logged in the window, fewer than {MIN_WAKEUPS}"
+            )
             invalid = invalid or physical_problem(self.metric, p99, feats)
             return Sample(p99, feats, window.target_exited, invalid)
         if self._probe is None:
@@ -294,8 +332,11 @@ class Meter:
         window, feats = _watch(self.target, window_s)
         hist = self._probe.wake_fine().minus(before)
         p99 = hist.percentile(99)
-        invalid = None if hist.total >= MIN_WAKEUPS else \
-            f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
+        invalid = (
+            None
+            if hist.total >= MIN_WAKEUPS
+            else f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
+        )
         invalid = invalid or physical_problem(self.metric, p99, feats)
         return Sample(p99, feats, window.target_exited, invalid)
 

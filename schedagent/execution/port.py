@@ -40,8 +40,7 @@ class LiveExecutor:
         self.store = store
         self._staging: Path | None = None
 
-    def profile(self, target: Target, duration_s: float,
-                slo: Slo | None) -> WorkloadProfile:
+    def profile(self, target: Target, duration_s: float, slo: Slo | None) -> WorkloadProfile:
         """Observe the target and classify it (``measure.profile``)."""
         return measure.profile(target, duration_s, slo)
 
@@ -49,16 +48,23 @@ class LiveExecutor:
         """The gates up to the kernel verifier (``engine.verify``)."""
         return engine.verify(spec, overrides, self.store)
 
-    def attach(self, spec: str, overrides: dict[str, int], target: Target, *,
-               canary: bool) -> AbstractContextManager[engine.Session]:
+    def attach(
+        self, spec: str, overrides: dict[str, int], target: Target, *, canary: bool
+    ) -> AbstractContextManager[engine.Session]:
         """``engine.session``: the canary moves only the target's threads (partial mode),
         a measured window runs every task on the candidate."""
-        req = engine.RunRequest(spec, overrides, target, switch_all=not canary,
-                                actor="tune-canary" if canary else "tune")
+        req = engine.RunRequest(
+            spec,
+            overrides,
+            target,
+            switch_all=not canary,
+            actor="tune-canary" if canary else "tune",
+        )
         return engine.session(req, self.store)
 
-    def meter(self, target: Target, slo: Slo,
-              latency_log: str | None) -> AbstractContextManager[measure.Meter]:
+    def meter(
+        self, target: Target, slo: Slo, latency_log: str | None
+    ) -> AbstractContextManager[measure.Meter]:
         """A ``measure.Meter`` (the bcc probe for latency SLOs, the access log when given)."""
         return measure.Meter(target, slo, latency_log=latency_log)
 

@@ -63,8 +63,11 @@ class Probe:
         self._bpf = bpf
         # bcc keys its loaded functions by bytes
         funcs = bpf.funcs
-        self._fds = [fn.fd for fn in (funcs.get(f"raw_tracepoint__{tp}".encode())
-                                      for tp in ATTACH_POINTS) if fn is not None]
+        self._fds = [
+            fn.fd
+            for fn in (funcs.get(f"raw_tracepoint__{tp}".encode()) for tp in ATTACH_POINTS)
+            if fn is not None
+        ]
         self._started = time.monotonic()
 
     def add_targets(self, tgids: list[int]) -> None:
@@ -85,19 +88,28 @@ class Probe:
         run_ns, events = _prog_stats([fd for fd in self._fds if fd is not None])
         counts = self._bpf[b"counts"]
         return DeepReport(
-            ATTACH_POINTS, _hist(self._bpf[b"wake_lat"]), self.wake_fine(),
+            ATTACH_POINTS,
+            _hist(self._bpf[b"wake_lat"]),
+            self.wake_fine(),
             _hist(self._bpf[b"burst"]),
-            int(counts[ctypes.c_int(0)].value), int(counts[ctypes.c_int(1)].value), elapsed,
-            run_ns, events)
+            int(counts[ctypes.c_int(0)].value),
+            int(counts[ctypes.c_int(1)].value),
+            elapsed,
+            run_ns,
+            events,
+        )
 
 
 @contextlib.contextmanager
 def attached() -> Iterator[Probe]:
     """Compile and attach the probes (with BPF run-time stats on) for the ``with`` block."""
     if not bcc_available():
-        raise FeatureMissing("bcc", "the python module 'bcc' is not importable",
-                             "apt-get install python3-bpfcc and use a venv with "
-                             "--system-site-packages; the cheap profile still works")
+        raise FeatureMissing(
+            "bcc",
+            "the python module 'bcc' is not importable",
+            "apt-get install python3-bpfcc and use a venv with "
+            "--system-site-packages; the cheap profile still works",
+        )
     from bcc import BPF  # type: ignore[import-not-found]  # Debian's bcc ships no stubs
 
     previous = _BPF_STATS.read_text().strip() if _BPF_STATS.exists() else None
@@ -131,5 +143,4 @@ def _hist(table: Any) -> Histogram:  # Any: a bcc table (no type hints)
     for key, value in table.items():
         buckets[int(key.value)] = int(value.value)
     last = max((i for i, n in enumerate(buckets) if n), default=0)
-    return Histogram("us", buckets[:last + 1])
-
+    return Histogram("us", buckets[: last + 1])

@@ -30,6 +30,7 @@ def kernel_btf_path() -> Path:
     override = os.environ.get(KERNEL_BTF_ENV)
     return Path(override) if override else VMLINUX_BTF
 
+
 _MAGIC = 0xEB9F
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM = 1, 2, 3, 4, 5, 6
 KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT = 7, 8, 9, 10, 11
@@ -41,11 +42,25 @@ OPS_STRUCT = "sched_ext_ops"
 # Bytes of kind-specific data after the 12-byte btf_type header: (fixed, per vlen item)
 # (include/uapi/linux/btf.h).
 _TRAILER = {
-    KIND_INT: (4, 0), KIND_PTR: (0, 0), KIND_ARRAY: (12, 0), KIND_STRUCT: (0, 12),
-    KIND_UNION: (0, 12), KIND_ENUM: (0, 8), KIND_FWD: (0, 0), KIND_TYPEDEF: (0, 0),
-    KIND_VOLATILE: (0, 0), KIND_CONST: (0, 0), KIND_RESTRICT: (0, 0), KIND_FUNC: (0, 0),
-    KIND_FUNC_PROTO: (0, 8), KIND_VAR: (4, 0), KIND_DATASEC: (0, 12), KIND_FLOAT: (0, 0),
-    KIND_DECL_TAG: (4, 0), KIND_TYPE_TAG: (0, 0), KIND_ENUM64: (0, 12),
+    KIND_INT: (4, 0),
+    KIND_PTR: (0, 0),
+    KIND_ARRAY: (12, 0),
+    KIND_STRUCT: (0, 12),
+    KIND_UNION: (0, 12),
+    KIND_ENUM: (0, 8),
+    KIND_FWD: (0, 0),
+    KIND_TYPEDEF: (0, 0),
+    KIND_VOLATILE: (0, 0),
+    KIND_CONST: (0, 0),
+    KIND_RESTRICT: (0, 0),
+    KIND_FUNC: (0, 0),
+    KIND_FUNC_PROTO: (0, 8),
+    KIND_VAR: (4, 0),
+    KIND_DATASEC: (0, 12),
+    KIND_FLOAT: (0, 0),
+    KIND_DECL_TAG: (4, 0),
+    KIND_TYPE_TAG: (0, 0),
+    KIND_ENUM64: (0, 12),
 }
 #: Kinds whose vlen items start with a name offset (members, enumerators).
 _NAMED_ITEMS = frozenset({KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_ENUM64})
@@ -87,8 +102,9 @@ def parse(data: bytes) -> BtfIndex:
     func_args = {name: nargs.get(proto, 0) for name, proto in funcs.items()}
     ops_id = table.find(OPS_STRUCT, KIND_STRUCT)
     layout = table.layout(ops_id) if ops_id else {}
-    return BtfIndex(hashlib.sha256(data).hexdigest()[:16], frozenset(funcs), enums, func_args,
-                    layout)
+    return BtfIndex(
+        hashlib.sha256(data).hexdigest()[:16], frozenset(funcs), enums, func_args, layout
+    )
 
 
 @lru_cache(maxsize=4)
@@ -104,9 +120,11 @@ def load(path: Path | None = None) -> BtfIndex:
         data = path.read_bytes()
     except FileNotFoundError as err:
         raise FeatureMissing(
-            "kernel BTF", f"{path} does not exist",
+            "kernel BTF",
+            f"{path} does not exist",
             "boot a kernel built with CONFIG_DEBUG_INFO_BTF=y (or use the testbed: "
-            "schedagent sandbox run)") from err
+            "schedagent sandbox run)",
+        ) from err
     digest = hashlib.sha256(data).hexdigest()[:16]
     cached = cache_dir() / "btf" / f"{digest}.json"
     try:
@@ -118,9 +136,16 @@ def load(path: Path | None = None) -> BtfIndex:
     index = parse(data)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"funcs": sorted(index.funcs), "enums": index.enums,
-                               "func_args": index.func_args,
-                               "ops_layout": index.ops_layout}))
+    tmp.write_text(
+        json.dumps(
+            {
+                "funcs": sorted(index.funcs),
+                "enums": index.enums,
+                "func_args": index.func_args,
+                "ops_layout": index.ops_layout,
+            }
+        )
+    )
     tmp.rename(cached)
     return index
 
@@ -194,8 +219,15 @@ class TypeTable:
             if typ.kind == KIND_ARRAY:
                 elem, _index, nelems = struct.unpack_from("<III", typ.trailer, 0)
                 return self.size(elem) * int(nelems)
-            if typ.kind in (KIND_INT, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FLOAT,
-                            KIND_ENUM64, KIND_DATASEC):
+            if typ.kind in (
+                KIND_INT,
+                KIND_STRUCT,
+                KIND_UNION,
+                KIND_ENUM,
+                KIND_FLOAT,
+                KIND_ENUM64,
+                KIND_DATASEC,
+            ):
                 return typ.size_or_type
             if typ.kind == KIND_VAR:
                 type_id = typ.size_or_type
@@ -214,8 +246,10 @@ class TypeTable:
                 fsize = offset >> 24 if typ.kind_flag else 0
                 out.append(Member(self._names.get(name_off, ""), mtype, bits, fsize))
         elif typ.kind == KIND_DATASEC:
-            out += [Member(self.get(var).name, var, offset * 8, 0)
-                    for var, offset, _size in _datasec_entries(typ)]
+            out += [
+                Member(self.get(var).name, var, offset * 8, 0)
+                for var, offset, _size in _datasec_entries(typ)
+            ]
         return out
 
     def section_vars(self, section: str) -> dict[str, tuple[int, int]]:
@@ -224,25 +258,33 @@ class TypeTable:
         sec_id = self.find(section, KIND_DATASEC)
         if not sec_id:
             return {}
-        return {self.get(var).name: (offset, size)
-                for var, offset, size in _datasec_entries(self.get(sec_id))}
+        return {
+            self.get(var).name: (offset, size)
+            for var, offset, size in _datasec_entries(self.get(sec_id))
+        }
 
     def enumerators(self, type_id: int) -> list[tuple[str, int]]:
         """(name, value) of each constant of an ENUM or ENUM64 type; empty for other kinds."""
         typ = self.get(type_id)
         if typ.kind == KIND_ENUM:
             fmt = "<Ii" if typ.kind_flag else "<II"  # kind_flag: a signed enum
-            return [(self._names[n_off], val)
-                    for n_off, val in struct.iter_unpack(fmt, typ.trailer)]
+            return [
+                (self._names[n_off], val) for n_off, val in struct.iter_unpack(fmt, typ.trailer)
+            ]
         if typ.kind == KIND_ENUM64:
-            return [(self._names[n_off], (hi << 32) | lo)
-                    for n_off, lo, hi in struct.iter_unpack("<III", typ.trailer)]
+            return [
+                (self._names[n_off], (hi << 32) | lo)
+                for n_off, lo, hi in struct.iter_unpack("<III", typ.trailer)
+            ]
         return []
 
     def layout(self, type_id: int) -> dict[str, tuple[int, int]]:
         """member -> (byte offset, byte size) of a struct (bitfields and anonymous skipped)."""
-        return {m.name: (m.bit_offset // 8, self.size(m.type_id))
-                for m in self.members(type_id) if m.name and not m.bitfield_size}
+        return {
+            m.name: (m.bit_offset // 8, self.size(m.type_id))
+            for m in self.members(type_id)
+            if m.name and not m.bitfield_size
+        }
 
     def array_len(self, type_id: int) -> int | None:
         """Element count of an array type (after modifiers), or None for other kinds."""
@@ -260,8 +302,8 @@ def parse_types(data: bytes) -> TypeTable:
     if magic != _MAGIC:
         raise ValueError(f"not BTF: magic {magic:#x}, expected {_MAGIC:#x}")
     type_off, type_len, str_off, str_len = struct.unpack_from("<IIII", data, 8)
-    types = data[hdr_len + type_off: hdr_len + type_off + type_len]
-    strings = data[hdr_len + str_off: hdr_len + str_off + str_len]
+    types = data[hdr_len + type_off : hdr_len + type_off + type_len]
+    strings = data[hdr_len + str_off : hdr_len + str_off + str_len]
     names: dict[int, str] = {}
 
     def name(off: int) -> str:
@@ -283,12 +325,11 @@ def parse_types(data: bytes) -> TypeTable:
         end = pos + 12 + fixed + per * vlen
         if end > len(types):
             raise ValueError(f"BTF type at offset {pos} runs past the type section")
-        trailer = types[pos + 12:end]
+        trailer = types[pos + 12 : end]
         if kind in _NAMED_ITEMS:  # name the members and enumerators up front
             for i in range(vlen):
                 name(struct.unpack_from("<I", trailer, per * i)[0])
-        table.append(BtfType(kind, name(name_off), size_or_type, vlen, bool(info >> 31),
-                             trailer))
+        table.append(BtfType(kind, name(name_off), size_or_type, vlen, bool(info >> 31), trailer))
         pos = end
     return TypeTable(table, names)
 

@@ -27,8 +27,7 @@ def _version_of(cmd: list[str], pattern: str) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20,
-                             check=False).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(pattern, out)
@@ -39,13 +38,17 @@ def check_sched_ext() -> Check:
     """sched_ext present, and its current state."""
     snap = scx.read_state()
     if not snap.present:
-        return Check("sched_ext", False, f"absent: {scx.SCX_ROOT} does not exist "
-                     f"(kernel {os.uname().release})",
-                     "boot a kernel >= 6.12 with CONFIG_SCHED_CLASS_EXT=y, or use the testbed: "
-                     "schedagent sandbox run -- CMD")
+        return Check(
+            "sched_ext",
+            False,
+            f"absent: {scx.SCX_ROOT} does not exist (kernel {os.uname().release})",
+            "boot a kernel >= 6.12 with CONFIG_SCHED_CLASS_EXT=y, or use the testbed: "
+            "schedagent sandbox run -- CMD",
+        )
     ops = f", root/ops={snap.ops}" if snap.ops else ""
-    return Check("sched_ext", True, f"present, state={snap.state}{ops}, "
-                 f"enable_seq={snap.enable_seq}")
+    return Check(
+        "sched_ext", True, f"present, state={snap.state}{ops}, enable_seq={snap.enable_seq}"
+    )
 
 
 def check_btf() -> Check:
@@ -53,13 +56,17 @@ def check_btf() -> Check:
     try:
         index = btf.load()
     except SchedagentError as err:
-        return Check("btf", False, str(err).split(". Fix:")[0],
-                     "boot a kernel with CONFIG_DEBUG_INFO_BTF=y")
+        return Check(
+            "btf", False, str(err).split(". Fix:")[0], "boot a kernel with CONFIG_DEBUG_INFO_BTF=y"
+        )
     except ValueError as err:
         return Check("btf", False, f"unreadable: {err}", "report this kernel's BTF format")
     scx_funcs = sorted(f for f in index.funcs if f.startswith("scx_bpf_"))
-    return Check("btf", True, f"{btf.VMLINUX_BTF} ({len(index.funcs)} functions, "
-                 f"{len(scx_funcs)} scx_bpf_* kfuncs)")
+    return Check(
+        "btf",
+        True,
+        f"{btf.VMLINUX_BTF} ({len(index.funcs)} functions, {len(scx_funcs)} scx_bpf_* kfuncs)",
+    )
 
 
 def check_clang() -> Check:
@@ -83,16 +90,24 @@ def check_libbpf() -> Check:
     try:
         return Check("libbpf", True, libbpf.version())
     except SchedagentError as err:
-        return Check("libbpf", False, str(err).split(". Fix:")[0],
-                     "apt-get install libbpf1 (1.2 or newer; Debian 13 or unstable)")
+        return Check(
+            "libbpf",
+            False,
+            str(err).split(". Fix:")[0],
+            "apt-get install libbpf1 (1.2 or newer; Debian 13 or unstable)",
+        )
 
 
 def check_bcc() -> Check:
     """bcc's Python module, for the deep probes."""
     if importlib.util.find_spec("bcc") is None:
-        return Check("bcc", False, "python module 'bcc' not importable",
-                     "apt-get install python3-bpfcc and use a venv with "
-                     "--system-site-packages (the testbed's venv has it)")
+        return Check(
+            "bcc",
+            False,
+            "python module 'bcc' not importable",
+            "apt-get install python3-bpfcc and use a venv with "
+            "--system-site-packages (the testbed's venv has it)",
+        )
     return Check("bcc", True, "python module 'bcc' importable")
 
 
@@ -100,12 +115,20 @@ def check_root() -> Check:
     """Root privileges, needed to load schedulers."""
     uid = os.geteuid()
     if uid != 0:
-        return Check("root", False, f"running as uid {uid}",
-                     "run with sudo, or talk to the daemon's socket")
+        return Check(
+            "root", False, f"running as uid {uid}", "run with sudo, or talk to the daemon's socket"
+        )
     return Check("root", True, "uid 0")
 
 
 def all_checks() -> list[Check]:
     """Every kernel/toolchain check (the testbed checks are added by the caller)."""
-    return [check_sched_ext(), check_btf(), check_clang(), check_bpftool(), check_libbpf(),
-            check_bcc(), check_root()]
+    return [
+        check_sched_ext(),
+        check_btf(),
+        check_clang(),
+        check_bpftool(),
+        check_libbpf(),
+        check_bcc(),
+        check_root(),
+    ]

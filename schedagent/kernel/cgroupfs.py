@@ -31,8 +31,10 @@ MAX_ID_BYTES = 32 * 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
-_HINT = ("pass a cgroup v2 path relative to /sys/fs/cgroup with no '..', e.g. "
-         "system.slice/nginx.service (see `systemctl status UNIT` or /proc/PID/cgroup)")
+_HINT = (
+    "pass a cgroup v2 path relative to /sys/fs/cgroup with no '..', e.g. "
+    "system.slice/nginx.service (see `systemctl status UNIT` or /proc/PID/cgroup)"
+)
 
 
 def components(cgroup: str) -> list[str]:
@@ -44,8 +46,7 @@ def components(cgroup: str) -> list[str]:
         if name in ("", ".", ".."):
             raise TargetRefused("cgroup", cgroup, "no empty, '.' or '..' components", _HINT)
         if any(ord(c) < 0x20 or c == "\x7f" for c in name) or len(name) > 255:
-            raise TargetRefused("cgroup", cgroup, "printable names of at most 255 bytes",
-                                _HINT)
+            raise TargetRefused("cgroup", cgroup, "printable names of at most 255 bytes", _HINT)
     return names
 
 
@@ -73,15 +74,18 @@ def read_ids(cgroup: str, filename: str = "cgroup.procs", root: Path | None = No
         raise ValueError(f"{filename!r} is not one of {sorted(ID_FILES)}")
     names = components(cgroup)
     base = root if root is not None else CGROUP_ROOT
-    not_found = TargetRefused("cgroup", cgroup, f"an existing cgroup directory under {base}",
-                              _HINT)
+    not_found = TargetRefused("cgroup", cgroup, f"an existing cgroup directory under {base}", _HINT)
     fds: list[int] = []
     try:
         try:
             fds.append(os.open(base, _DIR_FLAGS))
         except OSError as err:
-            raise TargetRefused("cgroup", cgroup, f"a cgroup v2 filesystem at {base}",
-                                "mount cgroup2 there (cgroup v1 is not supported)") from err
+            raise TargetRefused(
+                "cgroup",
+                cgroup,
+                f"a cgroup v2 filesystem at {base}",
+                "mount cgroup2 there (cgroup v1 is not supported)",
+            ) from err
         device = os.fstat(fds[0]).st_dev
         for name in names:
             try:
@@ -108,5 +112,4 @@ def read_ids(cgroup: str, filename: str = "cgroup.procs", root: Path | None = No
             raise ValueError("too large")
         return sorted({int(t) for t in data.split()})
     except ValueError as err:  # never quote the content: it may be a file it should not be
-        raise TargetRefused("cgroup", cgroup, f"{filename} to hold a list of ids",
-                            _HINT) from err
+        raise TargetRefused("cgroup", cgroup, f"{filename} to hold a list of ids", _HINT) from err

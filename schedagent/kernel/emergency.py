@@ -56,8 +56,11 @@ def struct_ops_link_holders() -> list[int]:
                 info = (entry / "fdinfo" / fd.name).read_text()
             except OSError:
                 continue
-            if any(line.split(":", 1)[-1].strip() == "struct_ops"
-                   for line in info.splitlines() if line.startswith("link_type")):
+            if any(
+                line.split(":", 1)[-1].strip() == "struct_ops"
+                for line in info.splitlines()
+                if line.startswith("link_type")
+            ):
                 holders.append(int(entry.name))
                 break
     return holders
@@ -69,8 +72,10 @@ def is_schedagent(pid: int) -> bool:
         argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(Path(a.decode(errors="replace")).name == "schedagent" or a == b"schedagent"
-               for a in argv[:3])
+    return any(
+        Path(a.decode(errors="replace")).name == "schedagent" or a == b"schedagent"
+        for a in argv[:3]
+    )
 
 
 def sysrq_disable_sched_ext() -> None:
@@ -108,9 +113,10 @@ def release_without_store(why: str, timeout_s: float = 5.0) -> EmergencyRollback
         sysrq_disable_sched_ext()
         ok, snap = scx.wait_for(gone, timeout_s, SCX_ROOT, poll_s=0.02)
         if not ok:
-            raise KernelError(f"rollback without the store did not disable {before.ops}: "
-                              f"state {snap.state} after SIGTERM, SIGKILL and sysrq-S; "
-                              "reboot if the system misbehaves")
-    log.warning("rollback without the store: %s; state %s -> %s", action, before.state,
-                snap.state)
+            raise KernelError(
+                f"rollback without the store did not disable {before.ops}: "
+                f"state {snap.state} after SIGTERM, SIGKILL and sysrq-S; "
+                "reboot if the system misbehaves"
+            )
+    log.warning("rollback without the store: %s; state %s -> %s", action, before.state, snap.state)
     return EmergencyRollback(action, before.state, snap.state, before.ops, note)

@@ -69,8 +69,9 @@ class GuardEvent:
 class Guard:
     """A background thread that watches one attached scheduler."""
 
-    def __init__(self, sched: AttachedScheduler, poll_s: float = 0.05,
-                 kmsg: KmsgReader | None = None) -> None:
+    def __init__(
+        self, sched: AttachedScheduler, poll_s: float = 0.05, kmsg: KmsgReader | None = None
+    ) -> None:
         self.sched, self.poll_s = sched, poll_s
         self._kmsg = kmsg if kmsg is not None else KmsgReader()
         self._log: list[KmsgLine] = []
@@ -129,16 +130,17 @@ class Guard:
         deadline = time.monotonic() + (0.5 if self._kmsg.available else 0.0)
         while True:
             self._log.extend(self._kmsg.read(prefixes))
-            if any("disabled" in line.text for line in self._log) or \
-                    time.monotonic() >= deadline:
+            if any("disabled" in line.text for line in self._log) or time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
         ts = next((line.ts_us for line in self._log if "disabled" in line.text), None)
-        foreign = snap.is_enabled and (snap.ops != self.sched.name
-                                       or snap.enable_seq != self.sched.enable_seq)
+        foreign = snap.is_enabled and (
+            snap.ops != self.sched.name or snap.enable_seq != self.sched.enable_seq
+        )
         kind = GuardEventKind.FOREIGN if foreign and info is None else GuardEventKind.EJECTED
-        return GuardEvent(kind, snap.state, snap.ops, info,
-                          [line.text for line in self._log], detected, ts)
+        return GuardEvent(
+            kind, snap.state, snap.ops, info, [line.text for line in self._log], detected, ts
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,4 +60,3 @@ class KmsgReader:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-

@@ -43,8 +43,7 @@ _on_print = PRINT_FN(_print_to_log)
 @lru_cache(maxsize=1)
 def _libc() -> ctypes.CDLL:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
-                               ctypes.c_void_p]
+    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
     return libc
 
 
@@ -61,8 +60,9 @@ def lib() -> ctypes.CDLL:
     try:
         handle = ctypes.CDLL(path, use_errno=True)
     except OSError as err:
-        raise FeatureMissing("libbpf", f"cannot load {path}: {err}",
-                             "apt-get install libbpf1 (version 1.2 or newer)") from err
+        raise FeatureMissing(
+            "libbpf", f"cannot load {path}: {err}", "apt-get install libbpf1 (version 1.2 or newer)"
+        ) from err
     vp, cp, i, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t
     for name, res, args in (
         ("libbpf_major_version", ctypes.c_uint32, ()),
@@ -94,8 +94,10 @@ def lib() -> ctypes.CDLL:
     version = (handle.libbpf_major_version(), handle.libbpf_minor_version())
     if version < MIN_VERSION:
         raise FeatureMissing(
-            "libbpf >= 1.2", f"{path} is version {version[0]}.{version[1]}",
-            "install libbpf 1.2 or newer (Debian 13 or unstable's libbpf1)")
+            "libbpf >= 1.2",
+            f"{path} is version {version[0]}.{version[1]}",
+            "install libbpf 1.2 or newer (Debian 13 or unstable's libbpf1)",
+        )
     handle.libbpf_set_print(_on_print)
     return handle
 

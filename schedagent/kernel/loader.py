@@ -83,8 +83,11 @@ class BpfObject:
         self._obj = lib.bpf_object__open_file(str(path).encode(), None)
         if not self._obj:
             err = libbpf.last_errno()
-            raise SchedulerLoadError(policy, f"cannot open {path}: {libbpf.errno_text(err)}",
-                                     "\n".join(libbpf.take_messages()[-20:]))
+            raise SchedulerLoadError(
+                policy,
+                f"cannot open {path}: {libbpf.errno_text(err)}",
+                "\n".join(libbpf.take_messages()[-20:]),
+            )
         self._btf = lib.bpf_object__btf(self._obj)
         self._btf_raw = b""
         self._btf_types = kbtf.TypeTable([], {})
@@ -105,12 +108,17 @@ class BpfObject:
 
     def _find_struct_ops(self) -> int:
         lib = libbpf.lib()
-        ops = [m for m in self.maps().values()
-               if lib.bpf_map__type(m) == libbpf.BPF_MAP_TYPE_STRUCT_OPS]
+        ops = [
+            m
+            for m in self.maps().values()
+            if lib.bpf_map__type(m) == libbpf.BPF_MAP_TYPE_STRUCT_OPS
+        ]
         if len(ops) != 1:
-            raise SchedulerLoadError(self.policy, f"expected one struct_ops map, found {len(ops)}",
-                                     "define exactly one SEC(\".struct_ops.link\") "
-                                     "struct sched_ext_ops")
+            raise SchedulerLoadError(
+                self.policy,
+                f"expected one struct_ops map, found {len(ops)}",
+                'define exactly one SEC(".struct_ops.link") struct sched_ext_ops',
+            )
         return ops[0]
 
     def _types(self) -> kbtf.TypeTable:
@@ -125,8 +133,10 @@ class BpfObject:
 
     def section_vars(self, section: str) -> dict[str, _Var]:
         """Variables of a data section (``.rodata``, ``.bss`` ...) from the object's BTF."""
-        return {name: _Var(offset, size)
-                for name, (offset, size) in self._types().section_vars(section).items()}
+        return {
+            name: _Var(offset, size)
+            for name, (offset, size) in self._types().section_vars(section).items()
+        }
 
     def _section_map(self, section: str) -> int | None:
         for name, ptr in self.maps().items():
@@ -152,16 +162,18 @@ class BpfObject:
         for key, value in values.items():
             var = available.get(key)
             if var is None or rodata is None:
-                raise TunableError(self.policy, key,
-                                   f"the object has no const volatile {key}; tunables it has: "
-                                   f"{', '.join(sorted(available)) or '(none)'}")
+                raise TunableError(
+                    self.policy,
+                    key,
+                    f"the object has no const volatile {key}; tunables it has: "
+                    f"{', '.join(sorted(available)) or '(none)'}",
+                )
             addr, size = self._data(rodata)
             if var.offset + var.size > size or var.size not in (1, 2, 4, 8):
                 raise TunableError(self.policy, key, f"unsupported rodata size {var.size}")
             lo, hi = (-(1 << (8 * var.size - 1)), (1 << (8 * var.size)) - 1)
             if not lo <= value <= hi:
-                raise TunableError(self.policy, key,
-                                   f"{value} does not fit in {var.size * 8} bits")
+                raise TunableError(self.policy, key, f"{value} does not fit in {var.size * 8} bits")
             raw = value.to_bytes(var.size, "little", signed=value < 0)
             ctypes.memmove(addr + var.offset, raw, var.size)
 
@@ -175,11 +187,15 @@ class BpfObject:
         """
         want = kbtf.load().ops_layout.get(member)
         if want is None:
-            raise FeatureMissing(f"sched_ext_ops.{member}", "the field is not in this kernel's "
-                                 "BTF", "use a kernel with that sched_ext feature")
+            raise FeatureMissing(
+                f"sched_ext_ops.{member}",
+                "the field is not in this kernel's BTF",
+                "use a kernel with that sched_ext feature",
+            )
         _, value_size = self._ops_data()
-        check_ops_member(str(self.path), member, self._object_ops_layout().get(member), want,
-                         value_size)
+        check_ops_member(
+            str(self.path), member, self._object_ops_layout().get(member), want, value_size
+        )
         return want
 
     def _object_ops_layout(self) -> dict[str, tuple[int, int]]:
@@ -193,9 +209,11 @@ class BpfObject:
     def _ops_data(self) -> tuple[int, int]:
         addr, size = self._data(self.ops_map)
         if not addr:
-            raise FeatureMissing("struct_ops initial value access",
-                                 "bpf_map__initial_value() returned NULL for the struct_ops map",
-                                 "install libbpf 1.3 or newer")
+            raise FeatureMissing(
+                "struct_ops initial value access",
+                "bpf_map__initial_value() returned NULL for the struct_ops map",
+                "install libbpf 1.3 or newer",
+            )
         return addr, size
 
     def ops_name(self) -> str:
@@ -221,8 +239,11 @@ class BpfObject:
         messages = libbpf.take_messages()
         if ret != 0:
             err = libbpf.last_errno(ret)
-            raise SchedulerLoadError(self.policy, f"the kernel refused the program: "
-                                     f"{libbpf.errno_text(err)}", _log_tail(messages))
+            raise SchedulerLoadError(
+                self.policy,
+                f"the kernel refused the program: {libbpf.errno_text(err)}",
+                _log_tail(messages),
+            )
         self.loaded = True
 
     def read_var(self, section: str, name: str) -> bytes | None:
@@ -246,8 +267,8 @@ class BpfObject:
                 kind, code = struct.unpack_from("<iq", raw, 0)
                 if kind == 0:
                     return None
-                reason = raw[16:16 + _REASON_LEN].split(b"\0")[0].decode(errors="replace")
-                msg = raw[16 + _REASON_LEN:_EXIT_INFO_SIZE].split(b"\0")[0]
+                reason = raw[16 : 16 + _REASON_LEN].split(b"\0")[0].decode(errors="replace")
+                msg = raw[16 + _REASON_LEN : _EXIT_INFO_SIZE].split(b"\0")[0]
                 return ExitInfo(kind, code, reason, msg.decode(errors="replace"))
         return None
 
@@ -281,8 +302,9 @@ class BpfObject:
         ret = lib.bpf_map__update_elem(bmap, kbuf, len(key), vbuf, len(value), 0)
         if ret != 0:
             err = libbpf.last_errno(ret)
-            raise SchedulerLoadError(self.policy, f"updating {map_name}: {libbpf.errno_text(err)}",
-                                     "")
+            raise SchedulerLoadError(
+                self.policy, f"updating {map_name}: {libbpf.errno_text(err)}", ""
+            )
 
     def close(self) -> None:
         """Close the object and every fd it holds."""
@@ -291,8 +313,9 @@ class BpfObject:
             self._obj = None
 
 
-def check_ops_member(source: str, member: str, have: tuple[int, int] | None,
-                     want: tuple[int, int], value_size: int) -> None:
+def check_ops_member(
+    source: str, member: str, have: tuple[int, int] | None, want: tuple[int, int], value_size: int
+) -> None:
     """Refuse unless the object's ``member`` is where the kernel has it, inside the value.
 
     ``have`` and ``want`` are (byte offset, byte size) in the object's and the
@@ -301,11 +324,13 @@ def check_ops_member(source: str, member: str, have: tuple[int, int] | None,
     """
     offset, size = want
     if have != want or offset + size > value_size:
-        found = (f"offset {have[0]} size {have[1]}" if have else "no such member")
-        raise ObjectRejection(source, "ops layout",
-                              f"sched_ext_ops.{member} at {found} in a {value_size}-byte "
-                              "struct_ops value",
-                              f"the running kernel's offset {offset} size {size}")
+        found = f"offset {have[0]} size {have[1]}" if have else "no such member"
+        raise ObjectRejection(
+            source,
+            "ops layout",
+            f"sched_ext_ops.{member} at {found} in a {value_size}-byte struct_ops value",
+            f"the running kernel's offset {offset} size {size}",
+        )
 
 
 def _log_tail(messages: list[str], lines: int = 40) -> str:
@@ -334,15 +359,15 @@ class AttachedScheduler:
         if self._link is not None:
             libbpf.lib().bpf_link__destroy(self._link)
             self._link = None
-        ok, snap = scx.wait_for(lambda s: not self.is_ours(s) and s.state != "disabling",
-                                timeout_s)
+        ok, snap = scx.wait_for(lambda s: not self.is_ours(s) and s.state != "disabling", timeout_s)
         if not ok:
             log.warning("%s: state %s after detach timeout", self.name, snap.state)
         return snap
 
 
-def attach(obj: BpfObject, options: LoadOptions,
-           before_attach: Callable[[BpfObject], None] | None = None) -> AttachedScheduler:
+def attach(
+    obj: BpfObject, options: LoadOptions, before_attach: Callable[[BpfObject], None] | None = None
+) -> AttachedScheduler:
     """Load ``obj`` with ``options`` and attach it; return once it is really enabled.
 
     ``before_attach`` runs after the verifier accepted the object, when its maps
@@ -350,9 +375,12 @@ def attach(obj: BpfObject, options: LoadOptions,
     """
     before = scx.read_state()
     if not before.present:
-        raise FeatureMissing("sched_ext", "/sys/kernel/sched_ext does not exist",
-                             "boot a kernel with CONFIG_SCHED_CLASS_EXT=y (>= 6.12), or run in "
-                             "the testbed: schedagent sandbox run")
+        raise FeatureMissing(
+            "sched_ext",
+            "/sys/kernel/sched_ext does not exist",
+            "boot a kernel with CONFIG_SCHED_CLASS_EXT=y (>= 6.12), or run in "
+            "the testbed: schedagent sandbox run",
+        )
     if before.state != "disabled":
         raise SchedExtBusy(before.ops)
     name = obj.ops_name()
@@ -360,8 +388,11 @@ def attach(obj: BpfObject, options: LoadOptions,
     if options.partial:
         flag = kbtf.load().enums.get("SCX_OPS_SWITCH_PARTIAL")
         if flag is None:
-            raise FeatureMissing("SCX_OPS_SWITCH_PARTIAL", "not in this kernel's BTF",
-                                 "use a kernel with sched_ext partial mode")
+            raise FeatureMissing(
+                "SCX_OPS_SWITCH_PARTIAL",
+                "not in this kernel's BTF",
+                "use a kernel with sched_ext partial mode",
+            )
         obj.set_ops_field("flags", flag, bit_or=True)
     if options.timeout_ms is not None:
         obj.set_ops_field("timeout_ms", options.timeout_ms)
@@ -375,11 +406,17 @@ def attach(obj: BpfObject, options: LoadOptions,
         messages = libbpf.take_messages()
         if err in (errno.EBUSY, errno.EEXIST):
             raise SchedExtBusy(scx.read_state().ops)
-        raise SchedulerLoadError(name, f"attach failed: {libbpf.errno_text(err)}",
-                                 _log_tail(messages))
+        raise SchedulerLoadError(
+            name, f"attach failed: {libbpf.errno_text(err)}", _log_tail(messages)
+        )
     ok, snap = scx.wait_for(
-        lambda s: (s.is_enabled and s.ops == name) or s.state == "disabled"
-        and s.enable_seq > before.enable_seq, options.enable_timeout_s)
+        lambda s: (
+            (s.is_enabled and s.ops == name)
+            or s.state == "disabled"
+            and s.enable_seq > before.enable_seq
+        ),
+        options.enable_timeout_s,
+    )
     if ok and snap.is_enabled and snap.ops == name:
         log.info("attached %s enable_seq=%d partial=%s", name, snap.enable_seq, options.partial)
         return AttachedScheduler(obj, link, name, snap.enable_seq)
@@ -388,8 +425,12 @@ def attach(obj: BpfObject, options: LoadOptions,
     info = _wait_exit_info(obj)
     if info is not None:
         raise SchedulerExited(name, info.kind, info.kind_name, info.reason, info.message)
-    raise SchedulerLoadError(name, f"not enabled within {options.enable_timeout_s:.1f} s "
-                             f"(state {snap.state}, root/ops {snap.ops})", "")
+    raise SchedulerLoadError(
+        name,
+        f"not enabled within {options.enable_timeout_s:.1f} s "
+        f"(state {snap.state}, root/ops {snap.ops})",
+        "",
+    )
 
 
 def _wait_exit_info(obj: BpfObject, timeout_s: float = 1.0) -> ExitInfo | None:

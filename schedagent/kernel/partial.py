@@ -90,8 +90,10 @@ def threads_of(tgids: Iterable[int]) -> list[tuple[int, int]]:
 #: task flag of kernel threads (include/linux/sched.h), field 9 of /proc/PID/stat
 PF_KTHREAD = 0x00200000
 
-_PID_FIX = ("pass the pid of one of your own running user processes (see `ps -u $USER`); "
-            "for a system-wide trial use a cgroup or `policies load --switch-all` as root")
+_PID_FIX = (
+    "pass the pid of one of your own running user processes (see `ps -u $USER`); "
+    "for a system-wide trial use a cgroup or `policies load --switch-all` as root"
+)
 
 
 def check_pid(pid: int, caller_uid: int | None = None, *, canary: bool = False) -> None:
@@ -115,8 +117,13 @@ def check_pid(pid: int, caller_uid: int | None = None, *, canary: bool = False) 
     if not canary:
         return
     if pid == 1 or pid == os.getpid():
-        raise TargetRefused("pid", pid, "a process other than init (pid 1) and schedagent "
-                            "itself: a canary on it would cover the whole system", _PID_FIX)
+        raise TargetRefused(
+            "pid",
+            pid,
+            "a process other than init (pid 1) and schedagent "
+            "itself: a canary on it would cover the whole system",
+            _PID_FIX,
+        )
     if pid == 2 or ppid == 2 or _is_kernel_thread(pid):
         raise TargetRefused("pid", pid, "a user process, not a kernel thread", _PID_FIX)
 

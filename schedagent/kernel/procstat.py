@@ -12,7 +12,6 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -76,8 +75,11 @@ def read_io_bytes(tgid: int) -> int | None:
     """rchar + wchar of a process (all its threads) from /proc/PID/io: the bytes it read
     and wrote through syscalls; None if it is gone or the file is unreadable."""
     try:
-        fields = dict(line.split(":", 1) for line in
-                      Path(f"/proc/{tgid}/io").read_text().splitlines() if ":" in line)
+        fields = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/{tgid}/io").read_text().splitlines()
+            if ":" in line
+        )
         return int(fields["rchar"]) + int(fields["wchar"])
     except (OSError, KeyError, ValueError):
         return None
@@ -111,8 +113,10 @@ def read_topology(root: Path = Path("/sys/devices/system/cpu")) -> Topology:
     cpus = os.cpu_count() or 1
     smt = False
     try:
-        smt = "," in (root / "cpu0/topology/thread_siblings_list").read_text() or \
-            "-" in (root / "cpu0/topology/thread_siblings_list").read_text()
+        smt = (
+            "," in (root / "cpu0/topology/thread_siblings_list").read_text()
+            or "-" in (root / "cpu0/topology/thread_siblings_list").read_text()
+        )
     except OSError:
         pass
     nodes = len(list(Path("/sys/devices/system/node").glob("node[0-9]*"))) or 1
@@ -210,8 +214,7 @@ def _observe(target: Target, duration_s: float, sample_s: float) -> Window:
         window.tgids_seen |= current_tgids
         window.tgids_last = set(current_tgids)
         alive = current_tgids - zombies
-        window.max_threads = max(window.max_threads,
-                                 sum(1 for tgid, _ in pairs if tgid in alive))
+        window.max_threads = max(window.max_threads, sum(1 for tgid, _ in pairs if tgid in alive))
         for tgid, tid in pairs:
             if tgid not in current_tgids:
                 continue  # an old zombie

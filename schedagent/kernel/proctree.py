@@ -23,8 +23,9 @@ from schedagent.kernel import partial
 log = logging.getLogger(__name__)
 
 
-def stop_tree(proc: subprocess.Popen[AnyStr], sig: int = signal.SIGKILL,
-              grace_s: float = 5.0) -> AnyStr | None:
+def stop_tree(
+    proc: subprocess.Popen[AnyStr], sig: int = signal.SIGKILL, grace_s: float = 5.0
+) -> AnyStr | None:
     """Stop ``proc`` and its descendants, reap it, and return its piped stdout (or None).
 
     A ``sig`` other than SIGKILL is a polite request first (SIGINT lets a workload print
@@ -86,7 +87,10 @@ def _collect(proc: subprocess.Popen[AnyStr], grace_s: float) -> AnyStr | None:
         out: AnyStr | None = proc.communicate(timeout=grace_s)[0]
         return out
     except subprocess.TimeoutExpired:
-        log.warning("pid %d is still not reaped %.0f s after SIGKILL (in uninterruptible "
-                    "sleep, or a process outside its tree holds its output open)",
-                    proc.pid, grace_s)
+        log.warning(
+            "pid %d is still not reaped %.0f s after SIGKILL (in uninterruptible "
+            "sleep, or a process outside its tree holds its output open)",
+            proc.pid,
+            grace_s,
+        )
         return None

@@ -14,8 +14,14 @@ SCHED_EXT = 7
 
 #: ops.exit kinds (enum scx_exit_kind).
 EXIT_KINDS = {
-    0: "none", 1: "done", 64: "unregistered", 65: "unregistered (bpf)",
-    66: "unregistered (kernel)", 67: "sysrq", 1024: "error", 1025: "scx_bpf_error",
+    0: "none",
+    1: "done",
+    64: "unregistered",
+    65: "unregistered (bpf)",
+    66: "unregistered (kernel)",
+    67: "sysrq",
+    1024: "error",
+    1025: "scx_bpf_error",
     1026: "runnable task stall",
 }
 
@@ -70,8 +76,12 @@ def read_events(root: Path = SCX_ROOT) -> dict[str, int]:
     return events
 
 
-def wait_for(predicate: Callable[[ScxState], bool], timeout_s: float, root: Path = SCX_ROOT,
-             poll_s: float = 0.005) -> tuple[bool, ScxState]:
+def wait_for(
+    predicate: Callable[[ScxState], bool],
+    timeout_s: float,
+    root: Path = SCX_ROOT,
+    poll_s: float = 0.005,
+) -> tuple[bool, ScxState]:
     """Poll until ``predicate(state)`` holds or the timeout passes."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -81,4 +91,3 @@ def wait_for(predicate: Callable[[ScxState], bool], timeout_s: float, root: Path
         if time.monotonic() >= deadline:
             return False, snap
         time.sleep(poll_s)
-

@@ -49,14 +49,28 @@ COMPILE_NICE = -10
 
 #: kfuncs whose presence changes how the compat header calls sched_ext.
 COMPAT_KFUNCS = (
-    "scx_bpf_dsq_insert", "scx_bpf_dsq_insert_vtime",
-    "scx_bpf_dsq_move_to_local", "scx_bpf_now",
-    "scx_bpf_select_cpu_and", "scx_bpf_select_cpu_dfl", "scx_bpf_cpu_node",
-    "scx_bpf_task_set_dsq_vtime", "scx_bpf_task_set_slice",
+    "scx_bpf_dsq_insert",
+    "scx_bpf_dsq_insert_vtime",
+    "scx_bpf_dsq_move_to_local",
+    "scx_bpf_now",
+    "scx_bpf_select_cpu_and",
+    "scx_bpf_select_cpu_dfl",
+    "scx_bpf_cpu_node",
+    "scx_bpf_task_set_dsq_vtime",
+    "scx_bpf_task_set_slice",
 )
 
-CFLAGS = ("-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-mcpu=v3",
-          "-Wall", "-Wno-unused-function", "-Wno-unused-variable")
+CFLAGS = (
+    "-g",
+    "-O2",
+    "-target",
+    "bpf",
+    "-D__TARGET_ARCH_x86",
+    "-mcpu=v3",
+    "-Wall",
+    "-Wno-unused-function",
+    "-Wno-unused-variable",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +97,9 @@ def kernel_build_id(notes: Path | None = None) -> str:
         while pos + 12 <= len(data):
             namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
             pos += 12
-            name = data[pos:pos + namesz]
+            name = data[pos : pos + namesz]
             pos += (namesz + 3) & ~3
-            desc = data[pos:pos + descsz]
+            desc = data[pos : pos + descsz]
             pos += (descsz + 3) & ~3
             if ntype == 3 and name.rstrip(b"\0") == b"GNU":
                 return desc.hex()
@@ -113,8 +127,12 @@ def vmlinux_header() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     with tmp.open("wb") as out:
-        subprocess.run([bpftool, "btf", "dump", "file", str(btf.kernel_btf_path()), "format",
-                        "c"], stdout=out, check=True, preexec_fn=_raise_priority)
+        subprocess.run(
+            [bpftool, "btf", "dump", "file", str(btf.kernel_btf_path()), "format", "c"],
+            stdout=out,
+            check=True,
+            preexec_fn=_raise_priority,
+        )
     tmp.rename(target)
     log.info("generated %s", target)
     return target
@@ -131,8 +149,7 @@ def _raise_priority() -> None:
 def compat_defines() -> list[str]:
     """``-D`` flags naming the kfuncs this kernel's BTF has."""
     index = btf.load()
-    flags = [f"-DSA_HAVE_{name.lstrip('_')}=1" for name in COMPAT_KFUNCS
-             if index.has_func(name)]
+    flags = [f"-DSA_HAVE_{name.lstrip('_')}=1" for name in COMPAT_KFUNCS if index.has_func(name)]
     nargs = index.func_nargs("scx_bpf_dsq_move_to_local")
     if nargs:
         flags.append(f"-DSA_MOVE_TO_LOCAL_NARGS={nargs}")
@@ -188,19 +205,27 @@ def libbpf_headers() -> Path:
     for candidate in LIBBPF_HEADER_DIRS:
         if (candidate / "bpf_helpers.h").is_file():
             return candidate
-    raise ToolMissing("libbpf-dev", "provide <bpf/bpf_helpers.h> for BPF schedulers",
-                      "apt-get install libbpf-dev")
+    raise ToolMissing(
+        "libbpf-dev", "provide <bpf/bpf_helpers.h> for BPF schedulers", "apt-get install libbpf-dev"
+    )
 
 
-def compile_source(source: Path, extra_flags: tuple[str, ...] = (),
-                   limits: CompileLimits = DEFAULT_LIMITS) -> BuiltObject:
+def compile_source(
+    source: Path, extra_flags: tuple[str, ...] = (), limits: CompileLimits = DEFAULT_LIMITS
+) -> BuiltObject:
     """Compile ``source`` to a BPF object, reusing a cached object when possible."""
     header = vmlinux_header()
     flags = [*CFLAGS, *compat_defines(), *extra_flags]
     text = source.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([text, _project_headers_digest().encode(), " ".join(flags).encode(),
-                    kernel_build_id().encode()])
+        b"\0".join(
+            [
+                text,
+                _project_headers_digest().encode(),
+                " ".join(flags).encode(),
+                kernel_build_id().encode(),
+            ]
+        )
     ).hexdigest()
     rel = Path("objects") / f"{source.stem}-{key[:20]}.bpf.o"
     found = find_cached(rel)
@@ -214,8 +239,14 @@ def compile_source(source: Path, extra_flags: tuple[str, ...] = (),
     return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
 
 
-def build_object(text: bytes, source: Path, out: Path, flags: list[str], box: IncludeBox,
-                 limits: CompileLimits = DEFAULT_LIMITS) -> None:
+def build_object(
+    text: bytes,
+    source: Path,
+    out: Path,
+    flags: list[str],
+    box: IncludeBox,
+    limits: CompileLimits = DEFAULT_LIMITS,
+) -> None:
     """Compile ``text`` (the bytes read from ``source``) in a box and write ``out``.
 
     The box: a private directory holding a copy of the text (so quote includes find
@@ -241,17 +272,39 @@ def build_object(text: bytes, source: Path, out: Path, flags: list[str], box: In
         src.write_bytes(text)
         tmp_ir, tmp_out = root / "out.ll", root / "out.o"
         # stage 1: source to IR (unoptimised, as the one-step compile would optimise it)
-        cmd = [clang, *flags, "-nostdinc", "-isystem", str(inc), "-fno-crash-diagnostics",
-               "-ferror-limit=20", "-S", "-emit-llvm", "-Xclang", "-disable-llvm-passes",
-               str(src), "-o", str(tmp_ir)]
+        cmd = [
+            clang,
+            *flags,
+            "-nostdinc",
+            "-isystem",
+            str(inc),
+            "-fno-crash-diagnostics",
+            "-ferror-limit=20",
+            "-S",
+            "-emit-llvm",
+            "-Xclang",
+            "-disable-llvm-passes",
+            str(src),
+            "-o",
+            str(tmp_ir),
+        ]
         proc = _run_limited(cmd, src_dir, limits, str(source))
         if proc.returncode != 0 or not tmp_ir.exists():
             raise _compile_error(source, src, text, proc, limits)
         # no assembly: a directive like .incbin reads host files into the object
         objcheck.check_ir(tmp_ir.read_text(errors="replace"), str(source))
         # stage 2: exactly that IR to the object (no preprocessor, no headers)
-        cmd = [clang, *_codegen_flags(flags), "-fno-crash-diagnostics", "-c", "-x", "ir",
-               str(tmp_ir), "-o", str(tmp_out)]
+        cmd = [
+            clang,
+            *_codegen_flags(flags),
+            "-fno-crash-diagnostics",
+            "-c",
+            "-x",
+            "ir",
+            str(tmp_ir),
+            "-o",
+            str(tmp_out),
+        ]
         proc = _run_limited(cmd, root, limits, str(source))
         if proc.returncode != 0 or not tmp_out.exists():
             raise _compile_error(source, src, text, proc, limits)
@@ -264,14 +317,18 @@ def _codegen_flags(flags: list[str]) -> list[str]:
     """The flags that matter to code generation from IR (target, CPU, -O, -g)."""
     kept: list[str] = []
     for i, flag in enumerate(flags):
-        if flag in ("-target", "-g") or flag.startswith(("-O", "-mcpu=", "-g")) or (
-                i and flags[i - 1] == "-target"):
+        if (
+            flag in ("-target", "-g")
+            or flag.startswith(("-O", "-mcpu=", "-g"))
+            or (i and flags[i - 1] == "-target")
+        ):
             kept.append(flag)
     return kept
 
 
-def _run_limited(cmd: list[str], cwd: Path, limits: CompileLimits,
-                 source: str) -> subprocess.CompletedProcess[str]:
+def _run_limited(
+    cmd: list[str], cwd: Path, limits: CompileLimits, source: str
+) -> subprocess.CompletedProcess[str]:
     def apply_limits() -> None:  # runs in the child between fork and exec
         resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes,) * 2)
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
@@ -279,25 +336,37 @@ def _run_limited(cmd: list[str], cwd: Path, limits: CompileLimits,
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core holds what clang read
         _raise_priority()
 
-    proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, errors="replace",
-                            preexec_fn=apply_limits, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        # the child only calls setrlimit and setpriority before exec: no
+        # lock a thread of the parent could hold is taken there
+        preexec_fn=apply_limits,  # noqa: PLW1509
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=limits.timeout_s)
     except subprocess.TimeoutExpired as err:
         stop_tree(proc, signal.SIGKILL)
-        raise CompileLimitExceeded(source, "wall-clock time", int(limits.timeout_s),
-                                   "s") from err
+        raise CompileLimitExceeded(source, "wall-clock time", int(limits.timeout_s), "s") from err
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-_DIAG = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|fatal error): "
-                   r"(?P<msg>.*)$")
+_DIAG = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|fatal error): "
+    r"(?P<msg>.*)$"
+)
 _OOM = ("out of memory", "Allocation failed", "bad_alloc", "Cannot allocate memory")
 
 
-def _limit_tripped(source: Path, proc: subprocess.CompletedProcess[str],
-                   limits: CompileLimits) -> CompileLimitExceeded | None:
+def _limit_tripped(
+    source: Path, proc: subprocess.CompletedProcess[str], limits: CompileLimits
+) -> CompileLimitExceeded | None:
     rc = proc.returncode
     if rc in (-signal.SIGXCPU, -signal.SIGKILL):
         return CompileLimitExceeded(str(source), "CPU time", limits.cpu_s, "s")
@@ -308,9 +377,13 @@ def _limit_tripped(source: Path, proc: subprocess.CompletedProcess[str],
     return None
 
 
-def _compile_error(source: Path, boxed: Path, text: bytes,
-                   proc: subprocess.CompletedProcess[str],
-                   limits: CompileLimits) -> CompileError | CompileLimitExceeded:
+def _compile_error(
+    source: Path,
+    boxed: Path,
+    text: bytes,
+    proc: subprocess.CompletedProcess[str],
+    limits: CompileLimits,
+) -> CompileError | CompileLimitExceeded:
     tripped = _limit_tripped(source, proc, limits)
     if tripped is not None:
         return tripped
@@ -336,8 +409,7 @@ def _compile_error(source: Path, boxed: Path, text: bytes,
         diagnostics.append(f"({others} more error(s) inside included headers, not shown)")
     if not diagnostics or diagnostics[0].startswith("("):
         crashed = " (clang crashed)" if proc.returncode < 0 or "crash" in proc.stderr else ""
-        diagnostics.insert(0, f"{source}: clang exited with status {proc.returncode}"
-                              f"{crashed}")
+        diagnostics.insert(0, f"{source}: clang exited with status {proc.returncode}{crashed}")
     return CompileError(str(source), diagnostics, "\n".join(excerpt).rstrip())
 
 
@@ -361,8 +433,9 @@ def prebuild(sources: list[Path], progress: Callable[[str], None] | None = None)
     say = progress or (lambda line: None)
     started = time.monotonic()
     header = vmlinux_header()
-    report = PrebuildReport(kernel_build_id(), str(header.parent.parent.parent),
-                            time.monotonic() - started)
+    report = PrebuildReport(
+        kernel_build_id(), str(header.parent.parent.parent), time.monotonic() - started
+    )
     say(f"vmlinux.h for kernel {report.build_id[:12]} ready in {report.vmlinux_s:.1f} s")
     for source in sources:
         name = source.name.removesuffix(".bpf.c")

@@ -24,14 +24,15 @@ ALLOWED_NAMES = allowlist.SOURCE_NAMES
 
 #: Program sections a scheduler object may contain.
 _ALLOWED_SECTIONS = re.compile(
-    r'^(\.struct_ops\.link|struct_ops(\.s)?/\w+|\.(data|bss|rodata)(\.\w+)?|license|\.maps)$'
+    r"^(\.struct_ops\.link|struct_ops(\.s)?/\w+|\.(data|bss|rodata)(\.\w+)?|license|\.maps)$"
 )
-_ALLOWED_INCLUDE = re.compile(r'^(vmlinux\.h|bpf/[\w.-]+\.h|schedagent/[\w.-]+\.h)$')
-_OPS_DEF = re.compile(r'\b(?:SCX_OPS_DEFINE\s*\(\s*(\w+)|struct\s+sched_ext_ops\s+(\w+))')
+_ALLOWED_INCLUDE = re.compile(r"^(vmlinux\.h|bpf/[\w.-]+\.h|schedagent/[\w.-]+\.h)$")
+_OPS_DEF = re.compile(r"\b(?:SCX_OPS_DEFINE\s*\(\s*(\w+)|struct\s+sched_ext_ops\s+(\w+))")
 _OPS_NAME = re.compile(r'\.name\s*=\s*"([^"]*)"')
 #: Directives a scheduler needs; #include is checked on its own.
-_PLAIN_DIRECTIVES = frozenset("define undef if ifdef ifndef elif elifdef elifndef else endif"
-                              .split())
+_PLAIN_DIRECTIVES = frozenset(
+    "define undef if ifdef ifndef elif elifdef elifndef else endif".split()
+)
 _ASM = frozenset({"asm", "__asm", "__asm__"})
 _PRAGMA = frozenset({"_Pragma", "__pragma"})
 _FILE_PROBES = frozenset({"__has_include", "__has_include_next", "__has_embed"})
@@ -87,13 +88,21 @@ def check_source(text: str, source: str = "<source>") -> GateReport:
     """
     size = len(text.encode())
     if size > MAX_SOURCE_BYTES:
-        raise GateRejection(source, 0, "size limit",
-                            f"{size} bytes, the limit is {MAX_SOURCE_BYTES}; a scheduler this "
-                            "large is probably two policies")
+        raise GateRejection(
+            source,
+            0,
+            "size limit",
+            f"{size} bytes, the limit is {MAX_SOURCE_BYTES}; a scheduler this "
+            "large is probably two policies",
+        )
     raw_lines = text.splitlines()
     if len(raw_lines) > MAX_SOURCE_LINES:
-        raise GateRejection(source, MAX_SOURCE_LINES + 1, "size limit",
-                            f"{len(raw_lines)} lines, the limit is {MAX_SOURCE_LINES}")
+        raise GateRejection(
+            source,
+            MAX_SOURCE_LINES + 1,
+            "size limit",
+            f"{len(raw_lines)} lines, the limit is {MAX_SOURCE_LINES}",
+        )
     if "\0" in text:
         raise GateRejection(source, 0, "encoding", "the source contains NUL bytes")
     try:
@@ -139,25 +148,36 @@ def _check_directive(toks: list[Token], source: str) -> None:
         return
     if name.kind != "ident" or name.text not in _PLAIN_DIRECTIVES:
         shown = " ".join(t.text for t in toks[:3])
-        raise GateRejection(source, toks[0].line, "directive not allowed",
-                            f"{shown!r}: only #include <allowed header>, #define, #undef, "
-                            "#if/#ifdef/#ifndef/#elif/#else and #endif are allowed (no "
-                            "#pragma, #include_next, #import, #line, #embed, #error)")
+        raise GateRejection(
+            source,
+            toks[0].line,
+            "directive not allowed",
+            f"{shown!r}: only #include <allowed header>, #define, #undef, "
+            "#if/#ifdef/#ifndef/#elif/#else and #endif are allowed (no "
+            "#pragma, #include_next, #import, #line, #embed, #error)",
+        )
 
 
 def _check_include(toks: list[Token], source: str) -> None:
     line = toks[0].line
     if len(toks) != 3 or toks[2].kind not in ("header", "string"):
         shown = " ".join(t.text for t in toks[2:]) or "nothing"
-        raise GateRejection(source, line, "include not allowed",
-                            f"#include {shown}: write the header literally as <name.h> "
-                            "(a macro-computed include is not allowed)")
+        raise GateRejection(
+            source,
+            line,
+            "include not allowed",
+            f"#include {shown}: write the header literally as <name.h> "
+            "(a macro-computed include is not allowed)",
+        )
     header = toks[2].text[1:-1]
     if ".." in header or not _ALLOWED_INCLUDE.match(header):
         raise GateRejection(
-            source, line, "include not allowed",
+            source,
+            line,
+            "include not allowed",
             f"#include {toks[2].text}: only vmlinux.h, libbpf's <bpf/...> "
-            "headers and the project's <schedagent/...> headers may be included")
+            "headers and the project's <schedagent/...> headers may be included",
+        )
 
 
 def _check_tokens(toks: list[Token], source: str) -> set[str]:
@@ -169,26 +189,42 @@ def _check_tokens(toks: list[Token], source: str) -> set[str]:
         nxt = toks[i + 1].text if i + 1 < len(toks) else ""
         prev = toks[i - 1].text if i else ""
         if name in _ASM:
-            raise GateRejection(source, tok.line, "inline assembly",
-                                f"{name}: inline asm is not allowed")
+            raise GateRejection(
+                source, tok.line, "inline assembly", f"{name}: inline asm is not allowed"
+            )
         if name in _PRAGMA:
-            raise GateRejection(source, tok.line, "pragma not allowed",
-                                f"{name}(...): pragmas can change sections and attributes")
+            raise GateRejection(
+                source,
+                tok.line,
+                "pragma not allowed",
+                f"{name}(...): pragmas can change sections and attributes",
+            )
         if name in _FILE_PROBES:
-            raise GateRejection(source, tok.line, "file probe not allowed",
-                                f"{name}: a scheduler never asks which files exist")
+            raise GateRejection(
+                source,
+                tok.line,
+                "file probe not allowed",
+                f"{name}: a scheduler never asks which files exist",
+            )
         if name == "__section__" or (name == "section" and nxt == "(" and prev in ("(", ",")):
-            raise GateRejection(source, tok.line, "program type not allowed",
-                                "__attribute__((section(...))): use SEC(\"struct_ops/...\")")
+            raise GateRejection(
+                source,
+                tok.line,
+                "program type not allowed",
+                '__attribute__((section(...))): use SEC("struct_ops/...")',
+            )
         if name == "SEC" and nxt == "(":
             _check_sec(toks, i, source)
         if _RESERVED.match(name) and prev not in _TAG_KEYWORDS:
             base = allowlist.kfunc_base(name)
             if base not in ALLOWED_NAMES:
                 raise GateRejection(
-                    source, tok.line, "kfunc/helper not allowed",
+                    source,
+                    tok.line,
+                    "kfunc/helper not allowed",
                     f"{name} is not on the allow-list of sched_ext kfuncs and BPF helpers "
-                    "(names starting bpf_/scx_bpf_ are reserved for them)")
+                    "(names starting bpf_/scx_bpf_ are reserved for them)",
+                )
             if nxt == "(":
                 calls.add(base)
     return calls
@@ -199,39 +235,60 @@ def _check_sec(toks: list[Token], i: int, source: str) -> None:
     j = i + 2
     while j < len(toks) and toks[j].text != ")":
         if toks[j].kind != "string" or not toks[j].text.startswith('"'):
-            raise GateRejection(source, toks[i].line, "program type not allowed",
-                                f"SEC({toks[j].text} ...): the section must be a plain "
-                                "string literal")
+            raise GateRejection(
+                source,
+                toks[i].line,
+                "program type not allowed",
+                f"SEC({toks[j].text} ...): the section must be a plain string literal",
+            )
         parts.append(toks[j].text[1:-1])
         j += 1
     sec = "".join(parts)
     if not _ALLOWED_SECTIONS.match(sec):
-        raise GateRejection(source, toks[i].line, "program type not allowed",
-                            f'SEC("{sec}"): a scheduler may only contain struct_ops '
-                            'programs, one SEC(".struct_ops.link") and data sections')
+        raise GateRejection(
+            source,
+            toks[i].line,
+            "program type not allowed",
+            f'SEC("{sec}"): a scheduler may only contain struct_ops '
+            'programs, one SEC(".struct_ops.link") and data sections',
+        )
 
 
 def _required_ops(text: str, code: str, source: str) -> str:
     if not re.search(r'"\.struct_ops(\.link)?"', text) and "SCX_OPS_DEFINE" not in code:
-        raise GateRejection(source, 0, "required ops missing",
-                            'no struct sched_ext_ops in SEC(".struct_ops.link") (or '
-                            "SCX_OPS_DEFINE); a scheduler must define one")
+        raise GateRejection(
+            source,
+            0,
+            "required ops missing",
+            'no struct sched_ext_ops in SEC(".struct_ops.link") (or '
+            "SCX_OPS_DEFINE); a scheduler must define one",
+        )
     defs = [m for m in _OPS_DEF.finditer(code)]
     if len(defs) > 1:
         line = code.count("\n", 0, defs[1].start()) + 1
-        raise GateRejection(source, line, "one scheduler per file",
-                            "a second struct sched_ext_ops is defined here")
+        raise GateRejection(
+            source, line, "one scheduler per file", "a second struct sched_ext_ops is defined here"
+        )
     names = _OPS_NAME.findall(text)
     if not names:
-        raise GateRejection(source, 0, "required ops missing",
-                            'the sched_ext_ops has no .name = "..."; the kernel requires one')
+        raise GateRejection(
+            source,
+            0,
+            "required ops missing",
+            'the sched_ext_ops has no .name = "..."; the kernel requires one',
+        )
     name: str = names[-1]
     if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
         line = text.count("\n", 0, text.find(f'"{name}"')) + 1
-        raise GateRejection(source, line, "ops name",
-                            f'.name = "{name}": use 1-63 characters of a-z, 0-9 and _')
+        raise GateRejection(
+            source, line, "ops name", f'.name = "{name}": use 1-63 characters of a-z, 0-9 and _'
+        )
     if not re.search(r"\.enqueue\s*=", code):
-        raise GateRejection(source, 0, "required ops missing",
-                            "the sched_ext_ops has no .enqueue; schedagent requires every "
-                            "scheduler to decide where woken tasks go")
+        raise GateRejection(
+            source,
+            0,
+            "required ops missing",
+            "the sched_ext_ops has no .enqueue; schedagent requires every "
+            "scheduler to decide where woken tasks go",
+        )
     return name

@@ -15,9 +15,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 _DIGRAPHS = {"%:%:": "##", "%:": "#", "<:": "[", ":>": "]", "<%": "{", "%>": "}"}
-_PUNCT = sorted(["...", "<<=", ">>=", "->", "++", "--", "<<", ">>", "<=", ">=", "==", "!=",
-                 "&&", "||", "*=", "/=", "%=", "+=", "-=", "&=", "^=", "|=", "##",
-                 *_DIGRAPHS], key=len, reverse=True)
+_PUNCT = sorted(
+    [
+        "...",
+        "<<=",
+        ">>=",
+        "->",
+        "++",
+        "--",
+        "<<",
+        ">>",
+        "<=",
+        ">=",
+        "==",
+        "!=",
+        "&&",
+        "||",
+        "*=",
+        "/=",
+        "%=",
+        "+=",
+        "-=",
+        "&=",
+        "^=",
+        "|=",
+        "##",
+        *_DIGRAPHS,
+    ],
+    key=len,
+    reverse=True,
+)
 _STRING_PREFIXES = ("u8", "L", "u", "U")
 
 
@@ -83,13 +110,13 @@ def tokenize(text: str) -> list[Token]:
             i = end + 2
             continue
         start = i
-        if after_include and c in "<\"":
+        if after_include and c in '<"':
             close = ">" if c == "<" else '"'
             end = src.find(close, i + 1)
             newline = src.find("\n", i + 1)
             if end < 0 or (0 <= newline < end):
                 raise ValueError("unterminated header name", line_of(i))
-            out.append(Token("header" if c == "<" else "string", src[i:end + 1], line_of(i)))
+            out.append(Token("header" if c == "<" else "string", src[i : end + 1], line_of(i)))
             i = end + 1
             after_include = False
             continue
@@ -104,12 +131,20 @@ def tokenize(text: str) -> list[Token]:
                 out.append(Token(tok[0], word + tok[1], line_of(start)))
                 i += len(tok[1])
                 continue
-            if j < n and src[j] == '"' and word.endswith("R") and word[:-1] in ("", "L", "u",
-                                                                               "U", "u8"):
+            if (
+                j < n
+                and src[j] == '"'
+                and word.endswith("R")
+                and word[:-1] in ("", "L", "u", "U", "u8")
+            ):
                 raise ValueError("raw string literals are not allowed", line_of(i))
             # a header name is lexed as one token only right after "# include"
-            after_include = (word == "include" and bool(out) and out[-1].text == "#"
-                             and (len(out) == 1 or out[-2].kind == "newline"))
+            after_include = (
+                word == "include"
+                and bool(out)
+                and out[-1].text == "#"
+                and (len(out) == 1 or out[-2].kind == "newline")
+            )
             out.append(Token("ident", word, line_of(i)))
             i = j
             continue
@@ -152,4 +187,4 @@ def _literal(src: str, i: int, line_of: Callable[[int], int]) -> tuple[str, str]
     if j >= len(src) or src[j] != quote:
         kind = "string" if quote == '"' else "character"
         raise ValueError(f"unterminated {kind} literal", line_of(i))
-    return ("string" if quote == '"' else "char"), src[i:j + 1]
+    return ("string" if quote == '"' else "char"), src[i : j + 1]

@@ -91,17 +91,21 @@ class PolicySource(BaseModel):
                 known = ", ".join(sorted(self.meta.tunables)) or "(none)"
                 raise TunableError(self.name, key, f"unknown tunable; {self.name} has: {known}")
             if not spec.min <= value <= spec.max:
-                raise TunableError(self.name, key,
-                                   f"{value} is outside [{spec.min}, {spec.max}] {spec.unit}; "
-                                   f"choose a value in range (default {spec.default})")
+                raise TunableError(
+                    self.name,
+                    key,
+                    f"{value} is outside [{spec.min}, {spec.max}] {spec.unit}; "
+                    f"choose a value in range (default {spec.default})",
+                )
             values[key] = value
         return values
 
 
 def load_meta(path: Path) -> PolicyMeta:
     """Parse and validate one ``policy.yaml``."""
-    return load_yaml_model(path, PolicyMeta, "valid against the policy schema",
-                           "name, summary, intent, tunables")
+    return load_yaml_model(
+        path, PolicyMeta, "valid against the policy schema", "name, summary, intent, tunables"
+    )
 
 
 def builtin_names(root: Path = POLICIES_DIR) -> list[str]:
@@ -126,7 +130,7 @@ def known_names() -> list[str]:
     """Every name ``resolve`` finds: the repository's and the kept synthesized ones."""
     try:
         kept = synthesized_names()
-    except OSError:     # no usable state directory: nothing can have been kept there
+    except OSError:  # no usable state directory: nothing can have been kept there
         kept = []
     return sorted({*builtin_names(), *kept})
 
@@ -137,7 +141,7 @@ def _synthesized(spec: str) -> Path | None:
         return None
     try:
         directory = synthesized_dir() / spec
-    except OSError:     # no usable state directory: nothing can have been kept there
+    except OSError:  # no usable state directory: nothing can have been kept there
         return None
     return directory if (directory / "policy.yaml").is_file() else None
 
@@ -157,8 +161,10 @@ def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
         meta = load_meta(candidate / "policy.yaml")
         source = candidate / f"{spec}.bpf.c"
         if meta.name != spec:
-            raise ConfigError(f"{candidate}/policy.yaml says name {meta.name!r}; it must equal "
-                              f"the directory name {spec!r}")
+            raise ConfigError(
+                f"{candidate}/policy.yaml says name {meta.name!r}; it must equal "
+                f"the directory name {spec!r}"
+            )
         return PolicySource(name=spec, source=source, meta=meta)
     kept = _synthesized(spec) if root == POLICIES_DIR else None
     if kept is not None:
@@ -170,10 +176,12 @@ def resolve(spec: str, root: Path = POLICIES_DIR) -> PolicySource:
         try:
             path.read_bytes()
         except OSError as err:
-            raise ConfigError(f"cannot read {path}: {err.strerror}; check the path and its "
-                              "permissions") from err
-        return PolicySource(name=path.name.removesuffix(".bpf.c").removesuffix(".c"),
-                            source=path.resolve())
+            raise ConfigError(
+                f"cannot read {path}: {err.strerror}; check the path and its permissions"
+            ) from err
+        return PolicySource(
+            name=path.name.removesuffix(".bpf.c").removesuffix(".c"), source=path.resolve()
+        )
     raise PolicyNotFound(spec, builtin_names(root))
 
 

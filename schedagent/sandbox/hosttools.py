@@ -20,24 +20,22 @@ class HostTool:
 
 
 MMDEBSTRAP = HostTool("mmdebstrap", "build the guest root", "apt-get install -y mmdebstrap")
-QEMU = HostTool(
-    "qemu-system-x86_64", "boot the guest kernel", "apt-get install -y qemu-system-x86"
-)
+QEMU = HostTool("qemu-system-x86_64", "boot the guest kernel", "apt-get install -y qemu-system-x86")
 BUSYBOX = HostTool(
     "busybox", "build the guest initramfs (virtme-ng)", "apt-get install -y busybox-static"
 )
 STRINGS = HostTool("strings", "read the guest kernel version", "apt-get install -y binutils")
 FILE = HostTool("file", "identify the guest kernel image", "apt-get install -y file")
-MODPROBE = HostTool("modprobe", "resolve guest kernel modules (virtme-ng)",
-                    "apt-get install -y kmod")
-VNG = HostTool(
-    "vng", "boot the guest (virtme-ng)", "pip install virtme-ng  (or: make venv)"
+MODPROBE = HostTool(
+    "modprobe", "resolve guest kernel modules (virtme-ng)", "apt-get install -y kmod"
 )
+VNG = HostTool("vng", "boot the guest (virtme-ng)", "pip install virtme-ng  (or: make venv)")
 
 MKFS = HostTool("mkfs.ext4", "write the guest disk image", "apt-get install -y e2fsprogs")
 
-ZSTD = HostTool("zstd", "unpack the guest kernel to read its BTF (prebuild)",
-                "apt-get install -y zstd")
+ZSTD = HostTool(
+    "zstd", "unpack the guest kernel to read its BTF (prebuild)", "apt-get install -y zstd"
+)
 BUILD_TOOLS = (MMDEBSTRAP, MKFS, ZSTD)
 BOOT_TOOLS = (QEMU, BUSYBOX, STRINGS, FILE, MODPROBE, VNG)
 

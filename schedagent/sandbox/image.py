@@ -30,18 +30,42 @@ log = logging.getLogger(__name__)
 
 #: Debian packages installed into the guest. Changing this list changes the cache key.
 GUEST_PACKAGES: tuple[str, ...] = (
-    "linux-image-amd64", "linux-headers-amd64",
-    "clang", "llvm", "bpftool", "libbpf1", "libbpf-dev",
-    "gcc", "libc6-dev", "make",
-    "python3", "python3-venv", "python3-pip", "python3-bpfcc", "bpfcc-tools",
-    "stress-ng", "rt-tests", "linux-perf", "sysbench",
-    "procps", "kmod", "iproute2", "util-linux", "ca-certificates",
+    "linux-image-amd64",
+    "linux-headers-amd64",
+    "clang",
+    "llvm",
+    "bpftool",
+    "libbpf1",
+    "libbpf-dev",
+    "gcc",
+    "libc6-dev",
+    "make",
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "python3-bpfcc",
+    "bpfcc-tools",
+    "stress-ng",
+    "rt-tests",
+    "linux-perf",
+    "sysbench",
+    "procps",
+    "kmod",
+    "iproute2",
+    "util-linux",
+    "ca-certificates",
 )
 
 #: Python packages for the guest venv (schedagent's runtime and test deps).
 GUEST_PYTHON_REQUIREMENTS: tuple[str, ...] = (
-    "typer>=0.12", "psutil>=5.9", "pyyaml>=6.0", "pydantic>=2.7",
-    "mcp>=1.20", "anthropic>=0.40", "pytest>=8", "pyelftools>=0.29",
+    "typer>=0.12",
+    "psutil>=5.9",
+    "pyyaml>=6.0",
+    "pydantic>=2.7",
+    "mcp>=1.20",
+    "anthropic>=0.40",
+    "pytest>=8",
+    "pyelftools>=0.29",
 )
 
 #: Bump when the build recipe itself changes in a way that needs a rebuild.
@@ -126,8 +150,10 @@ def build_image(force: bool = False, progress: Progress = print) -> GuestImage:
     if debs_done.exists():
         progress(f"[1/4] reusing the Debian root already unpacked in {staging}")
     else:
-        progress(f"[1/4] mmdebstrap: Debian unstable with {len(GUEST_PACKAGES)} packages "
-                 f"into {staging} (takes several minutes)")
+        progress(
+            f"[1/4] mmdebstrap: Debian unstable with {len(GUEST_PACKAGES)} packages "
+            f"into {staging} (takes several minutes)"
+        )
         _run_mmdebstrap(tools["mmdebstrap"], staging, progress)
         debs_done.write_text(key + "\n")
         progress(f"[1/4] done in {time.monotonic() - started:.0f} s")
@@ -136,8 +162,10 @@ def build_image(force: bool = False, progress: Progress = print) -> GuestImage:
     _install_guest_venv(staging, progress)
     progress(f"[2/4] done in {time.monotonic() - stage:.0f} s")
     stage = time.monotonic()
-    progress("[3/4] prebuild: vmlinux.h and the built-in policies for the guest kernel, "
-             "compiled natively by the guest's own toolchain in a chroot")
+    progress(
+        "[3/4] prebuild: vmlinux.h and the built-in policies for the guest kernel, "
+        "compiled natively by the guest's own toolchain in a chroot"
+    )
     _prebuild(staging, progress)
     progress(f"[3/4] done in {time.monotonic() - stage:.0f} s")
     progress("[4/4] finishing: ext4 disk image of the root (faster than 9p under emulation)")
@@ -157,8 +185,10 @@ def build_image(force: bool = False, progress: Progress = print) -> GuestImage:
             f"the guest root at {final} has no /boot/vmlinuz-*; the package "
             "linux-image-amd64 did not install. Rerun with --force and read the log above."
         )
-    progress(f"testbed image {key} built in {time.monotonic() - started:.0f} s: "
-             f"kernel {image.kernel_release}")
+    progress(
+        f"testbed image {key} built in {time.monotonic() - started:.0f} s: "
+        f"kernel {image.kernel_release}"
+    )
     return image
 
 
@@ -169,8 +199,11 @@ def _make_disk(root: Path, disk: Path, progress: Progress) -> None:
     # staging directory the image is being made from (issue 14).
     tmp = disk.with_name(disk.name + ".tmp")
     tmp.unlink(missing_ok=True)
-    _stream([mkfs, "-q", "-F", "-L", "schedagent", "-d", str(root), str(tmp), "8G"],
-            progress, "mkfs.ext4")
+    _stream(
+        [mkfs, "-q", "-F", "-L", "schedagent", "-d", str(root), str(tmp), "8G"],
+        progress,
+        "mkfs.ext4",
+    )
     tmp.rename(disk)
 
 
@@ -189,10 +222,13 @@ def _disable_udev(root: Path) -> None:
 
 def _run_mmdebstrap(mmdebstrap: str, target: Path, progress: Progress) -> None:
     cmd = [
-        mmdebstrap, "--variant=apt", "--format=directory",
-        "--aptopt=Acquire::Check-Valid-Until \"false\"",
+        mmdebstrap,
+        "--variant=apt",
+        "--format=directory",
+        '--aptopt=Acquire::Check-Valid-Until "false"',
         "--include=" + ",".join(GUEST_PACKAGES),
-        "sid", str(target),
+        "sid",
+        str(target),
     ]
     _stream(cmd, progress, "mmdebstrap")
 
@@ -203,8 +239,7 @@ def _install_guest_venv(root: Path, progress: Progress) -> None:
     pip in the chroot reaches the registry only with the host's own client
     configuration, so the pip config and CA bundle are copied in first.
     """
-    for conf in ("/etc/pip.conf", "/etc/ssl/certs/ca-certificates.crt",
-                 "/etc/resolv.conf"):
+    for conf in ("/etc/pip.conf", "/etc/ssl/certs/ca-certificates.crt", "/etc/resolv.conf"):
         src = Path(conf)
         if src.is_file():
             dst = root / conf.lstrip("/")
@@ -212,30 +247,70 @@ def _install_guest_venv(root: Path, progress: Progress) -> None:
             if dst.is_symlink():
                 dst.unlink()
             shutil.copyfile(src, dst)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-           "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt"}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_CERT": "/etc/ssl/certs/ca-certificates.crt",
+    }
     # --system-site-packages makes Debian's bcc module (python3-bpfcc) importable.
-    _stream(["chroot", str(root), "python3", "-m", "venv", "--system-site-packages",
-             GUEST_VENV], progress, "venv", env)
-    _stream(["chroot", str(root), f"{GUEST_VENV}/bin/pip", "install", "--progress-bar",
-             "off", *GUEST_PYTHON_REQUIREMENTS], progress, "pip", env)
+    _stream(
+        ["chroot", str(root), "python3", "-m", "venv", "--system-site-packages", GUEST_VENV],
+        progress,
+        "venv",
+        env,
+    )
+    _stream(
+        [
+            "chroot",
+            str(root),
+            f"{GUEST_VENV}/bin/pip",
+            "install",
+            "--progress-bar",
+            "off",
+            *GUEST_PYTHON_REQUIREMENTS,
+        ],
+        progress,
+        "pip",
+        env,
+    )
     # The project itself, so the console script exists; at run time the
     # checkout is put first on PYTHONPATH, so the current code is what runs.
     src = root / "opt/schedagent/src"
     if src.exists():
         shutil.rmtree(src)
     src.mkdir(parents=True)
-    for item in ("pyproject.toml", "setup.py", "README.md", "schedagent", "mcp_server",
-                 "policies", "bpf", "workloads"):
+    for item in (
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "schedagent",
+        "mcp_server",
+        "policies",
+        "bpf",
+        "workloads",
+    ):
         path = PROJECT_ROOT / item
         if path.is_dir():
             shutil.copytree(path, src / item, ignore=shutil.ignore_patterns("__pycache__"))
         elif path.exists():
             shutil.copy(path, src / item)
-    _stream(["chroot", str(root), f"{GUEST_VENV}/bin/pip", "install", "--no-deps",
-             "--progress-bar", "off", "/opt/schedagent/src"],
-            progress, "pip", env)
+    _stream(
+        [
+            "chroot",
+            str(root),
+            f"{GUEST_VENV}/bin/pip",
+            "install",
+            "--no-deps",
+            "--progress-bar",
+            "off",
+            "/opt/schedagent/src",
+        ],
+        progress,
+        "pip",
+        env,
+    )
 
 
 #: Where the image keeps what the prebuild stage prepared (config.DEFAULT_PREBUILT_DIR).
@@ -253,19 +328,29 @@ def _prebuild(root: Path, progress: Progress) -> None:
     """
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     if not kernels:
-        raise SandboxError(f"no /boot/vmlinuz-* in {root}; linux-image-amd64 did not install. "
-                           "Rerun `schedagent sandbox build --force`.")
+        raise SandboxError(
+            f"no /boot/vmlinuz-* in {root}; linux-image-amd64 did not install. "
+            "Rerun `schedagent sandbox build --force`."
+        )
     sections = _kernel_sections(kernels[-1].read_bytes())
     tmp = root / "tmp"
     for name, data in sections.items():
         (tmp / f"schedagent-kernel{name}").write_bytes(data)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-           "SCHEDAGENT_KERNEL_BTF": "/tmp/schedagent-kernel.BTF",
-           "SCHEDAGENT_KERNEL_NOTES": "/tmp/schedagent-kernel.notes",
-           "SCHEDAGENT_CACHE_DIR": GUEST_PREBUILT_DIR}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "SCHEDAGENT_KERNEL_BTF": "/tmp/schedagent-kernel.BTF",
+        "SCHEDAGENT_KERNEL_NOTES": "/tmp/schedagent-kernel.notes",
+        "SCHEDAGENT_CACHE_DIR": GUEST_PREBUILT_DIR,
+    }
     try:
-        _stream(["chroot", str(root), f"{GUEST_VENV}/bin/schedagent", "policies", "prebuild"],
-                progress, "prebuild", env)
+        _stream(
+            ["chroot", str(root), f"{GUEST_VENV}/bin/schedagent", "policies", "prebuild"],
+            progress,
+            "prebuild",
+            env,
+        )
     finally:
         for name in sections:
             (tmp / f"schedagent-kernel{name}").unlink(missing_ok=True)
@@ -283,8 +368,10 @@ def _kernel_sections(bzimage: bytes) -> dict[str, bytes]:
     for name in (".BTF", ".notes"):
         section = elf.get_section_by_name(name)
         if section is None:
-            raise SandboxError(f"the guest kernel's vmlinux has no {name} section; the "
-                               "testbed needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+            raise SandboxError(
+                f"the guest kernel's vmlinux has no {name} section; the "
+                "testbed needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"
+            )
         out[name] = section.data()
     return out
 
@@ -299,28 +386,34 @@ def _decompress_payload(bzimage: bytes) -> bytes:
     offset, length = st.unpack_from("<II", bzimage, 0x248)
     start = (setup_sects + 1) * 512 + offset
     # the kernel's build appends the uncompressed size (4 bytes) to every payload
-    payload = bzimage[start:start + length - 4]
+    payload = bzimage[start : start + length - 4]
     if payload.startswith(b"\x28\xb5\x2f\xfd"):
         proc = subprocess.run(["zstd", "-dc"], input=payload, capture_output=True, check=False)
         if proc.returncode != 0:
-            raise SandboxError("zstd could not unpack the guest kernel: "
-                               f"{proc.stderr.decode(errors='replace').strip()}; "
-                               "install it with apt-get install zstd")
+            raise SandboxError(
+                "zstd could not unpack the guest kernel: "
+                f"{proc.stderr.decode(errors='replace').strip()}; "
+                "install it with apt-get install zstd"
+            )
         return proc.stdout
     if payload.startswith(b"\xfd7zXZ\x00"):
         return lzma.decompress(payload)
     if payload.startswith(b"\x1f\x8b"):
         return gzip.decompress(payload)
-    raise SandboxError(f"the guest kernel's payload has an unknown compression "
-                       f"(magic {payload[:4].hex()}); expected zstd, xz or gzip")
+    raise SandboxError(
+        f"the guest kernel's payload has an unknown compression "
+        f"(magic {payload[:4].hex()}); expected zstd, xz or gzip"
+    )
 
 
-def _stream(cmd: list[str], progress: Progress, label: str,
-            env: dict[str, str] | None = None) -> None:
+def _stream(
+    cmd: list[str], progress: Progress, label: str, env: dict[str, str] | None = None
+) -> None:
     """Run ``cmd``, forwarding its output lines as progress; raise on failure."""
     tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, env=env, errors="replace") as proc:
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, errors="replace"
+    ) as proc:
         assert proc.stdout is not None  # set by stdout=PIPE
         for line in proc.stdout:
             line = line.rstrip()

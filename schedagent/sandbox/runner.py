@@ -65,7 +65,8 @@ class VmSpec:
     #: every 100 ms when both are busy, so a runnable guest task can see up to ~100 ms of
     #: extra wait. The guest gets SCHEDAGENT_VCPU_QUANTUM_MS so tests can allow for it.
     tcg_thread: str = field(
-        default_factory=lambda: os.environ.get("SCHEDAGENT_TCG_THREAD", "single"))
+        default_factory=lambda: os.environ.get("SCHEDAGENT_TCG_THREAD", "single")
+    )
 
     def vcpu_quantum_ms(self, kvm: bool) -> int:
         """Extra wait a runnable guest task may see from how vCPUs are emulated."""
@@ -104,8 +105,7 @@ def kvm_usable(image: GuestImage, progress: Progress = print) -> bool:
         pass
     progress("probing whether KVM works here (one short boot, cached afterwards)")
     try:
-        result = _boot(image, ["true"], VmSpec(timeout_s=90.0, cwd=Path("/")), kvm=True,
-                       quiet=True)
+        result = _boot(image, ["true"], VmSpec(timeout_s=90.0, cwd=Path("/")), kvm=True, quiet=True)
         works = result.exit_code == 0
     except SandboxError as err:
         log.debug("KVM probe failed: %s", err)
@@ -132,8 +132,10 @@ def run(cmd: list[str], spec: VmSpec, progress: Progress = print) -> RunResult:
             # (an int3 oops); nothing of the command ran yet, so booting again is safe.
             if attempt == BOOT_ATTEMPTS:
                 raise
-            progress(f"{err}\nthe guest died before the command started; booting again "
-                     f"(attempt {attempt + 1} of {BOOT_ATTEMPTS})")
+            progress(
+                f"{err}\nthe guest died before the command started; booting again "
+                f"(attempt {attempt + 1} of {BOOT_ATTEMPTS})"
+            )
     raise AssertionError("unreachable")
 
 
@@ -146,8 +148,10 @@ def shell(spec: VmSpec, progress: Progress = print) -> int:
     (rundir / "env.sh").write_text(_env_script(spec, shares, spec.vcpu_quantum_ms(kvm)))
     argv = _vng_argv(image, spec, shares, kvm)
     argv += ["--exec", f"bash --rcfile {share_mount(0)}/env.sh -i"]
-    progress(f"booting the testbed shell ({'KVM' if kvm else 'TCG emulation'}); "
-             "exit the shell to power off")
+    progress(
+        f"booting the testbed shell ({'KVM' if kvm else 'TCG emulation'}); "
+        "exit the shell to power off"
+    )
     return subprocess.call(argv, env=_vng_env(argv[0]))
 
 
@@ -164,8 +168,9 @@ def _new_rundir() -> Path:
     the same second (a fixed timestamp-pid name then collided, seen in a CI dry run)."""
     runs = cache_dir() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-",
-                                 dir=runs))
+    return Path(
+        tempfile.mkdtemp(prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-", dir=runs)
+    )
 
 
 def _guest_cache() -> Path:
@@ -186,8 +191,10 @@ def _shares(spec: VmSpec, rundir: Path) -> list[Path]:
             continue
         shares.append(path)
     if len(shares) > SHARE_SLOTS:
-        raise SandboxError(f"{len(shares)} directories to share, the image has {SHARE_SLOTS} "
-                           "slots; run from inside the checkout")
+        raise SandboxError(
+            f"{len(shares)} directories to share, the image has {SHARE_SLOTS} "
+            "slots; run from inside the checkout"
+        )
     return shares
 
 
@@ -215,8 +222,10 @@ def _env_script(spec: VmSpec, shares: list[Path], quantum_ms: int = 0) -> str:
     ]
     for key, value in sorted(os.environ.items()):
         if key.startswith(FORWARDED_ENV_PREFIXES) and key not in (
-            "SCHEDAGENT_CACHE_DIR", "SCHEDAGENT_STATE_DIR", "SCHEDAGENT_IN_TESTBED",
-            "SCHEDAGENT_VCPU_QUANTUM_MS"
+            "SCHEDAGENT_CACHE_DIR",
+            "SCHEDAGENT_STATE_DIR",
+            "SCHEDAGENT_IN_TESTBED",
+            "SCHEDAGENT_VCPU_QUANTUM_MS",
         ):
             lines.append(f"export {key}={shlex.quote(value)}")
     lines.append(f"cd {shlex.quote(str(spec.cwd))}")
@@ -225,14 +234,26 @@ def _env_script(spec: VmSpec, shares: list[Path], quantum_ms: int = 0) -> str:
 
 def _vng_argv(image: GuestImage, spec: VmSpec, shares: list[Path], kvm: bool) -> list[str]:
     tools = require(BOOT_TOOLS)
-    argv = [tools["vng"], "-v", "--root-disk", str(image.disk), "--root-fstype", "ext4",
-            "-r", str(image.kernel), "--cpus", str(spec.cpus), "-m", spec.memory,
-            # The disk image is never written: -snapshot sends writes to a temp file,
-            # and --rw lets the guest script create mount points anywhere.
-            "--rw",
-            # virtiofsd fails here ("fuse: invalid argument") and each of its retries
-            # costs seconds before vng falls back to 9p anyway.
-            "--force-9p"]
+    argv = [
+        tools["vng"],
+        "-v",
+        "--root-disk",
+        str(image.disk),
+        "--root-fstype",
+        "ext4",
+        "-r",
+        str(image.kernel),
+        "--cpus",
+        str(spec.cpus),
+        "-m",
+        spec.memory,
+        # The disk image is never written: -snapshot sends writes to a temp file,
+        # and --rw lets the guest script create mount points anywhere.
+        "--rw",
+        # virtiofsd fails here ("fuse: invalid argument") and each of its retries
+        # costs seconds before vng falls back to 9p anyway.
+        "--force-9p",
+    ]
     qemu_opts = ["-snapshot"]
     if not kvm:
         argv.append("--disable-kvm")
@@ -242,8 +263,15 @@ def _vng_argv(image: GuestImage, spec: VmSpec, shares: list[Path], kvm: bool) ->
     return argv + [f"--qemu-opts={opt}" for opt in qemu_opts]
 
 
-def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: bool,
-          progress: Progress = print) -> RunResult:
+def _boot(
+    image: GuestImage,
+    cmd: list[str],
+    spec: VmSpec,
+    *,
+    kvm: bool,
+    quiet: bool,
+    progress: Progress = print,
+) -> RunResult:
     rundir = _new_rundir()
     shares = _shares(spec, rundir)
     run = share_mount(0)
@@ -259,13 +287,20 @@ def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: 
     argv = _vng_argv(image, spec, shares, kvm) + ["--exec", f"sh {run}/cmd.sh"]
     console = rundir / "console.log"
     if not quiet:
-        progress(f"booting testbed kernel {image.kernel_release} "
-                 f"({'KVM' if kvm else 'TCG emulation, no KVM'}), {spec.cpus} CPUs")
+        progress(
+            f"booting testbed kernel {image.kernel_release} "
+            f"({'KVM' if kvm else 'TCG emulation, no KVM'}), {spec.cpus} CPUs"
+        )
     started = time.monotonic()
     with console.open("wb") as console_out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console_out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env=_vng_env(argv[0]))
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=console_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=_vng_env(argv[0]),
+        )
         boot_s = _follow(proc, rundir, spec.timeout_s, started, quiet, progress)
     total_s = time.monotonic() - started
     rc_file = rundir / "rc"
@@ -274,7 +309,8 @@ def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: 
         if boot_s < 0:
             raise GuestDiedBeforeStart(
                 f"the testbed guest exited (vng rc {proc.returncode}) before the command "
-                f"started. Last console lines:\n{tail}\nFull log: {console}")
+                f"started. Last console lines:\n{tail}\nFull log: {console}"
+            )
         raise SandboxError(
             f"the testbed guest exited (vng rc {proc.returncode}) without running the "
             f"command to completion. Last console lines:\n{tail}\nFull log: {console}"
@@ -282,8 +318,14 @@ def _boot(image: GuestImage, cmd: list[str], spec: VmSpec, *, kvm: bool, quiet: 
     return RunResult(int(rc_file.read_text().strip() or 1), boot_s, total_s, kvm, console)
 
 
-def _follow(proc: subprocess.Popen[bytes], rundir: Path, timeout_s: float, started: float,
-            quiet: bool, progress: Progress) -> float:
+def _follow(
+    proc: subprocess.Popen[bytes],
+    rundir: Path,
+    timeout_s: float,
+    started: float,
+    quiet: bool,
+    progress: Progress,
+) -> float:
     """Stream the guest command's output until the VM exits; return the boot time."""
     streams: list[tuple[IO[bytes], IO[bytes]]] = []
     boot_s = -1.0
@@ -293,8 +335,10 @@ def _follow(proc: subprocess.Popen[bytes], rundir: Path, timeout_s: float, start
                 boot_s = time.monotonic() - started
                 if not quiet:
                     progress(f"guest booted in {boot_s:.1f} s")
-                streams = [((rundir / "stdout").open("rb"), sys.stdout.buffer),
-                           ((rundir / "stderr").open("rb"), sys.stderr.buffer)]
+                streams = [
+                    ((rundir / "stdout").open("rb"), sys.stdout.buffer),
+                    ((rundir / "stderr").open("rb"), sys.stderr.buffer),
+                ]
             for src, dst in streams:
                 _pump(src, dst, quiet)
             if proc.poll() is not None:

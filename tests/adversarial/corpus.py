@@ -14,7 +14,7 @@ from pathlib import Path
 CORPUS = Path(__file__).resolve().parent
 #: The stand-in vmlinux.h for host tests (the host kernel has no sched_ext).
 HOST_INCLUDE = CORPUS / "include"
-_EXPECT = re.compile(r"^// expect: (\d+) (.+)$", re.M)
+_EXPECT = re.compile(r"^// expect: (\d+) (.+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,14 +41,25 @@ def _request(app: Any, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
     async def send(message: Any) -> None:
         sent.append(dict(message))
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/mcp", "raw_path": b"/mcp",
-             "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 5555), "server": ("127.0.0.1", 8765)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8765),
+    }
     anyio.run(app, scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return int(start["status"]), b"".join(m.get("body", b"") for m in sent
-                                           if m["type"] == "http.response.body")
+    return int(start["status"]), b"".join(
+        m.get("body", b"") for m in sent if m["type"] == "http.response.body"
+    )
 
 
 def test_the_token_file_is_generated_0600_and_reused(tmp_path: Path) -> None:
@@ -86,14 +97,30 @@ def test_a_non_loopback_address_is_warned_about_loudly() -> None:
 def test_the_cli_refuses_http_without_a_token_as_root(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the refusal is for root; this test runs unprivileged")
-    out = subprocess.run([sys.executable, "-m", "schedagent", "mcp", "--transport", "http",
-                          "--no-auth", "--port", "1"], capture_output=True, text=True,
-                         check=False, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schedagent",
+            "mcp",
+            "--transport",
+            "http",
+            "--no-auth",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert out.returncode == 30 and "refusing to serve MCP over HTTP as root" in out.stderr
 
 
-@pytest.mark.parametrize("header", [None, b"Bearer wrong-token-wrong-token-wrong-token",
-                                    b"Basic dXNlcjpwYXNz", b"Bearer "])
+@pytest.mark.parametrize(
+    "header",
+    [None, b"Bearer wrong-token-wrong-token-wrong-token", b"Basic dXNlcjpwYXNz", b"Bearer "],
+)
 def test_the_real_http_app_rejects_a_missing_or_wrong_token(header: bytes | None) -> None:
     app = http_app(build(), "127.0.0.1", "right-token-" * 4)
     headers = [(b"content-type", b"application/json")]
@@ -117,8 +144,9 @@ def test_the_right_token_reaches_the_app() -> None:
     assert reached == ["/mcp"]
 
 
-def test_the_cgroup_traversal_over_mcp_leaks_nothing(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cgroup_traversal_over_mcp_leaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "shadow"
     secret.write_text(SECRET + "\n")
     root = tmp_path / "cg"
@@ -129,10 +157,12 @@ def test_the_cgroup_traversal_over_mcp_leaks_nothing(tmp_path: Path,
     async def main() -> None:
         async with Client(build()) as client:
             for path in ("x", "../../../tmp/x"):
-                result = await client.call_tool("profile_workload", {"cgroup": path,
-                                                                     "duration_s": 0.5})
+                result = await client.call_tool(
+                    "profile_workload", {"cgroup": path, "duration_s": 0.5}
+                )
                 text = "".join(getattr(c, "text", "") for c in result.content)
                 assert result.is_error and "refused" in text and "SECRET" not in text, text
+
     anyio.run(main)
 
 
@@ -146,4 +176,5 @@ def test_an_unexpected_error_reaches_the_model_without_its_text() -> None:
             result = await client.call_tool("status", {})
             text = "".join(getattr(c, "text", "") for c in result.content)
             assert result.is_error and "SECRET" not in text and "internal error" in text
+
     anyio.run(main)

@@ -23,10 +23,24 @@ from mcp_server.server import build
 from schedagent import ops
 from schedagent.policy import repo
 
-TOOLS = {"system_snapshot", "profile_workload", "runqueue_latency", "list_policies",
-         "show_policy", "verify_policy", "load_policy", "prebuild",
-         "unquarantine", "list_workloads", "benchmark", "bench_suite", "tune", "status",
-         "rollback", "history"}
+TOOLS = {
+    "system_snapshot",
+    "profile_workload",
+    "runqueue_latency",
+    "list_policies",
+    "show_policy",
+    "verify_policy",
+    "load_policy",
+    "prebuild",
+    "unquarantine",
+    "list_workloads",
+    "benchmark",
+    "bench_suite",
+    "tune",
+    "status",
+    "rollback",
+    "history",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +68,7 @@ def _in_memory(body: Callable[[Client], Awaitable[None]]) -> None:
     async def main() -> None:
         async with Client(build()) as client:
             await body(client)
+
     anyio.run(main)
 
 
@@ -69,6 +84,7 @@ def test_every_tool_is_listed_with_a_typed_schema() -> None:
         assert load["required"] == ["policy"]
         assert load["properties"]["duration_s"]["maximum"] == 600
         assert all(t.description for t in listed.values())
+
     _in_memory(body)
 
 
@@ -84,10 +100,11 @@ def test_read_only_tools_answer_on_a_host_without_sched_ext() -> None:
         names = [p["name"] for p in pols.structured_content["policies"]]
         assert names == repo.builtin_names()
         shown = await client.call_tool("show_policy", {"name": "target"})
-        assert "SEC(\"struct_ops" in shown.structured_content["source_text"] or \
-            "struct_ops" in shown.structured_content["source_text"]
-        prof = await client.call_tool("profile_workload", {"pid": sleeper.pid,
-                                                           "duration_s": 0.5})
+        assert (
+            'SEC("struct_ops' in shown.structured_content["source_text"]
+            or "struct_ops" in shown.structured_content["source_text"]
+        )
+        prof = await client.call_tool("profile_workload", {"pid": sleeper.pid, "duration_s": 0.5})
         assert not prof.is_error, _text(prof)
         assert prof.structured_content["class"] == "interactive"  # a sleeping process
 
@@ -98,29 +115,37 @@ def test_read_only_tools_answer_on_a_host_without_sched_ext() -> None:
         sleeper.wait()
 
 
-@pytest.mark.parametrize(("tool", "args", "expect"), [
-    ("show_policy", {"name": "nope"}, "valid choices: batch, fifo"),
-    ("profile_workload", {"pid": 0}, "greater than or equal to 1"),
-    ("profile_workload", {"pid": 1, "cgroup": "x"}, "exactly one of pid or cgroup"),
-    ("profile_workload", {"pid": 4_099_999, "duration_s": 0.5}, "does not exist"),
-    ("profile_workload", {"pid": 1, "duration_s": 1e9}, "less than or equal to 600"),
-    ("verify_policy", {}, "exactly one of name"),
-    ("verify_policy", {"name": "vtime", "tunables": {"slice_ns": "big"}}, "valid integer"),
-    ("load_policy", {"policy": "vtime", "pid": SLEEPER}, "has not passed verification"),
-    ("load_policy", {"policy": "0123456789abcdef0123", "pid": SLEEPER},
-     "call verify_policy first"),
-    ("load_policy", {"pid": SLEEPER}, "policy"),
-    ("benchmark", {"workload": "nope", "policy": "vtime"}, "valid choices: jobset"),
-    ("history", {"limit": 0}, "greater than or equal to 1"),
-])
-def test_bad_arguments_are_tool_errors_that_say_what_to_do(tool: str, args: dict[str, Any],
-                                                          expect: str, sleeper: int) -> None:
+@pytest.mark.parametrize(
+    ("tool", "args", "expect"),
+    [
+        ("show_policy", {"name": "nope"}, "valid choices: batch, fifo"),
+        ("profile_workload", {"pid": 0}, "greater than or equal to 1"),
+        ("profile_workload", {"pid": 1, "cgroup": "x"}, "exactly one of pid or cgroup"),
+        ("profile_workload", {"pid": 4_099_999, "duration_s": 0.5}, "does not exist"),
+        ("profile_workload", {"pid": 1, "duration_s": 1e9}, "less than or equal to 600"),
+        ("verify_policy", {}, "exactly one of name"),
+        ("verify_policy", {"name": "vtime", "tunables": {"slice_ns": "big"}}, "valid integer"),
+        ("load_policy", {"policy": "vtime", "pid": SLEEPER}, "has not passed verification"),
+        (
+            "load_policy",
+            {"policy": "0123456789abcdef0123", "pid": SLEEPER},
+            "call verify_policy first",
+        ),
+        ("load_policy", {"pid": SLEEPER}, "policy"),
+        ("benchmark", {"workload": "nope", "policy": "vtime"}, "valid choices: jobset"),
+        ("history", {"limit": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_bad_arguments_are_tool_errors_that_say_what_to_do(
+    tool: str, args: dict[str, Any], expect: str, sleeper: int
+) -> None:
     args = {k: sleeper if v == SLEEPER else v for k, v in args.items()}
 
     async def body(client: Client) -> None:
         result = await client.call_tool(tool, args)
         assert result.is_error, _text(result)
         assert expect in _text(result), _text(result)
+
     _in_memory(body)
 
 
@@ -131,6 +156,7 @@ def test_unverified_source_is_refused_and_oversized_source_is_rejected(sleeper: 
         assert staged.is_error and "verify_policy" in _text(staged)
         huge = await client.call_tool("verify_policy", {"source": "x" * (65 * 1024)})
         assert huge.is_error and "limit is 65536" in _text(huge)
+
     _in_memory(body)
 
 
@@ -146,15 +172,21 @@ def test_resources_expose_the_repository_and_reports() -> None:
         assert {"schedagent://policies", "schedagent://reports/last"} <= uris
         one = await client.read_resource("schedagent://policies/latency")
         assert json.loads(one.contents[0].text)["name"] == "latency"
+
     _in_memory(body)
 
 
 def test_stdio_server_speaks_mcp_to_the_sdk_client(tmp_path: Path, sleeper: int) -> None:
     """`schedagent mcp` as a subprocess, driven by the SDK's stdio client."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "schedagent", "mcp", "--transport", "stdio"],
-        env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
-             "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock")})
+        command=sys.executable,
+        args=["-m", "schedagent", "mcp", "--transport", "stdio"],
+        env={
+            **os.environ,
+            "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
+            "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock"),
+        },
+    )
 
     async def main() -> None:
         async with Client(params) as client:
@@ -162,15 +194,21 @@ def test_stdio_server_speaks_mcp_to_the_sdk_client(tmp_path: Path, sleeper: int)
             assert names == TOOLS
             status = await client.call_tool("status", {})
             assert not status.is_error and "sched_ext" in status.structured_content
-            bad = await client.call_tool("load_policy", {"policy": "fifo", "pid": sleeper,
-                                                         "duration_s": 5})
+            bad = await client.call_tool(
+                "load_policy", {"policy": "fifo", "pid": sleeper, "duration_s": 5}
+            )
             assert bad.is_error and "has not passed verification" in _text(bad)
             hist = await client.call_tool("history", {"limit": 5})
             assert not hist.is_error
+
     anyio.run(main)
 
 
 def test_bad_transport_is_a_clear_cli_error() -> None:
-    out = subprocess.run([sys.executable, "-m", "schedagent", "mcp", "--transport", "pigeon"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "schedagent", "mcp", "--transport", "pigeon"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode != 0 and "valid choices are stdio and http" in out.stderr

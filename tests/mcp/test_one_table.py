@@ -30,6 +30,7 @@ def _mcp_schemas() -> dict[str, dict[str, Any]]:
     async def main() -> dict[str, dict[str, Any]]:
         async with Client(build()) as client:
             return {t.name: t.input_schema for t in (await client.list_tools()).tools}
+
     return anyio.run(main)
 
 
@@ -63,14 +64,16 @@ def test_mcp_and_llm_schemas_of_one_operation_come_from_one_model() -> None:
 
 
 def _bench_result(workload: str) -> BenchResult:
-    res = BenchResult(workload, "latency-critical", "p99_request_latency", "eevdf", 0.95, 4,
-                      True, 0)
+    res = BenchResult(
+        workload, "latency-critical", "p99_request_latency", "eevdf", 0.95, 4, True, 0
+    )
     res.arms.append(ArmResult("vtime", "default", 4, 0, "better", "faster"))
     return res
 
 
 def test_a_benchmark_is_recorded_whichever_front_end_runs_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The MCP resource filtered for `bench` events that nothing recorded: only the CLI
     wrote bench files. The operation records them now, so MCP sees its own runs."""
     asked: list[tuple[str, list[Any]]] = []
@@ -78,16 +81,19 @@ def test_a_benchmark_is_recorded_whichever_front_end_runs_it(
     def fake_compare(workload: str, arms: list[Any], runs: int = 5, **kw: Any) -> BenchResult:
         asked.append((workload, arms))
         return _bench_result(workload)
+
     monkeypatch.setattr(services, "bench_compare", fake_compare)
 
     async def main() -> dict[str, Any]:
         async with Client(build()) as client:
-            ran = await client.call_tool("benchmark", {"workload": "wakelat",
-                                                       "policies": ["vtime"], "runs": 4})
+            ran = await client.call_tool(
+                "benchmark", {"workload": "wakelat", "policies": ["vtime"], "runs": 4}
+            )
             assert not ran.is_error, ran.content
             last = await client.read_resource("schedagent://reports/last")
             text = getattr(last.contents[0], "text", "")
             return {"ran": ran.structured_content, "last": json.loads(text)}
+
     got = anyio.run(main)
     ran = got["ran"]
     assert [a.policy for a in asked[0][1]] == ["vtime"]

@@ -28,21 +28,31 @@ from tests.adversarial.corpus import HOST_INCLUDE, Case, cases
 
 CASES = cases()
 #: What the toolchain passes on a 7.2 kernel (compat_defines() reads them from its BTF).
-HOST_FLAGS = [*toolchain.CFLAGS, "-DSA_HAVE_scx_bpf_dsq_insert=1",
-              "-DSA_HAVE_scx_bpf_dsq_insert_vtime=1", "-DSA_HAVE_scx_bpf_dsq_move_to_local=1",
-              "-DSA_HAVE_scx_bpf_now=1", "-DSA_HAVE_scx_bpf_task_set_dsq_vtime=1",
-              "-DSA_HAVE_scx_bpf_select_cpu_dfl=1", "-DSA_MOVE_TO_LOCAL_NARGS=1"]
+HOST_FLAGS = [
+    *toolchain.CFLAGS,
+    "-DSA_HAVE_scx_bpf_dsq_insert=1",
+    "-DSA_HAVE_scx_bpf_dsq_insert_vtime=1",
+    "-DSA_HAVE_scx_bpf_dsq_move_to_local=1",
+    "-DSA_HAVE_scx_bpf_now=1",
+    "-DSA_HAVE_scx_bpf_task_set_dsq_vtime=1",
+    "-DSA_HAVE_scx_bpf_select_cpu_dfl=1",
+    "-DSA_MOVE_TO_LOCAL_NARGS=1",
+]
 #: Small enough that the macro bomb trips quickly on the host.
 HOST_LIMITS = toolchain.CompileLimits(timeout_s=60, cpu_s=40, address_space_bytes=1 << 30)
 
 needs_clang = pytest.mark.skipif(
     shutil.which("clang") is None or not Path("/usr/include/bpf/bpf_helpers.h").exists(),
-    reason="needs clang and libbpf-dev on the host: sh scripts/install-host-deps.sh")
+    reason="needs clang and libbpf-dev on the host: sh scripts/install-host-deps.sh",
+)
 
 
 def _box() -> toolchain.IncludeBox:
-    return toolchain.IncludeBox(HOST_INCLUDE / "vmlinux.h", toolchain.libbpf_headers(),
-                                toolchain.BPF_INCLUDE_DIR / "schedagent")
+    return toolchain.IncludeBox(
+        HOST_INCLUDE / "vmlinux.h",
+        toolchain.libbpf_headers(),
+        toolchain.BPF_INCLUDE_DIR / "schedagent",
+    )
 
 
 def _compile(path: Path, out_dir: Path) -> Path:
@@ -90,8 +100,9 @@ def test_every_trick_has_a_corpus_file() -> None:
 
 @needs_clang
 @pytest.mark.parametrize("case", [c for c in CASES if c.exit_code], ids=lambda c: c.name)
-def test_corpus_file_is_refused_naming_what_was_found(case: Case, tmp_path: Path,
-                                                      kernel: objcheck.KernelView) -> None:
+def test_corpus_file_is_refused_naming_what_was_found(
+    case: Case, tmp_path: Path, kernel: objcheck.KernelView
+) -> None:
     err = _verify(case, tmp_path, kernel)
     assert err is not None, f"{case.name} passed every gate"
     assert err.exit_code == case.exit_code, str(err)
@@ -104,14 +115,20 @@ def test_honest_scheduler_passes_every_gate(tmp_path: Path, kernel: objcheck.Ker
     assert check_source(honest.path.read_text()).ops_name == "honest"
     report = objcheck.check_object(_compile(honest.path, tmp_path), "honest", kernel)
     assert report.ops_var == "honest_ops"
-    assert set(report.programs) == {"honest_select_cpu", "honest_enqueue", "honest_dispatch",
-                                    "honest_init", "honest_exit"}
+    assert set(report.programs) == {
+        "honest_select_cpu",
+        "honest_enqueue",
+        "honest_dispatch",
+        "honest_init",
+        "honest_exit",
+    }
     assert "scx_bpf_dsq_insert" in report.kfuncs and report.maps == ("sa_stats",)
 
 
 @needs_clang
-def test_kfunc_missing_from_the_running_kernel_is_refused(tmp_path: Path,
-                                                          kernel: objcheck.KernelView) -> None:
+def test_kfunc_missing_from_the_running_kernel_is_refused(
+    tmp_path: Path, kernel: objcheck.KernelView
+) -> None:
     honest = next(c for c in CASES if c.name == "honest")
     older = objcheck.KernelView(kernel.funcs - {"scx_bpf_create_dsq"}, kernel.ops_layout)
     with pytest.raises(ObjectRejection) as caught:
@@ -157,7 +174,8 @@ def test_loader_refuses_an_ops_layout_unlike_the_kernels() -> None:
 
 
 def test_staged_sources_are_capped_and_the_oldest_evicted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     from schedagent import services
@@ -176,7 +194,8 @@ def test_staged_sources_are_capped_and_the_oldest_evicted(
 
 @needs_clang
 def test_object_check_refuses_forged_btf_even_without_the_box(
-        tmp_path: Path, kernel: objcheck.KernelView) -> None:
+    tmp_path: Path, kernel: objcheck.KernelView
+) -> None:
     """The IR check stops asm; the object check must still refuse the object it made."""
     import subprocess
 
@@ -191,8 +210,11 @@ def test_object_check_refuses_forged_btf_even_without_the_box(
     (inc / "bpf").symlink_to(toolchain.libbpf_headers())
     (inc / "schedagent").symlink_to(toolchain.BPF_INCLUDE_DIR / "schedagent")
     obj = tmp_path / "forge.bpf.o"
-    subprocess.run(["clang", *HOST_FLAGS, "-nostdinc", "-isystem", str(inc), "-c", str(src),
-                    "-o", str(obj)], check=True, capture_output=True)
+    subprocess.run(
+        ["clang", *HOST_FLAGS, "-nostdinc", "-isystem", str(inc), "-c", str(src), "-o", str(obj)],
+        check=True,
+        capture_output=True,
+    )
     with pytest.raises(ObjectRejection) as caught:
         objcheck.check_object(obj, "forge", kernel)
     assert caught.value.rule == "malformed BTF"

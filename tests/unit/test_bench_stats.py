@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from schedagent.bench.stats import bootstrap_ratio_ci, compare, holm, mann_whitney_p, min_attainable_p, min_windows
+from schedagent.bench.stats import (
+    bootstrap_ratio_ci,
+    compare,
+    holm,
+    mann_whitney_p,
+    min_attainable_p,
+    min_windows,
+)
 
 
 def test_false_positive_rate_is_at_most_five_percent() -> None:
@@ -91,8 +98,12 @@ def test_too_few_samples_to_reach_alpha_is_insufficient_not_a_tie(n: int) -> Non
     base, cand = [10.0 + i for i in range(n)], [1.0 + i for i in range(n)]
     assert compare(base, cand, "lower").verdict == "insufficient"
     more = 4 - n
-    assert compare(base + [13.0 + i for i in range(more)], cand + [4.0 + i for i in range(more)],
-                   "lower").verdict == "better"
+    assert (
+        compare(
+            base + [13.0 + i for i in range(more)], cand + [4.0 + i for i in range(more)], "lower"
+        ).verdict
+        == "better"
+    )
 
 
 def test_no_samples_is_an_error() -> None:

@@ -28,13 +28,15 @@ def test_every_builtin_workload_parses_and_names_its_directory() -> None:
     for wl in workload.all_workloads():
         assert wl.spec.primary.direction in ("lower", "higher")
         for level in wl.level_names():
-            argv = wl.argv(wl.spec.command, wl.variables(level, True, Path("/tmp/x"),
-                                                         Path("/bin/true")))
+            argv = wl.argv(
+                wl.spec.command, wl.variables(level, True, Path("/tmp/x"), Path("/bin/true"))
+            )
             assert all("{" not in a for a in argv), argv
 
 
 def test_a_missing_compiler_is_reported_as_tool_missing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 15: with no cc, gcc or clang on PATH, building a workload raises ToolMissing
     naming the compiler and the fix (it raised TypeError: ToolMissing got 2 of 3 arguments)."""
     monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path / "cache"))
@@ -79,13 +81,19 @@ def test_malformed_definitions_get_errors_naming_file_and_field(tmp_path: Path) 
     bad_yaml = _write(tmp_path, "name: [unclosed", "a")
     with pytest.raises(ConfigError, match=r"a/workload.yaml is not valid YAML"):
         workload.load(bad_yaml)
-    no_group = _write(tmp_path, GOOD.replace("name: demo", "name: b").replace(
-        "x=([0-9.]+)", "x=[0-9.]+"), "b")
+    no_group = _write(
+        tmp_path, GOOD.replace("name: demo", "name: b").replace("x=([0-9.]+)", "x=[0-9.]+"), "b"
+    )
     with pytest.raises(ConfigError, match="needs one capturing group"):
         workload.load(no_group)
-    two_primary = _write(tmp_path, GOOD.replace("name: demo", "name: c").replace(
-        "metrics: [", "metrics: [{name: u, unit: s, direction: lower, primary: true, "
-        "regex: 'u=(1)'}, "), "c")
+    two_primary = _write(
+        tmp_path,
+        GOOD.replace("name: demo", "name: c").replace(
+            "metrics: [",
+            "metrics: [{name: u, unit: s, direction: lower, primary: true, regex: 'u=(1)'}, ",
+        ),
+        "c",
+    )
     with pytest.raises(ConfigError, match="exactly one metric must be primary"):
         workload.load(two_primary)
     wrong_dir = _write(tmp_path, GOOD, "elsewhere")
@@ -101,16 +109,23 @@ def test_extraction_from_perf_text_json_and_stress_ng_yaml(tmp_path: Path) -> No
     assert workload.extract_work_done(perf, PERF_OUT, {}) == "2 80"
 
     mixed = workload.resolve("mixed")
-    out = json.dumps({"completed": 300, "request_us": {"p50": 10.0, "p99": 99.5, "max": 150.0},
-                      "wakeup_us": {"p99": 40.0}})
+    out = json.dumps(
+        {
+            "completed": 300,
+            "request_us": {"p50": 10.0, "p99": 99.5, "max": 150.0},
+            "wakeup_us": {"p99": 40.0},
+        }
+    )
     (tmp_path / "hogs.yaml").write_text(
         "---\nmetrics:\n    - stressor: cpu\n      bogo-ops: 1000\n"
-        "      bogo-ops-per-second-real-time: 250.5\n")
+        "      bogo-ops-per-second-real-time: 250.5\n"
+    )
     values = workload.extract_metrics(mixed, out, {"tmp": str(tmp_path)})
     assert values["p99_request_latency"] == 99.5 and values["hog_ops_per_s"] == 250.5
     # run alone (the floor), the hogs' metric is not expected
-    alone = workload.extract_metrics(mixed, out, {"tmp": str(tmp_path / "none")},
-                                     with_background=False)
+    alone = workload.extract_metrics(
+        mixed, out, {"tmp": str(tmp_path / "none")}, with_background=False
+    )
     assert "hog_ops_per_s" not in alone and alone["p50_request_latency"] == 10.0
     with pytest.raises(workload.ExtractError, match="was not written"):
         workload.extract_metrics(mixed, out, {"tmp": str(tmp_path / "none")})
@@ -166,8 +181,9 @@ def test_markdown_and_png_report(tmp_path: Path) -> None:
     wl = workload.resolve("messaging")
     base = [_rec("eevdf", 1.0 + i / 100) for i in range(5)]
     cand = [_rec("vtime", 0.8 + i / 100) for i in range(5)]
-    result = runner.BenchResult("messaging", "messaging", "completion_time", "eevdf", 0.95, 5,
-                                True, 0, records=base + cand)
+    result = runner.BenchResult(
+        "messaging", "messaging", "completion_time", "eevdf", 0.95, 5, True, 0, records=base + cand
+    )
     result.arms.append(runner.judge(wl, "default", "vtime", base, cand, [], 0.95))
     result.baseline_medians["default"] = {"completion_time": 1.02}
     md = report.markdown([result])
@@ -179,5 +195,5 @@ def test_markdown_and_png_report(tmp_path: Path) -> None:
     width, height = _png_size(data)
     assert width == 1100 and height > 100
     # the image is not blank: decompressed rows hold more than the background colour
-    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     assert set(zlib.decompress(idat)) - {0, 255}

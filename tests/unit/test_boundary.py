@@ -29,7 +29,6 @@ import psutil
 import pytest
 
 from schedagent import ops, services
-from schedagent.execution import engine
 from schedagent.daemon import config, matcher
 from schedagent.daemon.socketapi import ApiClient, ApiServer
 from schedagent.errors import (
@@ -40,9 +39,10 @@ from schedagent.errors import (
     TargetGone,
     TargetRefused,
 )
+from schedagent.execution import engine
 from schedagent.kernel import cgroupfs, emergency, partial, procstat
-from schedagent.store import Store
 from schedagent.models import Target
+from schedagent.store import Store
 
 SECRET = "root:$6$SECRET-HASH-issue12$:19000:0:99999:7:::"
 
@@ -88,11 +88,27 @@ def test_a_real_cgroup_is_read(cgroot: Path) -> None:
     assert cgroupfs.read_ids("/ok/") == [123, 456]
 
 
-@pytest.mark.parametrize("path", ["evil", "evil2", "link", "link/", "notids", "../../../tmp/x",
-                                  "ok/../evil", "ok/../../outside", "../outside", "ok/./x",
-                                  "a//b", "ok\x00", ".."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "evil",
+        "evil2",
+        "link",
+        "link/",
+        "notids",
+        "../../../tmp/x",
+        "ok/../evil",
+        "ok/../../outside",
+        "../outside",
+        "ok/./x",
+        "a//b",
+        "ok\x00",
+        "..",
+    ],
+)
 def test_a_cgroup_path_that_leaves_the_cgroup_fs_is_refused_without_leaking(
-        cgroot: Path, path: str) -> None:
+    cgroot: Path, path: str
+) -> None:
     """Issue 12: symlinks, `..` and non-id files are refused; the secret never shows."""
     with pytest.raises(TargetRefused) as err:
         cgroupfs.read_ids(path)
@@ -112,14 +128,12 @@ def test_errors_do_not_tell_whether_a_path_outside_exists(cgroot: Path) -> None:
 
 
 @pytest.mark.parametrize("op", ["profile_workload", "runqueue_latency"])
-def test_the_traversal_attack_through_the_operations_leaks_nothing(cgroot: Path,
-                                                                   op: str) -> None:
+def test_the_traversal_attack_through_the_operations_leaks_nothing(cgroot: Path, op: str) -> None:
     """The issue's exploit: cgroup "../../../tmp/x" with x/cgroup.procs -> /etc/shadow."""
     for path in ("evil", "../../../" + str(cgroot.parent / "evil").lstrip("/"), "notids"):
         with pytest.raises(SchedagentError) as err:
             ops.call(op, {"cgroup": path, "duration_s": 0.5}, "test")
         assert "SECRET" not in str(err.value), str(err.value)
-
 
 
 @contextlib.contextmanager
@@ -133,22 +147,22 @@ def _api(tmp_path: Path, handler: Any, **kw: Any) -> Iterator[Path]:
         server.stop()
 
 
-def test_the_traversal_attack_over_the_daemon_socket_leaks_nothing(cgroot: Path,
-                                                                   tmp_path: Path) -> None:
-    with _api(tmp_path, ops.call) as sock:
-        with pytest.raises(SchedagentError) as err:
-            ApiClient(sock).call("profile_workload", {"cgroup": "evil", "duration_s": 0.5})
+def test_the_traversal_attack_over_the_daemon_socket_leaks_nothing(
+    cgroot: Path, tmp_path: Path
+) -> None:
+    with _api(tmp_path, ops.call) as sock, pytest.raises(SchedagentError) as err:
+        ApiClient(sock).call("profile_workload", {"cgroup": "evil", "duration_s": 0.5})
     assert "SECRET" not in str(err.value) and "refused" in str(err.value)
 
 
 def test_an_unexpected_error_reaches_a_socket_client_without_its_text(tmp_path: Path) -> None:
     """The socket once replied with repr(err): whatever the error quoted went out."""
+
     def handler(op: str, args: dict[str, Any], actor: str) -> dict[str, Any]:
         raise ValueError(f"invalid literal for int() with base 10: {SECRET!r}")
 
-    with _api(tmp_path, handler) as sock:
-        with pytest.raises(SchedagentError) as err:
-            ApiClient(sock).call("status", {})
+    with _api(tmp_path, handler) as sock, pytest.raises(SchedagentError) as err:
+        ApiClient(sock).call("status", {})
     assert "SECRET" not in str(err.value) and "InternalError" in str(err.value)
     assert "daemon's log" in str(err.value)
 
@@ -178,8 +192,9 @@ def _kernel_thread() -> int | None:
     return None
 
 
-def test_pid_1_is_refused_as_a_canary_over_the_operations(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pid_1_is_refused_as_a_canary_over_the_operations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 12: MCP load_policy with pid 1 was accepted: a system-wide "canary"."""
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
     with pytest.raises(TargetRefused, match="other than init"):
@@ -199,8 +214,9 @@ def test_schedagent_itself_is_refused_as_a_canary() -> None:
         partial.check_pid(os.getpid(), canary=True)
 
 
-def test_a_nonexistent_pid_is_refused_before_anything_loads(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_nonexistent_pid_is_refused_before_anything_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
     with pytest.raises(TargetGone):
         ops.call("load_policy", {"policy": "vtime", "pid": 4_190_000}, "test")
@@ -222,8 +238,10 @@ def test_a_user_process_passes_and_a_strangers_process_is_invisible(sleeper: int
 def test_the_engine_refuses_pid_1_as_a_canary_before_loading(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.db")
     try:
-        with pytest.raises(TargetRefused), engine.session(
-                engine.RunRequest("vtime", {}, Target(pid=1)), store):
+        with (
+            pytest.raises(TargetRefused),
+            engine.session(engine.RunRequest("vtime", {}, Target(pid=1)), store),
+        ):
             pass
     finally:
         store.close()
@@ -306,14 +324,16 @@ print(s.makefile().readline().strip())
 
 
 def test_an_unauthorised_peer_gets_nothing_and_no_priority_change(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 12: each connection thread was raised to SCHED_FIFO before authorisation."""
     python = "/usr/bin/python3"
     if not Path(python).exists():
         pytest.skip("needs the system python3 to run a client as nobody")
     raised: list[str] = []
-    monkeypatch.setattr(procstat, "raise_priority",
-                        lambda: raised.append(threading.current_thread().name) or "x")
+    monkeypatch.setattr(
+        procstat, "raise_priority", lambda: raised.append(threading.current_thread().name) or "x"
+    )
     called: list[str] = []
 
     def handler(op: str, args: dict[str, Any], actor: str) -> dict[str, Any]:
@@ -326,8 +346,15 @@ def test_an_unauthorised_peer_gets_nothing_and_no_priority_change(
         cleanup.callback(shutil.rmtree, shared, True)
         path = cleanup.enter_context(_api(shared, handler))
         path.chmod(0o666)  # as if the file mode were loosened: SO_PEERCRED still refuses
-        out = subprocess.run([python, "-c", NOBODY_CLIENT, str(path)], capture_output=True,
-                             text=True, check=False, user=65534, group=65534, cwd="/")
+        out = subprocess.run(
+            [python, "-c", NOBODY_CLIENT, str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=65534,
+            group=65534,
+            cwd="/",
+        )
         reply = json.loads(out.stdout)
         assert reply["kind"] == "PermissionDenied" and "SECRET" not in out.stdout
         assert called == [] and raised == []
@@ -352,8 +379,7 @@ def test_a_decoy_of_another_user_is_not_matched(tmp_path: Path) -> None:
         root_match = config.Match(command=marker, user="root")
         assert matcher.find(root_match) == Target(pid=real.pid)
         # the same pattern for nobody's processes finds the decoy: the owner decides
-        assert matcher.find(config.Match(command=marker, user=65534)) == Target(
-            pid=decoy.pid)
+        assert matcher.find(config.Match(command=marker, user=65534)) == Target(pid=decoy.pid)
     finally:
         for proc in (decoy, real):
             if proc is not None:
@@ -368,20 +394,25 @@ def test_a_command_pattern_without_an_owner_is_refused(tmp_path: Path) -> None:
         config.load(path)
 
 
-@pytest.mark.parametrize(("pattern", "why"), [
-    (r"(a+)+$", "nest repeats"),
-    (r"(a*)*b", "nest repeats"),
-    (r"(?:x+y?)+z", "nest repeats"),
-    (r"(a|ab)*c", "repeat an alternation"),
-    (r"(a|aa)+$", "repeat an alternation"),
-    (r"(x)\1", "back-references"),
-    (r"a.*a.*x", "at most one is allowed"),
-])
-def test_a_catastrophic_regex_is_refused_at_config_load(tmp_path: Path, pattern: str,
-                                                        why: str) -> None:
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        (r"(a+)+$", "nest repeats"),
+        (r"(a*)*b", "nest repeats"),
+        (r"(?:x+y?)+z", "nest repeats"),
+        (r"(a|ab)*c", "repeat an alternation"),
+        (r"(a|aa)+$", "repeat an alternation"),
+        (r"(x)\1", "back-references"),
+        (r"a.*a.*x", "at most one is allowed"),
+    ],
+)
+def test_a_catastrophic_regex_is_refused_at_config_load(
+    tmp_path: Path, pattern: str, why: str
+) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(json.dumps({"targets": [{"name": "a", "match": {
-        "command": pattern, "user": "root"}}]}))
+    path.write_text(
+        json.dumps({"targets": [{"name": "a", "match": {"command": pattern, "user": "root"}}]})
+    )
     with pytest.raises(ConfigError) as err:
         config.load(path)
     assert why in str(err.value), str(err.value)
@@ -396,8 +427,9 @@ def test_an_ordinary_pattern_is_accepted_and_the_subject_is_bounded() -> None:
 # --- LLM budgets --------------------------------------------------------------------------
 
 
-def _llm_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-               world: Any = None) -> tuple[Any, Store, Any]:
+def _llm_setup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: Any = None
+) -> tuple[Any, Store, Any]:
     from tests.unit.test_llm_agent import RUNQ, agent_loop
     from tests.unit.test_tune_loop import World
 
@@ -406,15 +438,21 @@ def _llm_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 def _many(name: str, args: dict[str, Any], n: int) -> dict[str, Any]:
-    return {"content": [{"type": "tool_use", "id": f"u{i}", "name": name, "input": args}
-                        for i in range(n)],
-            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 10}}
+    return {
+        "content": [
+            {"type": "tool_use", "id": f"u{i}", "name": name, "input": args} for i in range(n)
+        ],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 10, "output_tokens": 10},
+    }
 
 
 def test_fifty_tool_calls_in_one_response_run_at_most_the_budget(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 12: the budget was checked between responses: 50 calls ran with budget 5."""
     from schedagent.agent import llm
+
     loop, _store, rep = _llm_setup(tmp_path, monkeypatch)
     ran: list[str] = []
     original = llm.Tools.call
@@ -432,26 +470,40 @@ def test_fifty_tool_calls_in_one_response_run_at_most_the_budget(
     assert rep.decision is not None and rep.decision.policy == "eevdf"
 
 
-def test_forty_verify_calls_stop_at_the_verify_budget(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forty_verify_calls_stop_at_the_verify_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 12: 40 verify calls (clang + verifier each) ran with a synthesis budget of 3."""
     from schedagent.agent import llm
     from tests.unit.test_llm_agent import RUNQ
     from tests.unit.test_tune_loop import World
 
-    world = World(RUNQ, {})   # its verify stands in for clang and the kernel verifier
+    world = World(RUNQ, {})  # its verify stands in for clang and the kernel verifier
     loop, _store, _rep = _llm_setup(tmp_path, monkeypatch, world)
     compiled = world.verified
-    script = [_many("verify", {"policy": "vtime"}, 40),
-              {"content": [{"type": "tool_use", "id": "f", "name": "finish",
-                            "input": {"policy": "eevdf", "reasoning": "r"}}],
-               "usage": {"input_tokens": 1, "output_tokens": 1}}]
+    script = [
+        _many("verify", {"policy": "vtime"}, 40),
+        {
+            "content": [
+                {
+                    "type": "tool_use",
+                    "id": "f",
+                    "name": "finish",
+                    "input": {"policy": "eevdf", "reasoning": "r"},
+                }
+            ],
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    ]
     transport = llm.ScriptedTransport(script)
-    llm.run(loop, transport, ["x"], llm.Budget(max_tool_calls=100, max_verify_calls=3),
-            model="m")
+    llm.run(loop, transport, ["x"], llm.Budget(max_tool_calls=100, max_verify_calls=3), model="m")
     assert len(compiled) == 3
-    results = [c for m in transport.requests[-1]["messages"]
-               if m["role"] == "user" and isinstance(m["content"], list) for c in m["content"]]
+    results = [
+        c
+        for m in transport.requests[-1]["messages"]
+        if m["role"] == "user" and isinstance(m["content"], list)
+        for c in m["content"]
+    ]
     refused = [r for r in results if r["is_error"]]
     assert len(refused) == 37 and "verify budget used (3 calls)" in refused[0]["content"]
 
@@ -491,24 +543,32 @@ class _BrokenStore(Store):
         raise sqlite3.OperationalError("attempt to write a readonly database")
 
 
-def test_a_store_failure_after_attach_detaches(tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_store_failure_after_attach_detaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 12: a store error between attach() and the guarded try left it attached."""
     from schedagent.kernel import scx
+
     log: list[str] = []
     obj = _FakeObj(log)
     policy = type("P", (), {"name": "vtime", "source_hash": lambda self: "h"})()
-    monkeypatch.setattr(engine, "_require_sched_ext",
-                        lambda: scx.ScxState(True, "disabled", None, 6, False, 0))
+    monkeypatch.setattr(
+        engine, "_require_sched_ext", lambda: scx.ScxState(True, "disabled", None, 6, False, 0)
+    )
     monkeypatch.setattr(engine, "_prepare", lambda *a: (policy, None, None, obj, {}))
     monkeypatch.setattr(engine, "attach", lambda o, opts, fill: _FakeSched(obj))
-    monkeypatch.setattr(engine, "KmsgReader", lambda: type(
-        "K", (), {"close": lambda self: log.append("kmsg.close")})())
+    monkeypatch.setattr(
+        engine,
+        "KmsgReader",
+        lambda: type("K", (), {"close": lambda self: log.append("kmsg.close")})(),
+    )
     monkeypatch.setattr(engine, "rollback", lambda sched: log.append("rollback"))
     store = _BrokenStore(tmp_path / "s.db")
     try:
-        with pytest.raises(sqlite3.OperationalError), engine.session(
-                engine.RunRequest("vtime", {}, switch_all=True), store):
+        with (
+            pytest.raises(sqlite3.OperationalError),
+            engine.session(engine.RunRequest("vtime", {}, switch_all=True), store),
+        ):
             raise AssertionError("the session must not start without its record")
     finally:
         store.close()
@@ -539,7 +599,8 @@ def test_a_corrupted_store_is_a_clear_error(corrupted_state: Path) -> None:
 
 
 def test_rollback_with_a_corrupted_store_uses_the_kernels_view(
-        corrupted_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corrupted_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(emergency, "SCX_ROOT", _scx_tree(tmp_path / "scx", "disabled"))
     result = services.rollback()
     assert result.action == "nothing active" and "store was not used" in result.note
@@ -561,13 +622,23 @@ time.sleep(60)
 
 @pytest.mark.parametrize("argv0", ["schedagent", "someone-elses-scheduler"])
 def test_rollback_without_a_store_signals_only_schedagents_link_holder(
-        corrupted_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        argv0: str) -> None:
+    corrupted_state: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv0: str
+) -> None:
     scx_root = _scx_tree(tmp_path / "scx", "enabled")
     monkeypatch.setattr(emergency, "SCX_ROOT", scx_root)
-    holder = subprocess.Popen(["/bin/bash", "-c", f'exec -a {argv0} "$0" "$@"', sys.executable,
-                               "-c", HOLDER, str(scx_root / "state")], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [
+            "/bin/bash",
+            "-c",
+            f'exec -a {argv0} "$0" "$@"',
+            sys.executable,
+            "-c",
+            HOLDER,
+            str(scx_root / "state"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         # the kernel's fdinfo names the holder of the struct_ops link
@@ -578,8 +649,11 @@ def test_rollback_without_a_store_signals_only_schedagents_link_holder(
             assert holder.poll() is None  # not ours: left alone
             return
         result = services.rollback()
-        assert result.action.startswith("SIGTERM to link holder") and result.state_after == \
-            "disabled" and "store was not used" in result.note
+        assert (
+            result.action.startswith("SIGTERM to link holder")
+            and result.state_after == "disabled"
+            and "store was not used" in result.note
+        )
         assert holder.wait(10) == 0
     finally:
         holder.kill()
@@ -589,19 +663,29 @@ def test_rollback_without_a_store_signals_only_schedagents_link_holder(
 
 
 def test_rollback_cli_works_with_a_corrupted_store_and_says_so(corrupted_state: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "schedagent", "rollback"], capture_output=True,
-                         text=True, check=False,
-                         env={**os.environ, "SCHEDAGENT_STATE_DIR": str(corrupted_state),
-                              "SCHEDAGENT_SOCKET": str(corrupted_state / "none.sock")})
-    if Path("/sys/kernel/sched_ext/state").exists() and "enabled" in Path(
-            "/sys/kernel/sched_ext/state").read_text():
+    out = subprocess.run(
+        [sys.executable, "-m", "schedagent", "rollback"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={
+            **os.environ,
+            "SCHEDAGENT_STATE_DIR": str(corrupted_state),
+            "SCHEDAGENT_SOCKET": str(corrupted_state / "none.sock"),
+        },
+    )
+    if (
+        Path("/sys/kernel/sched_ext/state").exists()
+        and "enabled" in Path("/sys/kernel/sched_ext/state").read_text()
+    ):
         pytest.skip("a scheduler is attached on this host; the fake-tree tests cover it")
     assert out.returncode == 0, out.stderr
     assert "rollback: nothing active" in out.stdout and "store was not used" in out.stdout
 
 
 def test_rollback_works_when_the_state_directory_is_read_only(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", "/proc/self")  # read-only, even for root
     monkeypatch.setattr(emergency, "SCX_ROOT", _scx_tree(tmp_path / "scx", "disabled"))
     result = services.rollback()
@@ -609,22 +693,34 @@ def test_rollback_works_when_the_state_directory_is_read_only(
 
 
 def test_sigterm_releases_every_target_when_the_store_is_broken(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The daemon's stop path: each policy detaches even if recording it fails."""
     from schedagent.daemon.service import Daemon, _Active
+
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path / "state"))
     path = tmp_path / "c.yaml"
-    path.write_text("targets: [{name: a, match: {command: x, user: root}}, "
-                    "{name: b, match: {command: y, user: root}}]\n"
-                    f"socket: {tmp_path / 'd.sock'}\n")
+    path.write_text(
+        "targets: [{name: a, match: {command: x, user: root}}, "
+        "{name: b, match: {command: y, user: root}}]\n"
+        f"socket: {tmp_path / 'd.sock'}\n"
+    )
     store = Store(tmp_path / "state" / "schedagent.db")
     daemon = Daemon(config.load(path), store)
     detached: list[str] = []
     for name, ts in daemon.targets.items():
         stack = contextlib.ExitStack()
         stack.callback(detached.append, name)  # what the engine's teardown does first
-        ts.active = _Active("vtime", "vtime", {}, None, 1.0, stack, None,  # type: ignore[arg-type]
-                            time.time())
+        ts.active = _Active(
+            "vtime",
+            "vtime",
+            {},
+            None,
+            1.0,
+            stack,
+            None,  # type: ignore[arg-type]
+            time.time(),
+        )
     store.close()  # every later write fails: sqlite3.ProgrammingError
     daemon._shutdown()
     assert sorted(detached) == ["a", "b"]
@@ -633,8 +729,13 @@ def test_sigterm_releases_every_target_when_the_store_is_broken(
 
 def test_the_unit_keeps_state_and_cache_private_and_bpffs_read_only() -> None:
     unit = (Path(__file__).resolve().parents[2] / "scripts" / "schedagent.service").read_text()
-    for line in ("StateDirectory=schedagent", "CacheDirectory=schedagent", "UMask=0077",
-                 "SCHEDAGENT_CACHE_DIR=/var/cache/schedagent", "ProtectControlGroups=yes"):
+    for line in (
+        "StateDirectory=schedagent",
+        "CacheDirectory=schedagent",
+        "UMask=0077",
+        "SCHEDAGENT_CACHE_DIR=/var/cache/schedagent",
+        "ProtectControlGroups=yes",
+    ):
         assert line in unit, line
     read_only = next(ln for ln in unit.splitlines() if ln.startswith("ReadOnlyPaths="))
     assert "/sys/fs/bpf" in read_only.split("=", 1)[1].split()

@@ -21,15 +21,20 @@ def _type(name_off: int, kind: int, vlen: int, size_or_type: int, flag: bool = F
 
 def _sample() -> bytes:
     strings = b"\0scx_bpf_dsq_move_to_local\0dsq\0flags\0SCX_OPS_SWITCH_PARTIAL\0scx_enq\0"
-    off = {s: strings.index(s.encode() + b"\0") for s in
-           ("scx_bpf_dsq_move_to_local", "dsq", "flags", "SCX_OPS_SWITCH_PARTIAL", "scx_enq")}
-    types = b"".join([
-        _type(0, 1, 0, 8) + struct.pack("<I", 64),                        # 1: INT u64
-        _type(0, 13, 2, 1) + struct.pack("<II", off["dsq"], 1)            # 2: FUNC_PROTO
-        + struct.pack("<II", off["flags"], 1),
-        _type(off["scx_bpf_dsq_move_to_local"], 12, 1, 2),                # 3: FUNC -> 2
-        _type(off["scx_enq"], 6, 1, 4) + struct.pack("<Ii", off["SCX_OPS_SWITCH_PARTIAL"], 8),
-    ])
+    off = {
+        s: strings.index(s.encode() + b"\0")
+        for s in ("scx_bpf_dsq_move_to_local", "dsq", "flags", "SCX_OPS_SWITCH_PARTIAL", "scx_enq")
+    }
+    types = b"".join(
+        [
+            _type(0, 1, 0, 8) + struct.pack("<I", 64),  # 1: INT u64
+            _type(0, 13, 2, 1)
+            + struct.pack("<II", off["dsq"], 1)  # 2: FUNC_PROTO
+            + struct.pack("<II", off["flags"], 1),
+            _type(off["scx_bpf_dsq_move_to_local"], 12, 1, 2),  # 3: FUNC -> 2
+            _type(off["scx_enq"], 6, 1, 4) + struct.pack("<Ii", off["SCX_OPS_SWITCH_PARTIAL"], 8),
+        ]
+    )
     return _blob(types, strings)
 
 
@@ -43,17 +48,22 @@ def test_parse_finds_funcs_arity_and_enums() -> None:
 
 def _sections_and_enums() -> bytes:
     strings = b"\0.rodata\0slice_ns\0nr_queues\0u64\0NEG\0BIG\0"
-    off = {s: strings.index(b"\0" + s.encode() + b"\0") + 1 for s in
-           (".rodata", "slice_ns", "nr_queues", "u64", "NEG", "BIG")}
-    types = b"".join([
-        _type(off["u64"], btf.KIND_INT, 0, 8) + struct.pack("<I", 64),          # 1: u64
-        _type(off["slice_ns"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),      # 2: VAR
-        _type(off["nr_queues"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),     # 3: VAR
-        _type(off[".rodata"], btf.KIND_DATASEC, 2, 16)                          # 4: DATASEC
-        + struct.pack("<III", 2, 0, 8) + struct.pack("<III", 3, 8, 8),
-        _type(0, btf.KIND_ENUM, 1, 4, flag=True) + struct.pack("<Ii", off["NEG"], -3),
-        _type(0, btf.KIND_ENUM64, 1, 8) + struct.pack("<III", off["BIG"], 5, 1),
-    ])
+    off = {
+        s: strings.index(b"\0" + s.encode() + b"\0") + 1
+        for s in (".rodata", "slice_ns", "nr_queues", "u64", "NEG", "BIG")
+    }
+    types = b"".join(
+        [
+            _type(off["u64"], btf.KIND_INT, 0, 8) + struct.pack("<I", 64),  # 1: u64
+            _type(off["slice_ns"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),  # 2: VAR
+            _type(off["nr_queues"], btf.KIND_VAR, 0, 1) + struct.pack("<I", 1),  # 3: VAR
+            _type(off[".rodata"], btf.KIND_DATASEC, 2, 16)  # 4: DATASEC
+            + struct.pack("<III", 2, 0, 8)
+            + struct.pack("<III", 3, 8, 8),
+            _type(0, btf.KIND_ENUM, 1, 4, flag=True) + struct.pack("<Ii", off["NEG"], -3),
+            _type(0, btf.KIND_ENUM64, 1, 8) + struct.pack("<III", off["BIG"], 5, 1),
+        ]
+    )
     return _blob(types, strings)
 
 

@@ -16,8 +16,15 @@ HOST_HAS_SCX = Path("/sys/kernel/sched_ext").exists()
 
 def _cli(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp), "SCHEDAGENT_CACHE_DIR": str(tmp)}
-    return subprocess.run([sys.executable, "-m", "schedagent", *args], capture_output=True,
-                          text=True, env=env, cwd=PROJECT, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "schedagent", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(HOST_HAS_SCX, reason="this host kernel has sched_ext")

@@ -29,8 +29,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 class FakeDaemon:
     """The socket's side, scripted: records what reached it, and how long a client waits."""
 
-    def __init__(self, path: Path, *, up: bool = True, fails: BaseException | None = None
-                 ) -> None:
+    def __init__(self, path: Path, *, up: bool = True, fails: BaseException | None = None) -> None:
         self.path, self.up, self.fails = path, up, fails
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.timeouts: list[float] = []
@@ -134,8 +133,13 @@ def _daemon_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     def handler(op: str, args: dict[str, Any], actor: str) -> dict[str, Any]:
         seen.append(op)
         if op == "daemon_status":
-            return {"pid": 4242, "mode": "observe", "uptime_s": 9.0, "rollbacks_total": 0,
-                    "targets": {"web": {"policy": "eevdf", "phase": "watching"}}}
+            return {
+                "pid": 4242,
+                "mode": "observe",
+                "uptime_s": 9.0,
+                "rollbacks_total": 0,
+                "targets": {"web": {"policy": "eevdf", "phase": "watching"}},
+            }
         return ops.call(op, args, actor)
 
     server = ApiServer(sock, "no-such-group-here", handler)
@@ -148,8 +152,15 @@ def _daemon_socket(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
 
 def _cli(*args: str, socket: Path, state: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state), "SCHEDAGENT_SOCKET": str(socket)}
-    return subprocess.run([sys.executable, "-m", "schedagent", *args], capture_output=True,
-                          text=True, env=env, cwd=PROJECT, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "schedagent", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=PROJECT,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_status_command_asks_a_running_daemon(tmp_path: Path) -> None:
@@ -166,7 +177,12 @@ def test_the_status_command_asks_a_running_daemon(tmp_path: Path) -> None:
 
 def test_a_local_command_does_not_ask_the_daemon(tmp_path: Path) -> None:
     with _daemon_socket(tmp_path) as (sock, seen):
-        out = _cli("policies", "verify", str(tmp_path / "missing.bpf.c"), socket=sock,
-                   state=tmp_path / "state")
+        out = _cli(
+            "policies",
+            "verify",
+            str(tmp_path / "missing.bpf.c"),
+            socket=sock,
+            state=tmp_path / "state",
+        )
     assert out.returncode == 14 and "missing.bpf.c" in out.stderr
     assert seen == []

@@ -45,41 +45,64 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "expect"), [
-    ("mode: [unclosed", "is not valid YAML"),
-    ("- a list", "must be a YAML mapping"),
-    ("mode: observe\n", "targets: Field required"),
-    ("mode: yolo\ntargets: [{name: a, match: {command: x, user: root}}]", "mode: Input should be"),
-    ("targets: [{name: a, match: {command: x, user: root, unit: a.service}}]",
-     "exactly one of unit"),
-    ("targets: [{name: a, match: {command: '(unclosed', user: root}}]",
-     "not a valid regular expression"),
-    ("targets: [{name: a, match: {unit: 'no spaces allowed'}}]", "match.unit"),
-    ("targets: [{name: a, match: {command: x, user: root}, slo: 'fast please'}]",
-     "expected METRIC<=VALUE"),
-    (("targets: [{name: a, match: {command: x, user: root}}, "
-     "{name: a, match: {command: y, user: root}}]"), "repeated: a"),
-    ("guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x, user: root}}]",
-     "guard.regression_ratio"),
-    ("targets: [{name: a, match: {command: x, user: root}}]\nbogus: 1", "bogus: Extra inputs"),
-])
-def test_bad_config_is_refused_with_the_field_and_the_problem(tmp_path: Path, text: str,
-                                                              expect: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("mode: [unclosed", "is not valid YAML"),
+        ("- a list", "must be a YAML mapping"),
+        ("mode: observe\n", "targets: Field required"),
+        (
+            "mode: yolo\ntargets: [{name: a, match: {command: x, user: root}}]",
+            "mode: Input should be",
+        ),
+        (
+            "targets: [{name: a, match: {command: x, user: root, unit: a.service}}]",
+            "exactly one of unit",
+        ),
+        (
+            "targets: [{name: a, match: {command: '(unclosed', user: root}}]",
+            "not a valid regular expression",
+        ),
+        ("targets: [{name: a, match: {unit: 'no spaces allowed'}}]", "match.unit"),
+        (
+            "targets: [{name: a, match: {command: x, user: root}, slo: 'fast please'}]",
+            "expected METRIC<=VALUE",
+        ),
+        (
+            (
+                "targets: [{name: a, match: {command: x, user: root}}, "
+                "{name: a, match: {command: y, user: root}}]"
+            ),
+            "repeated: a",
+        ),
+        (
+            "guard: {regression_ratio: 0.5}\ntargets: [{name: a, match: {command: x, user: root}}]",
+            "guard.regression_ratio",
+        ),
+        ("targets: [{name: a, match: {command: x, user: root}}]\nbogus: 1", "bogus: Extra inputs"),
+    ],
+)
+def test_bad_config_is_refused_with_the_field_and_the_problem(
+    tmp_path: Path, text: str, expect: str
+) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         config.load(_write(tmp_path, text))
     assert expect in str(err.value), str(err.value)
 
 
 def test_budgets_take_their_bounds_from_tune_and_their_defaults_from_the_daemon(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """One TuneBudget: a partial ``budgets:`` keeps the daemon's defaults for the rest,
     and a value out of TuneBudget's bounds is refused by name."""
-    cfg = config.load(_write(tmp_path, "budgets: {rounds: 6}\n"
-                                       "targets: [{name: a, match: {unit: a.service}}]"))
+    cfg = config.load(
+        _write(tmp_path, "budgets: {rounds: 6}\ntargets: [{name: a, match: {unit: a.service}}]")
+    )
     assert (cfg.budgets.rounds, cfg.budgets.budget_s, cfg.budgets.max_evals) == (6, 300.0, 12)
     with pytest.raises(ConfigError) as err:
-        config.load(_write(tmp_path, "budgets: {rounds: 1}\n"
-                                     "targets: [{name: a, match: {unit: a.service}}]"))
+        config.load(
+            _write(tmp_path, "budgets: {rounds: 1}\ntargets: [{name: a, match: {unit: a.service}}]")
+        )
     assert "budgets.rounds" in str(err.value)
 
 
@@ -147,14 +170,28 @@ def test_a_user_without_the_group_is_refused(tmp_path: Path) -> None:
     try:
         with _api(shared) as sock:
             sock.chmod(0o666)
-            out = subprocess.run([python, "-c", NOBODY_CLIENT, str(sock)], capture_output=True,
-                                 text=True, check=False, user=65534, group=65534, cwd="/")
+            out = subprocess.run(
+                [python, "-c", NOBODY_CLIENT, str(sock)],
+                capture_output=True,
+                text=True,
+                check=False,
+                user=65534,
+                group=65534,
+                cwd="/",
+            )
             assert out.returncode == 3, out.stderr
             assert "PermissionDenied" in out.stdout and "neither root nor in group" in out.stdout
             # with the file mode as the daemon sets it, the kernel refuses first
             sock.chmod(0o600)
-            out = subprocess.run([python, "-c", NOBODY_CLIENT, str(sock)], capture_output=True,
-                                 text=True, check=False, user=65534, group=65534, cwd="/")
+            out = subprocess.run(
+                [python, "-c", NOBODY_CLIENT, str(sock)],
+                capture_output=True,
+                text=True,
+                check=False,
+                user=65534,
+                group=65534,
+                cwd="/",
+            )
             assert out.returncode == 3 and "refused by file mode" in out.stdout, out.stderr
     finally:
         shutil.rmtree(shared, ignore_errors=True)
@@ -162,6 +199,7 @@ def test_a_user_without_the_group_is_refused(tmp_path: Path) -> None:
 
 def test_malformed_requests_get_errors_not_a_dead_daemon(tmp_path: Path) -> None:
     import socket as so
+
     with _api(tmp_path) as sock:
         for raw in (b"not json\n", b"[1, 2]\n", b'{"op": "x", "args": 3}\n'):
             with so.socket(so.AF_UNIX, so.SOCK_STREAM) as s:
@@ -188,21 +226,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_observe_mode_profiles_audits_notifies_systemd_and_stops_cleanly(
-        tmp_path: Path) -> None:
+def test_observe_mode_profiles_audits_notifies_systemd_and_stops_cleanly(tmp_path: Path) -> None:
     marker = f"schedagent-test-sleeper-{os.getpid()}"
-    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)",
-                               marker])
+    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", marker])
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(30)
     port = _free_port()
-    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
-           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock"),
-           "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}
+    env = {
+        **os.environ,
+        "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
+        "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock"),
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+        "WATCHDOG_USEC": "400000",
+    }
     cfg = _write(tmp_path, GOOD % marker + f"prometheus_port: {port}\n")
-    daemon = subprocess.Popen([sys.executable, "-m", "schedagent", "daemon", "--config",
-                               str(cfg)], env=env, stderr=subprocess.PIPE, text=True)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "schedagent", "daemon", "--config", str(cfg)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     messages: list[str] = []
     try:
         while not any(m.startswith("READY=1") for m in messages):
@@ -210,8 +254,7 @@ def test_observe_mode_profiles_audits_notifies_systemd_and_stops_cleanly(
         while "WATCHDOG=1" not in messages:  # pinged every WATCHDOG_USEC / 2
             messages.append(notify.recv(4096).decode())
         client = ApiClient(tmp_path / "d.sock")
-        _wait(lambda: client.call("daemon_status", {})["targets"]["sleeper"]["phase"]
-              == "observed")
+        _wait(lambda: client.call("daemon_status", {})["targets"]["sleeper"]["phase"] == "observed")
         status = client.call("daemon_status", {})
         assert status["targets"]["sleeper"]["selected"] == f"pid {target.pid}"
         assert status["targets"]["sleeper"]["policy"] == "eevdf"
@@ -248,8 +291,13 @@ def test_shipped_config_example_and_unit_file() -> None:
     cfg = config.load(root / "scripts" / "config.example.yaml")
     assert cfg.mode == "propose" and [t.name for t in cfg.targets] == ["web", "batch", "server"]
     unit = (root / "scripts" / "schedagent.service").read_text()
-    for line in ("Type=notify", "WatchdogSec=", "KillSignal=SIGTERM", "CAP_BPF",
-                 "NoNewPrivileges=yes"):
+    for line in (
+        "Type=notify",
+        "WatchdogSec=",
+        "KillSignal=SIGTERM",
+        "CAP_BPF",
+        "NoNewPrivileges=yes",
+    ):
         assert line in unit
 
 
@@ -257,16 +305,24 @@ def test_auto_mode_needs_sched_ext_and_says_so(tmp_path: Path) -> None:
     if Path("/sys/kernel/sched_ext").exists():
         pytest.skip("this kernel has sched_ext; the VM tests cover auto mode")
     cfg = _write(tmp_path, (GOOD % "x").replace("mode: observe", "mode: auto"))
-    out = subprocess.run([sys.executable, "-m", "schedagent", "daemon", "--config", str(cfg)],
-                         capture_output=True, text=True, check=False,
-                         env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "s")})
+    out = subprocess.run(
+        [sys.executable, "-m", "schedagent", "daemon", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "s")},
+    )
     assert out.returncode != 0 and "sched_ext" in out.stderr
 
 
 def test_cli_without_a_daemon_is_a_clear_error(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "schedagent", "approve", "3"],
-                         capture_output=True, text=True, check=False,
-                         env={**os.environ, "SCHEDAGENT_SOCKET": str(tmp_path / "none.sock")})
+    out = subprocess.run(
+        [sys.executable, "-m", "schedagent", "approve", "3"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SCHEDAGENT_SOCKET": str(tmp_path / "none.sock")},
+    )
     assert out.returncode != 0 and "no daemon socket" in out.stderr
 
 
@@ -274,8 +330,9 @@ def test_a_refused_client_gets_a_guardrail_error_class() -> None:
     assert issubclass(GuardrailViolation, SchedagentError)
 
 
-def test_status_answers_while_the_loop_holds_its_lock(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_answers_while_the_loop_holds_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A tune holds the loop's lock for minutes; the API must still answer."""
     import threading
 
@@ -308,24 +365,35 @@ def test_status_answers_while_the_loop_holds_its_lock(tmp_path: Path,
 def test_a_restarted_daemon_recovers_its_state_from_the_store(tmp_path: Path) -> None:
     """Rollback counts, backoff and pending proposals survive a SIGKILL and a restart."""
     marker = f"schedagent-test-restart-{os.getpid()}"
-    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)",
-                               marker])
+    target = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)", marker])
     state = tmp_path / "state"
     store = Store(state / "schedagent.db")
-    store.kv_set("target:sleeper", {"last_switch": time.time(), "rollbacks": {"lastserve": 1},
-                                    "backoff_until": time.time() + 600, "applied": None})
+    store.kv_set(
+        "target:sleeper",
+        {
+            "last_switch": time.time(),
+            "rollbacks": {"lastserve": 1},
+            "backoff_until": time.time() + 600,
+            "applied": None,
+        },
+    )
     proposal = store.add_proposal("sleeper", "latency", {"slice_ns": 2_000_000}, {"why": "x"})
     store.close()
-    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state),
-           "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock")}
+    env = {
+        **os.environ,
+        "SCHEDAGENT_STATE_DIR": str(state),
+        "SCHEDAGENT_SOCKET": str(tmp_path / "d.sock"),
+    }
     cfg = _write(tmp_path, GOOD % marker)
     procs = [target]
     try:
         for run in range(2):
             (tmp_path / "d.sock").unlink(missing_ok=True)
-            daemon = subprocess.Popen([sys.executable, "-m", "schedagent", "daemon",
-                                       "--config", str(cfg)], env=env,
-                                      stderr=subprocess.DEVNULL)
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "schedagent", "daemon", "--config", str(cfg)],
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
             procs.append(daemon)
             client = ApiClient(tmp_path / "d.sock")
             _wait(client.available)
@@ -352,6 +420,6 @@ def test_a_nicer_thread_may_wait_longer_before_it_counts_as_starved() -> None:
     # plain 2 s limit; at nice 5 a fair share is 1/3 of a nice-0 one, at nice 19 1/68
     assert starvation.allowed_wait_ms(2000, 0) == 2000
     assert starvation.allowed_wait_ms(2000, -20) == 2000  # never tighter than the limit
-    assert starvation.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25 ** 5)
+    assert starvation.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25**5)
     assert starvation.allowed_wait_ms(2000, 19) == 8000  # capped at 4x
     assert starvation.allowed_wait_ms(2000, 5) > 2671

@@ -34,9 +34,12 @@ def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _scan_with(proc: Path, before: dict[int, tuple[int, int, int]],
-               after: dict[int, tuple[int, int, int]],
-               monkeypatch: pytest.MonkeyPatch) -> starvation.Starvation:
+def _scan_with(
+    proc: Path,
+    before: dict[int, tuple[int, int, int]],
+    after: dict[int, tuple[int, int, int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> starvation.Starvation:
     """Scan over a window in which each tid's (wait_ns, slices, nice) goes before -> after."""
     for tid, (wait, slices, nice) in before.items():
         _thread(proc, tid, wait, slices, nice)
@@ -44,32 +47,42 @@ def _scan_with(proc: Path, before: dict[int, tuple[int, int, int]],
     def window(_s: float) -> None:
         for tid, (wait, slices, nice) in after.items():
             _thread(proc, tid, wait, slices, nice)
+
     monkeypatch.setattr(time, "sleep", window)
     return host.starvation_scan(1.0, 2000.0)
 
 
 def test_the_scan_names_the_thread_that_waited_longest_for_its_niceness(
-        proc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    worst = _scan_with(proc, {10: (0, 0, 0), 11: (0, 0, 19), 12: (0, 0, 0)},
-                       {10: (3000 * MS, 1, 0),    # 3 s per slice at nice 0: starved
-                        11: (6000 * MS, 1, 19),   # 6 s at nice 19: within its 8 s
-                        12: (10 * MS, 10, 0)},    # 1 ms per slice: fine
-                       monkeypatch)
+    proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worst = _scan_with(
+        proc,
+        {10: (0, 0, 0), 11: (0, 0, 19), 12: (0, 0, 0)},
+        {
+            10: (3000 * MS, 1, 0),  # 3 s per slice at nice 0: starved
+            11: (6000 * MS, 1, 19),  # 6 s at nice 19: within its 8 s
+            12: (10 * MS, 10, 0),
+        },  # 1 ms per slice: fine
+        monkeypatch,
+    )
     assert worst.wait_ms > worst.allowed_ms
     assert worst == (3000.0, 10, 2000.0)
 
 
 def test_a_nice_thread_within_its_allowance_is_not_starved(
-        proc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     worst = _scan_with(proc, {11: (0, 0, 19)}, {11: (6000 * MS, 1, 19)}, monkeypatch)
     assert worst.tid == 11 and worst.allowed_ms == 8000.0
     assert worst.wait_ms <= worst.allowed_ms
 
 
 def test_threads_born_during_the_window_and_quiet_ones_are_not_reported(
-        proc: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    worst = _scan_with(proc, {12: (0, 0, 0)}, {12: (5 * MS, 5, 0), 13: (9000 * MS, 1, 0)},
-                       monkeypatch)
+    proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worst = _scan_with(
+        proc, {12: (0, 0, 0)}, {12: (5 * MS, 5, 0), 13: (9000 * MS, 1, 0)}, monkeypatch
+    )
     assert worst == (0.0, None, 2000.0)
 
 

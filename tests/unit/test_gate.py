@@ -43,8 +43,11 @@ def test_plain_hand_written_scheduler_passes() -> None:
 
 
 def test_project_fixtures_pass() -> None:
-    names = {check_source(p.read_text()).ops_name for p in FIXTURES.glob("*.bpf.c")
-             if p.name != "gate_reject.bpf.c"}
+    names = {
+        check_source(p.read_text()).ops_name
+        for p in FIXTURES.glob("*.bpf.c")
+        if p.name != "gate_reject.bpf.c"
+    }
     assert names == {"minimal", "stall", "error", "verifier_reject", "lastserve"}
 
 
@@ -78,8 +81,10 @@ def test_tracing_program_section_is_rejected() -> None:
 
 
 def test_missing_enqueue_and_missing_ops_are_rejected() -> None:
-    assert _reject(PLAIN.replace("\t.enqueue = (void *)plain_enqueue,\n", "")).rule == \
-        "required ops missing"
+    assert (
+        _reject(PLAIN.replace("\t.enqueue = (void *)plain_enqueue,\n", "")).rule
+        == "required ops missing"
+    )
     no_ops = PLAIN.split('SEC(".struct_ops.link")')[0]
     assert _reject(no_ops).rule == "required ops missing"
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from schedagent.execution import measure as live
-from schedagent.kernel import partial, procstat
-from schedagent.profile.classify import features_from_window
+from schedagent.kernel import procstat
 from schedagent.models import Features, Slo, Target
+from schedagent.profile.classify import features_from_window
 
 # A shell-like loop (the target) runs jobs one after another; each job forks two workers
 # that burn CPU for 40 ms and exit, waits for them and exits: grandchildren, reaped by a
@@ -67,7 +67,7 @@ def test_exited_jobs_cpu_is_counted_once(job_loop: int) -> None:
     target = Target(pid=job_loop)
     before = _cpu_ns(job_loop)
     window = procstat.observe(target, 1.5)
-    truth_s = (_cpu_ns(job_loop) - before) / 1e9    # the tree's own CPU, by the kernel
+    truth_s = (_cpu_ns(job_loop) - before) / 1e9  # the tree's own CPU, by the kernel
     feats = features_from_window(window, procstat.read_topology())
     measured_s = feats.cpu_util * window.duration_s
     assert feats.cpu_util <= (os.cpu_count() or 1) * live.CPU_SLACK, feats
@@ -81,12 +81,13 @@ def test_a_job_set_is_measured_by_the_jobs_it_finished(job_loop: int) -> None:
     assert (metric.name, metric.direction) == ("jobs_per_s", "higher")
     sample = live.measure(Target(pid=job_loop), metric, 1.0)
     assert sample.invalid is None, sample.invalid
-    assert sample.value > 1.0   # about 3 processes per 40 ms job pair, minus the slow ones
+    assert sample.value > 1.0  # about 3 processes per 40 ms job pair, minus the slow ones
 
 
 def _feats(cpu_util: float, cpus: int) -> Features:
-    return Features(cpu_util, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, cpus, 1.0,
-                    None, None)
+    return Features(
+        cpu_util, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, cpus, 1.0, None, None
+    )
 
 
 def test_a_physically_impossible_window_is_invalid() -> None:

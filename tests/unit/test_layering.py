@@ -21,10 +21,21 @@ SOURCES = sorted([*(ROOT / "schedagent").rglob("*.py"), *(ROOT / "mcp_server").r
 
 REASONING = ("schedagent/agent/", "schedagent/profile/")
 FRONT_ENDS = ("schedagent/cli/", "schedagent/daemon/", "mcp_server/")
-REASONING_MAY_NOT = ("schedagent.kernel", "schedagent.execution", "schedagent.services",
-                     "schedagent.ops", "schedagent.cli", "schedagent.daemon", "mcp_server",
-                     "schedagent.bench.runner", "schedagent.bench.workload", "schedagent.sandbox",
-                     "psutil", "subprocess", "shutil")
+REASONING_MAY_NOT = (
+    "schedagent.kernel",
+    "schedagent.execution",
+    "schedagent.services",
+    "schedagent.ops",
+    "schedagent.cli",
+    "schedagent.daemon",
+    "mcp_server",
+    "schedagent.bench.runner",
+    "schedagent.bench.workload",
+    "schedagent.sandbox",
+    "psutil",
+    "subprocess",
+    "shutil",
+)
 FRONT_ENDS_MAY_NOT = ("schedagent.kernel",)
 
 
@@ -43,7 +54,7 @@ def _imports(tree: ast.AST, module: str) -> list[tuple[int, str]]:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.append((node.lineno, base))
             found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
     return found
@@ -61,10 +72,18 @@ def _forbidden(names: tuple[str, ...], imported: str) -> bool:
 def _violations(path: Path) -> list[str]:
     rel = _rel(path)
     tree = ast.parse(path.read_text(), filename=rel)
-    rules = (REASONING_MAY_NOT if rel.startswith(REASONING)
-             else FRONT_ENDS_MAY_NOT if rel.startswith(FRONT_ENDS) else ())
-    out = [f"{rel}:{line} imports {name}" for line, name in _imports(tree, _module(path))
-           if _forbidden(rules, name)]
+    rules = (
+        REASONING_MAY_NOT
+        if rel.startswith(REASONING)
+        else FRONT_ENDS_MAY_NOT
+        if rel.startswith(FRONT_ENDS)
+        else ()
+    )
+    out = [
+        f"{rel}:{line} imports {name}"
+        for line, name in _imports(tree, _module(path))
+        if _forbidden(rules, name)
+    ]
     if not rel.startswith("schedagent/kernel/"):
         out += [f"{rel}:{line} names {text!r}" for line, text in _system_paths(tree)]
     return sorted(set(out))
@@ -72,17 +91,23 @@ def _violations(path: Path) -> list[str]:
 
 def _system_paths(tree: ast.AST) -> list[tuple[int, str]]:
     """String literals and f-string heads that start with /proc or /sys."""
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                       ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr)
-                  and isinstance(node.body[0].value, ast.Constant)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     found = []
     for node in ast.walk(tree):
         head = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else node
-        if (isinstance(head, ast.Constant) and isinstance(head.value, str)
-                and id(head) not in docstrings
-                and head.value.startswith(("/proc", "/sys"))):
+        if (
+            isinstance(head, ast.Constant)
+            and isinstance(head.value, str)
+            and id(head) not in docstrings
+            and head.value.startswith(("/proc", "/sys"))
+        ):
             found.append((node.lineno, head.value))
     return found
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.execution import measure as live
 from schedagent.config import PROJECT_ROOT
 from schedagent.errors import ConfigError, FeatureMissing
-from schedagent.kernel import bccprobes, partial
+from schedagent.execution import measure as live
+from schedagent.kernel import bccprobes
 from schedagent.kernel.bccprobes import FINE_SLOTS, FineHistogram, Histogram, fine_edges
 from schedagent.models import Slo, Target
 
@@ -53,7 +53,7 @@ def _hist(values: list[int]) -> FineHistogram:
 
 
 def test_fine_percentile_is_within_a_slot_of_the_exact_one() -> None:
-    values = [100] * 980 + [5000] * 15 + [40000] * 5   # p99 falls in the 5 ms group
+    values = [100] * 980 + [5000] * 15 + [40000] * 5  # p99 falls in the 5 ms group
     p99 = _hist(values).percentile(99)
     assert 5000 * 0.875 <= p99 <= 5000 * 1.125
     assert _hist([100] * 1000).percentile(99) == pytest.approx(100, rel=0.125)
@@ -93,7 +93,8 @@ class _FakeProbe:
 
 
 def test_meter_reports_the_p99_of_each_window_and_skips_thin_ones(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fake = _FakeProbe([200] * 97 + [3000] * 3)
 
     @contextlib.contextmanager
@@ -115,7 +116,8 @@ def test_meter_reports_the_p99_of_each_window_and_skips_thin_ones(
 
 
 def test_meter_without_bcc_measures_the_cheap_counter_and_says_so(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     @contextlib.contextmanager
     def missing() -> Iterator[None]:
         raise FeatureMissing("bcc", "the python module 'bcc' is not importable", "install it")
@@ -134,23 +136,24 @@ def test_meter_without_bcc_measures_the_cheap_counter_and_says_so(
 
 def test_latency_log_yields_only_whole_lines_appended_since_the_last_read(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
-    path.write_text("0 0 99999.0\n")             # before tune started: never counted
+    path.write_text("0 0 99999.0\n")  # before tune started: never counted
     log = live.LatencyLog(path)
     with path.open("a") as fh:
-        fh.write("1 0 120.5\n2 1 80\nGET /x 200 latency=4000\n-\n3 1 7")   # last line half-written
+        fh.write("1 0 120.5\n2 1 80\nGET /x 200 latency=4000\n-\n3 1 7")  # last line half-written
     assert log.take() == [120.5, 80.0, 4000.0]
     assert log.malformed == 1
     with path.open("a") as fh:
         fh.write("00.0\n")
-    assert log.take() == [700.0]                  # the half line, once it was finished
-    path.write_text("4 0 10\n")                   # rotated: read from the start again
+    assert log.take() == [700.0]  # the half line, once it was finished
+    path.write_text("4 0 10\n")  # rotated: read from the start again
     assert log.take() == [10.0]
     path.unlink()
-    assert log.take() == []                       # removed: an empty window, no crash
+    assert log.take() == []  # removed: an empty window, no crash
 
 
-def test_a_flood_is_cut_to_its_newest_lines(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_flood_is_cut_to_its_newest_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(live, "MAX_LOG_BYTES_PER_WINDOW", 64)
     path = tmp_path / "access.log"
     path.write_text("")
@@ -158,18 +161,25 @@ def test_a_flood_is_cut_to_its_newest_lines(tmp_path: Path,
     path.write_text("".join(f"{i} 0 {i}.0\n" for i in range(100)))
     values = log.take()
     assert values and values[-1] == 99.0 and len(values) < 100
-    assert all(v >= 90 for v in values)           # the newest, starting at a line start
+    assert all(v >= 90 for v in values)  # the newest, starting at a line start
 
 
 def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     path.write_text("")
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "with open(sys.argv[1], 'a', buffering=1) as fh:\n"
-        "    for i in range(100000):\n"
-        "        fh.write(f'{i} 0 {5000 if i % 10 == 0 else 100}\\n'); time.sleep(0.001)\n"),
-        str(path)])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "with open(sys.argv[1], 'a', buffering=1) as fh:\n"
+                "    for i in range(100000):\n"
+                "        fh.write(f'{i} 0 {5000 if i % 10 == 0 else 100}\\n'); time.sleep(0.001)\n"
+            ),
+            str(path),
+        ]
+    )
     try:
         with live.Meter(Target(pid=writer.pid), LATENCY, latency_log=path) as meter:
             assert meter.metric.name == "p99_request_us" and str(path) in meter.metric.explains
@@ -178,7 +188,7 @@ def test_meter_with_a_latency_log_judges_the_logged_p99(tmp_path: Path) -> None:
         writer.kill()
         writer.wait()
     assert sample.invalid is None
-    assert sample.value == 5000.0   # 1 request in 10 took 5 ms: the p99 is 5 ms
+    assert sample.value == 5000.0  # 1 request in 10 took 5 ms: the p99 is 5 ms
     with pytest.raises(ConfigError, match="not a readable file"):
         live.Meter(Target(pid=os.getpid()), LATENCY, latency_log=tmp_path / "nope")
     assert live.percentile([float(v) for v in range(1, 101)], 99) == 99.0
@@ -197,12 +207,19 @@ def test_dry_run_states_the_metric_a_real_run_would_use(monkeypatch: pytest.Monk
 def test_messaging_is_measured_as_bytes_moved_per_second(tmp_path: Path) -> None:
     """A process writing 64 KiB every 10 ms moves about 6.4 MB/s; an idle one moves none."""
     msg = live.metric_for(Slo("completion_time", "min", None, "s", "r"))
-    writer = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "with open(sys.argv[1], 'wb', buffering=0) as fh:\n"
-        "    while True:\n"
-        "        fh.write(b'x' * 65536); fh.seek(0); time.sleep(0.01)\n"),
-        str(tmp_path / "sink")])
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "with open(sys.argv[1], 'wb', buffering=0) as fh:\n"
+                "    while True:\n"
+                "        fh.write(b'x' * 65536); fh.seek(0); time.sleep(0.01)\n"
+            ),
+            str(tmp_path / "sink"),
+        ]
+    )
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         time.sleep(0.5)

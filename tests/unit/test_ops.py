@@ -28,13 +28,19 @@ def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_spec_module_is_pure() -> None:
     """opspec may be read by agent code: it imports nothing that reaches the system."""
-    allowed = ("__future__", "dataclasses", "typing", "pydantic", "schedagent.models",
-               "schedagent.errors", "schedagent.config")
+    allowed = (
+        "__future__",
+        "dataclasses",
+        "typing",
+        "pydantic",
+        "schedagent.models",
+        "schedagent.errors",
+        "schedagent.config",
+    )
     tree = ast.parse((ROOT / "schedagent" / "opspec.py").read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-    assert imported and all(m.split(".")[0] in allowed or m in allowed for m in imported), \
-        imported
+    assert imported and all(m.split(".")[0] in allowed or m in allowed for m in imported), imported
 
 
 def test_every_operation_this_process_runs_has_one_handler_and_one_declaration() -> None:
@@ -62,49 +68,61 @@ def test_a_daemon_operation_is_not_run_in_process() -> None:
 def _runs(monkeypatch: pytest.MonkeyPatch) -> list[engine.RunRequest]:
     seen: list[engine.RunRequest] = []
 
-    def fake_run(req: engine.RunRequest,
-                 on_attached: Any = None) -> engine.RunOutcome:
+    def fake_run(req: engine.RunRequest, on_attached: Any = None) -> engine.RunOutcome:
         seen.append(req)
-        return engine.RunOutcome(req.spec, req.spec, req.overrides,
-                                 req.target.describe() if req.target else None, 1,
-                                 reason="interrupted", final_state="disabled")
+        return engine.RunOutcome(
+            req.spec,
+            req.spec,
+            req.overrides,
+            req.target.describe() if req.target else None,
+            1,
+            reason="interrupted",
+            final_state="disabled",
+        )
+
     monkeypatch.setattr(services, "run_policy", fake_run)
     return seen
 
 
-def test_hold_policy_keeps_a_verified_policy_on_every_task(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hold_policy_keeps_a_verified_policy_on_every_task(monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``tune --keep`` did only in the CLI: any front end can ask for it now."""
     seen = _runs(monkeypatch)
     asked: list[tuple[str, dict[str, int]]] = []
 
     def fake_verified(ref: str, overrides: dict[str, int]) -> VerifiedArtifact:
         asked.append((ref, overrides))
-        return VerifiedArtifact("0123456789abcdef0123", "vtime", "vtime", "h", "k",
-                                {"slice_ns": 3_000_000}, 0.0)
+        return VerifiedArtifact(
+            "0123456789abcdef0123", "vtime", "vtime", "h", "k", {"slice_ns": 3_000_000}, 0.0
+        )
+
     monkeypatch.setattr(services, "verified_artifact", fake_verified)
-    out = ops.call("hold_policy", {"policy": "0123456789abcdef0123", "cgroup": "a/b",
-                                   "duration_s": 30}, "test")
+    out = ops.call(
+        "hold_policy", {"policy": "0123456789abcdef0123", "cgroup": "a/b", "duration_s": 30}, "test"
+    )
     (req,) = seen
     assert asked == [("0123456789abcdef0123", {})]
     assert (req.spec, req.overrides, req.switch_all, req.duration_s) == (
-        "vtime", {"slice_ns": 3_000_000}, True, 30)
+        "vtime",
+        {"slice_ns": 3_000_000},
+        True,
+        30,
+    )
     assert req.target == Target(cgroup="a/b") and req.actor == "test"
     assert out["ok"] is True and out["reason"] == "interrupted"
     assert out["artifact_id"] == "0123456789abcdef0123"
 
 
 @pytest.mark.parametrize("ref", ["vtime", "0123456789abcdef0123"])
-def test_hold_policy_refuses_what_was_not_verified(monkeypatch: pytest.MonkeyPatch,
-                                                   ref: str) -> None:
+def test_hold_policy_refuses_what_was_not_verified(
+    monkeypatch: pytest.MonkeyPatch, ref: str
+) -> None:
     seen = _runs(monkeypatch)
     with pytest.raises(GuardrailViolation, match="call verify_policy first"):
         ops.call("hold_policy", {"policy": ref}, "test")
     assert seen == []
 
 
-def test_tune_takes_its_budgets_from_the_one_declaration(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tune_takes_its_budgets_from_the_one_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
     got: dict[str, Any] = {}
 
     class _Report:
@@ -114,10 +132,14 @@ def test_tune_takes_its_budgets_from_the_one_declaration(
     def fake_tune(req: Any, slo: str | None, progress: Any, budget: Any) -> _Report:
         got.update(req=req, slo=slo, budget=budget)
         return _Report()
+
     monkeypatch.setattr(services, "tune", fake_tune)
     target = {"cgroup": "x"}
-    ops.call("tune", {**target, "budget_s": 60, "rounds": 6, "max_usd": 0.5,
-                      "slo": "p99_latency<=2ms"}, "test")
+    ops.call(
+        "tune",
+        {**target, "budget_s": 60, "rounds": 6, "max_usd": 0.5, "slo": "p99_latency<=2ms"},
+        "test",
+    )
     req = got["req"]
     assert req.budget.budget_s == 60 and req.budget.rounds == 6 and req.agent == "offline"
     assert got["budget"].max_usd == 0.5 and got["slo"] == "p99_latency<=2ms"
@@ -131,13 +153,14 @@ def test_an_unknown_workload_lists_the_valid_ones() -> None:
 
 
 def test_a_lost_audit_line_does_not_fail_an_operation_that_ran(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def broken(*_a: Any) -> None:
         raise sqlite3.DatabaseError("file is not a database")
+
     monkeypatch.setattr(services, "audit", broken)
     monkeypatch.setattr(services, "unquarantine", lambda name: 2)
-    assert ops.call("unquarantine", {"name": "vtime"}, "test") == {"policy": "vtime",
-                                                                   "removed": 2}
+    assert ops.call("unquarantine", {"name": "vtime"}, "test") == {"policy": "vtime", "removed": 2}
 
 
 def test_history_carries_the_proposals_the_cli_prints(tmp_path: Path) -> None:

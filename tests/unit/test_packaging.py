@@ -17,8 +17,18 @@ from pathlib import Path
 
 from schedagent.config import PROJECT_ROOT
 
-_SKIP = shutil.ignore_patterns(".git", ".venv", "out", "build", "dist", "*.egg-info",
-                               "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+_SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "out",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+)
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -30,8 +40,21 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
 def test_wheel_installed_outside_the_checkout_has_policies_and_headers(tmp_path: Path) -> None:
     src = tmp_path / "src"
     shutil.copytree(PROJECT_ROOT, src, ignore=_SKIP)
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-          "-w", str(tmp_path / "wheels"), str(src)], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "wheels"),
+            str(src),
+        ],
+        cwd=tmp_path,
+    )
     wheel = next((tmp_path / "wheels").glob("schedagent-*.whl"))
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
@@ -40,24 +63,39 @@ def test_wheel_installed_outside_the_checkout_has_policies_and_headers(tmp_path:
     # checkout among them, are not processed), and schedagent only from the wheel.
     purelib = Path(sysconfig.get_paths()["purelib"])
     vpy = venv / "bin" / "python"
-    vsite = Path(_run([str(vpy), "-c", "import sysconfig;print(sysconfig.get_paths()"
-                       "['purelib'])"], cwd=tmp_path).strip())
+    code = "import sysconfig;print(sysconfig.get_paths()['purelib'])"
+    vsite = Path(_run([str(vpy), "-c", code], cwd=tmp_path).strip())
     (vsite / "deps-from-test-venv.pth").write_text(f"{purelib}\n")
-    _run([sys.executable, "-m", "pip", "--python", str(vpy), "install", "-q", "--no-deps",
-          "--no-index", str(wheel)], cwd=tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(vpy),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        cwd=tmp_path,
+    )
     shutil.rmtree(src)  # nothing may still point into the copy it was built from
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["SCHEDAGENT_CACHE_DIR"] = str(tmp_path / "cache")
-    where = _run([str(vpy), "-c", "import schedagent.config as c;print(c.DATA_ROOT)"],
-                 cwd=Path("/"), env=env).strip()
+    where = _run(
+        [str(vpy), "-c", "import schedagent.config as c;print(c.DATA_ROOT)"], cwd=Path("/"), env=env
+    ).strip()
     assert Path(where).is_relative_to(venv), where
     script = str(venv / "bin" / "schedagent")
     listed = json.loads(_run([script, "policies", "list", "--json"], cwd=Path("/"), env=env))
     names = {p["name"] for p in listed}
     builtin = {d.name for d in (PROJECT_ROOT / "policies").iterdir() if d.is_dir()}
     assert names >= builtin, (names, builtin)
-    shown = json.loads(_run([script, "policies", "show", "target", "--json"], cwd=Path("/"),
-                            env=env))
+    shown = json.loads(
+        _run([script, "policies", "show", "target", "--json"], cwd=Path("/"), env=env)
+    )
     assert shown["name"] == "target"
     assert "target_slice_ns" in json.dumps(shown)
     headers = Path(where) / "bpf" / "schedagent"

@@ -16,12 +16,14 @@ from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Target
 
 #: a root with two extra threads and one child process (``sleep``); it prints the child's pid
-TREE = ("import subprocess, threading, time\n"
-        "for _ in range(2):\n"
-        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
-        "kid = subprocess.Popen(['sleep', '600'])\n"
-        "print(kid.pid, flush=True)\n"
-        "time.sleep(600)\n")
+TREE = (
+    "import subprocess, threading, time\n"
+    "for _ in range(2):\n"
+    "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+    "kid = subprocess.Popen(['sleep', '600'])\n"
+    "print(kid.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
 
 
 @pytest.fixture

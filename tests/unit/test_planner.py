@@ -10,13 +10,19 @@ from schedagent.policy import repo
 
 def _profile(cls: str) -> WorkloadProfile:
     f = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
-    return WorkloadProfile(cls, 0.8, f, Slo("p99_wakeup_latency", "<=", 1000.0, "us", "r"),  # type: ignore[arg-type]
-                           "because", "pid 1", 5.0)
+    return WorkloadProfile(
+        cls,
+        0.8,
+        f,
+        Slo("p99_wakeup_latency", "<=", 1000.0, "us", "r"),  # type: ignore[arg-type]
+        "because",
+        "pid 1",
+        5.0,
+    )
 
 
 def test_rules_rank_by_class_and_only_name_real_policies() -> None:
-    assert [c.policy for c in planner.rank(_profile("mixed"), {})] == ["target", "latency",
-                                                                         "vtime"]
+    assert [c.policy for c in planner.rank(_profile("mixed"), {})] == ["target", "latency", "vtime"]
     assert planner.rank(_profile("throughput"), {})[0].policy == "batch"
     names = set(repo.builtin_names())
     for cls in planner.RULES:
@@ -24,8 +30,10 @@ def test_rules_rank_by_class_and_only_name_real_policies() -> None:
 
 
 def test_history_on_this_machine_reorders_candidates() -> None:
-    history = {"target": {"mixed": {"wins": 0, "losses": 3, "ties": 0}},
-               "vtime": {"mixed": {"wins": 2, "losses": 0, "ties": 1}}}
+    history = {
+        "target": {"mixed": {"wins": 0, "losses": 3, "ties": 0}},
+        "vtime": {"mixed": {"wins": 2, "losses": 0, "ties": 1}},
+    }
     ranked = planner.rank(_profile("mixed"), history)
     assert [c.policy for c in ranked] == ["vtime", "latency", "target"]
     assert "2 wins, 0 losses, 1 ties" in ranked[0].reason
@@ -62,29 +70,47 @@ def _report(trials: list[tune.Trial], ended: tune.Ended = "complete") -> tune.Tu
 
 
 def _trial(policy: str, verdict: str, ratio: float) -> tune.Trial:
-    t = tune.Trial(policy, {}, "r", "measured", None, [ratio * 100] * 4, verdict, ratio,
-                   (ratio - 0.05, ratio + 0.05), 0.01)
+    t = tune.Trial(
+        policy,
+        {},
+        "r",
+        "measured",
+        None,
+        [ratio * 100] * 4,
+        verdict,
+        ratio,
+        (ratio - 0.05, ratio + 0.05),
+        0.01,
+    )
     return t
 
 
 def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -> None:
     metric = live.metric_for(Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r"))
     target = Target(pid=7)
-    none = tune.decide(_report([_trial("vtime", "no-difference", 0.97),
-                                _trial("latency", "worse", 1.4)]), metric, target)
+    none = tune.decide(
+        _report([_trial("vtime", "no-difference", 0.97), _trial("latency", "worse", 1.4)]),
+        metric,
+        target,
+    )
     assert none.policy == "eevdf" and "keeping EEVDF" in none.why and none.reapply is None
     # issue 13: a screening "better" alone is not kept; the confirmation decides
     unconfirmed = _trial("target", "better", 0.4)
     assert tune.decide(_report([unconfirmed]), metric, target).policy == "eevdf"
-    unconfirmed.confirmation = tune.Confirmation([100.0] * 4, [90.0] * 4, "no-difference",
-                                                 0.9, (0.8, 1.1), 0.3)
+    unconfirmed.confirmation = tune.Confirmation(
+        [100.0] * 4, [90.0] * 4, "no-difference", 0.9, (0.8, 1.1), 0.3
+    )
     refused = tune.decide(_report([unconfirmed]), metric, target)
     assert refused.policy == "eevdf" and refused.verdict == "not confirmed"
     confirmed = _trial("target", "better", 0.4)
-    confirmed.confirmation = tune.Confirmation([100.0, 101, 102, 103], [40.0, 41, 42, 43],
-                                               "better", 0.41, (0.38, 0.44), 0.029)
-    best = tune.decide(_report([_trial("vtime", "better", 0.8), confirmed,
-                               _trial("latency", "worse", 1.4)]), metric, target)
+    confirmed.confirmation = tune.Confirmation(
+        [100.0, 101, 102, 103], [40.0, 41, 42, 43], "better", 0.41, (0.38, 0.44), 0.029
+    )
+    best = tune.decide(
+        _report([_trial("vtime", "better", 0.8), confirmed, _trial("latency", "worse", 1.4)]),
+        metric,
+        target,
+    )
     assert best.policy == "target" and best.verdict == "better" and best.ratio == 0.41
     assert "confirmed on 4 fresh interleaved windows against 4 of EEVDF" in best.why
     assert best.reapply == "schedagent policies load target --pid 7 --switch-all"

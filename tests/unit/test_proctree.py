@@ -16,10 +16,12 @@ from schedagent.kernel.proctree import stop_tree
 
 #: a root that starts one ``sleep`` (in a session of its own when argv[1] is "new"), says
 #: the sleeper's pid, and waits
-TREE = ("import subprocess, sys, time\n"
-        "kid = subprocess.Popen(['sleep', '600'], start_new_session=sys.argv[1] == 'new')\n"
-        "print(kid.pid, flush=True)\n"
-        "time.sleep(600)\n")
+TREE = (
+    "import subprocess, sys, time\n"
+    "kid = subprocess.Popen(['sleep', '600'], start_new_session=sys.argv[1] == 'new')\n"
+    "print(kid.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
 
 
 def _gone(pid: int, deadline_s: float = 10.0) -> bool:
@@ -48,10 +50,15 @@ def leftovers() -> Iterator[list[psutil.Process]]:
             continue
 
 
-def _start_tree(kid_session: str, *, new_session: bool,
-                leftovers: list[psutil.Process]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-c", TREE, kid_session], text=True,
-                            stdout=subprocess.PIPE, start_new_session=new_session)
+def _start_tree(
+    kid_session: str, *, new_session: bool, leftovers: list[psutil.Process]
+) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", TREE, kid_session],
+        text=True,
+        stdout=subprocess.PIPE,
+        start_new_session=new_session,
+    )
     assert proc.stdout is not None
     kid = int(proc.stdout.readline())
     leftovers += [psutil.Process(proc.pid), psutil.Process(kid)]
@@ -67,8 +74,7 @@ def test_a_tree_in_our_own_group_is_killed_by_pid(leftovers: list[psutil.Process
     assert _gone(kid), "the root's child outlived it"
 
 
-def test_a_descendant_that_left_the_group_is_killed_too(
-        leftovers: list[psutil.Process]) -> None:
+def test_a_descendant_that_left_the_group_is_killed_too(leftovers: list[psutil.Process]) -> None:
     """Signalling only the root's process group misses a child in a session of its own."""
     proc, kid = _start_tree("new", new_session=True, leftovers=leftovers)
     stop_tree(proc, signal.SIGTERM, grace_s=5.0)
@@ -78,28 +84,33 @@ def test_a_descendant_that_left_the_group_is_killed_too(
 
 def _start_ready(code: str) -> subprocess.Popen[str]:
     """A Python process in a session of its own, once it has printed 'ready'."""
-    proc = subprocess.Popen([sys.executable, "-c", code], text=True, stdout=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], text=True, stdout=subprocess.PIPE, start_new_session=True
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     return proc
 
 
 def test_a_polite_signal_lets_the_process_finish_and_returns_its_output() -> None:
-    proc = _start_ready("import time\n"
-                        "try:\n"
-                        "    print('ready', flush=True)\n"
-                        "    time.sleep(600)\n"
-                        "except KeyboardInterrupt:\n"
-                        "    print('results 42')\n")
+    proc = _start_ready(
+        "import time\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('results 42')\n"
+    )
     out = stop_tree(proc, signal.SIGINT, grace_s=30.0)
     assert proc.returncode == 0
     assert out == "results 42\n"
 
 
 def test_a_process_that_ignores_the_polite_signal_gets_sigkill() -> None:
-    proc = _start_ready("import signal, time\n"
-                        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-                        "print('ready', flush=True)\n"
-                        "time.sleep(600)\n")
+    proc = _start_ready(
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
     stop_tree(proc, signal.SIGINT, grace_s=0.2)
     assert proc.returncode == -signal.SIGKILL

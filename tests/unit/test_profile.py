@@ -13,17 +13,25 @@ import psutil
 import pytest
 
 from schedagent.errors import ConfigError, TargetGone
-from schedagent.kernel import partial, procstat
-from schedagent.models import SystemSample, Target, ThreadSample, Topology, Window
+from schedagent.kernel import procstat
+from schedagent.models import (
+    Features,
+    SystemSample,
+    Target,
+    ThreadSample,
+    Topology,
+    Window,
+    parse_slo,
+)
 from schedagent.profile import classify as cl
-from schedagent.models import Features, parse_slo
 
 TOPO = Topology(cpus=2, smt=False, llc_domains=1, numa_nodes=1)
 SYS = SystemSample(1.0, 1, 0, 0, 0)
 
 
-def _window(threads: list[tuple[float, float, int]], duration_s: float = 2.0,
-            exited: int = 0) -> Window:
+def _window(
+    threads: list[tuple[float, float, int]], duration_s: float = 2.0, exited: int = 0
+) -> Window:
     """Build a window from (cpu_fraction, wakeups_per_s, slices) per thread."""
     w = Window(duration_s, system_start=SYS, system_end=SYS, max_threads=len(threads))
     for tid, (util, wakeups, slices) in enumerate(threads, start=100):
@@ -52,17 +60,21 @@ MIXED = [(0.95, 1, 150), (0.02, 200, 400)]
 JOBSET = [(0.9, 1, 100)]
 
 
-@pytest.mark.parametrize(("shape", "exited", "expected"), [
-    (STRESS_CPU, 0, "throughput"),
-    (MESSAGING, 0, "messaging"),
-    (MESSAGING_EMULATED, 0, "messaging"),
-    (MESSAGING_EMULATED_SLOW, 0, "messaging"),
-    (CYCLICTEST, 0, "latency-critical"),
-    (MIXED, 0, "mixed"),
-    (JOBSET, 5, "batch"),
-])
-def test_recorded_workloads_get_their_class(shape: list[tuple[float, float, int]], exited: int,
-                                            expected: str) -> None:
+@pytest.mark.parametrize(
+    ("shape", "exited", "expected"),
+    [
+        (STRESS_CPU, 0, "throughput"),
+        (MESSAGING, 0, "messaging"),
+        (MESSAGING_EMULATED, 0, "messaging"),
+        (MESSAGING_EMULATED_SLOW, 0, "messaging"),
+        (CYCLICTEST, 0, "latency-critical"),
+        (MIXED, 0, "mixed"),
+        (JOBSET, 5, "batch"),
+    ],
+)
+def test_recorded_workloads_get_their_class(
+    shape: list[tuple[float, float, int]], exited: int, expected: str
+) -> None:
     assert _cls(_window(shape, exited=exited)) == expected
 
 
@@ -83,8 +95,9 @@ def test_messaging_needs_a_group_of_sleepers() -> None:
 
 def test_busy_boundary_is_eighty_percent() -> None:
     assert _cls(_window([(cl.BUSY_UTIL + 0.01, 0.5, 100)])) == "throughput"
-    assert cl.features_from_window(_window([(cl.BUSY_UTIL - 0.01, 0.5, 100)]),
-                                   TOPO).busy_threads == 0
+    assert (
+        cl.features_from_window(_window([(cl.BUSY_UTIL - 0.01, 0.5, 100)]), TOPO).busy_threads == 0
+    )
 
 
 def test_a_thread_that_starts_mid_window_is_judged_over_the_time_it_was_watched() -> None:
@@ -121,8 +134,11 @@ def test_slo_inference_and_explicit_override() -> None:
     assert prof.slo.target is not None and prof.slo.target >= 1000
     explicit = parse_slo("p99_latency<=2ms")
     prof = cl.build_profile(_window(CYCLICTEST), TOPO, "t", explicit)
-    assert (prof.slo.metric, prof.slo.target, prof.slo.source) == ("p99_latency", 2000.0,
-                                                                   "explicit")
+    assert (prof.slo.metric, prof.slo.target, prof.slo.source) == (
+        "p99_latency",
+        2000.0,
+        "explicit",
+    )
     assert cl.build_profile(_window(STRESS_CPU), TOPO, "t").slo.direction == "max"
 
 
@@ -137,8 +153,9 @@ def test_phase_change_idle_to_cpu_bound() -> None:
     change = cl.detect_phase_change(idle, busy)
     assert change is not None and change.after == "throughput"
     assert cl.detect_phase_change(busy, busy) is None
-    hotter = dataclasses.replace(busy, features=dataclasses.replace(busy.features,
-                                                                    wakeups_per_s=5000))
+    hotter = dataclasses.replace(
+        busy, features=dataclasses.replace(busy.features, wakeups_per_s=5000)
+    )
     assert cl.detect_phase_change(busy, hotter) is not None
 
 
@@ -172,11 +189,13 @@ def test_classifier_never_reads_names() -> None:
 def test_cpu_of_children_too_short_lived_to_be_seen_is_counted() -> None:
     """A parent that runs 50 ms CPU burners one after another: most live less than a
     sampling pass, yet their CPU shows up (through the parent's reaped-children time)."""
-    code = ("import subprocess, sys, time\n"
-            "end = time.monotonic() + 20\n"
-            "while time.monotonic() < end:\n"
-            "    subprocess.run([sys.executable, '-c', 'import time\\n"
-            "t = time.process_time()\\nwhile time.process_time() - t < 0.05: pass'])\n")
+    code = (
+        "import subprocess, sys, time\n"
+        "end = time.monotonic() + 20\n"
+        "while time.monotonic() < end:\n"
+        "    subprocess.run([sys.executable, '-c', 'import time\\n"
+        "t = time.process_time()\\nwhile time.process_time() - t < 0.05: pass'])\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
         time.sleep(0.5)
@@ -209,23 +228,24 @@ def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
     """A parent that forks short CPU jobs and does not reap them (as a job-set parent
     busy forking, or starved by its jobs, does not): the zombies are finished jobs, and a
     zombie that was already there when the window opened is not counted."""
-    code = ("import os, time\n"
-            "def job():\n"
-            "    t = time.process_time()\n"
-            "    while time.process_time() - t < 0.15: pass\n"
-            "    os._exit(0)\n"
-            "if os.fork() == 0: os._exit(0)\n"   # an old zombie, before the window
-            "print('ready', flush=True)\n"
-            "time.sleep(0.5)\n"
-            "for _ in range(8):\n"
-            "    if os.fork() == 0: job()\n"
-            "    time.sleep(0.25)\n"
-            "time.sleep(30)\n")
+    code = (
+        "import os, time\n"
+        "def job():\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.15: pass\n"
+        "    os._exit(0)\n"
+        "if os.fork() == 0: os._exit(0)\n"  # an old zombie, before the window
+        "print('ready', flush=True)\n"
+        "time.sleep(0.5)\n"
+        "for _ in range(8):\n"
+        "    if os.fork() == 0: job()\n"
+        "    time.sleep(0.25)\n"
+        "time.sleep(30)\n"
+    )
     with _parent(code) as pid:
         time.sleep(0.2)
         window = procstat.observe(Target(pid=pid), 3.0, sample_s=0.05)
-        zombies = [c for c in psutil.Process(pid).children()
-                   if c.status() == psutil.STATUS_ZOMBIE]
+        zombies = [c for c in psutil.Process(pid).children() if c.status() == psutil.STATUS_ZOMBIE]
     assert len(zombies) == 9  # 8 jobs and the old one, none reaped
     feats = cl.features_from_window(window, TOPO)
     assert feats.processes_exited == 8, window.tgids_exited
@@ -236,14 +256,16 @@ def test_finished_jobs_not_yet_reaped_count_as_exited() -> None:
 def test_a_job_born_between_passes_counts_all_of_its_cpu() -> None:
     """A child that starts after the window opens and burns 0.4 s before the next pass
     sees it: all of that CPU is inside the window, and it is counted."""
-    code = ("import os, time\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(0.2)\n"
-            "if os.fork() == 0:\n"
-            "    t = time.process_time()\n"
-            "    while time.process_time() - t < 0.4: pass\n"
-            "    time.sleep(30)\n"
-            "time.sleep(30)\n")
+    code = (
+        "import os, time\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(0.2)\n"
+        "if os.fork() == 0:\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < 0.4: pass\n"
+        "    time.sleep(30)\n"
+        "time.sleep(30)\n"
+    )
     with _parent(code) as pid:
         window = procstat.observe(Target(pid=pid), 2.5, sample_s=1.0)
     child_tids = [tid for tid, s in window.last.items() if s.tgid != pid]

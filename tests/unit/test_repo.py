@@ -74,7 +74,11 @@ def test_bare_source_file_has_no_metadata(tmp_path: Path) -> None:
 
 def test_parse_overrides() -> None:
     assert parse_overrides(["a=1", "b=0x10", "c=true", "d=1_000"]) == {
-        "a": 1, "b": 16, "c": 1, "d": 1000}
+        "a": 1,
+        "b": 16,
+        "c": 1,
+        "d": 1000,
+    }
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_overrides(["novalue"])
     with pytest.raises(TunableError, match="not an integer"):

@@ -21,12 +21,17 @@ def _run(tmp_path: Path, boots: list[tuple[list[str], int]]) -> tuple[int, str]:
     fake.parent.mkdir(parents=True)
     cases = "\n".join(
         f"  {i}) printf '%s' '{''.join(line + chr(10) for line in lines)}' >> "
-        f"\"$SCHEDAGENT_VM_JOURNAL\"; exit {rc} ;;" for i, (lines, rc) in enumerate(boots, 1))
-    fake.write_text("#!/bin/sh\nn=$(( $(cat boots 2>/dev/null || echo 0) + 1 ))\n"
-                    "echo $n > boots\ncase $n in\n" + cases + "\n  *) exit 99 ;;\nesac\n")
+        f'"$SCHEDAGENT_VM_JOURNAL"; exit {rc} ;;'
+        for i, (lines, rc) in enumerate(boots, 1)
+    )
+    fake.write_text(
+        "#!/bin/sh\nn=$(( $(cat boots 2>/dev/null || echo 0) + 1 ))\n"
+        "echo $n > boots\ncase $n in\n" + cases + "\n  *) exit 99 ;;\nesac\n"
+    )
     fake.chmod(0o755)
-    out = subprocess.run(["sh", str(SCRIPT)], cwd=tmp_path, capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        ["sh", str(SCRIPT)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     return out.returncode, out.stdout + out.stderr
 
 
@@ -62,15 +67,13 @@ def test_a_skip_is_not_a_pass(tmp_path: Path) -> None:
 
 def test_the_test_running_when_the_guest_died_is_failed_not_retried(tmp_path: Path) -> None:
     # boot 1 dies in b; boot 2 runs only c (b is journalled failed, so deselected)
-    rc, out = _run(tmp_path, [(["collected 3", *_ok("a"), "started b"], 4),
-                              (_ok("c"), 0)])
+    rc, out = _run(tmp_path, [(["collected 3", *_ok("a"), "started b"], 4), (_ok("c"), 0)])
     assert rc == 1 and "b was running when the guest stopped" in out
     journal = (tmp_path / "out" / "vm-journal.txt").read_text().splitlines()
     assert "failed b" in journal and journal.count("started b") == 1
 
 
 def test_a_hang_has_its_own_exit_code_and_is_not_retried(tmp_path: Path) -> None:
-    rc, out = _run(tmp_path, [(["collected 2", *_ok("a"), "started b"], 7),
-                              (_ok("b"), 0)])
+    rc, out = _run(tmp_path, [(["collected 2", *_ok("a"), "started b"], 7), (_ok("b"), 0)])
     assert rc == 7 and "hung" in out
     assert (tmp_path / "boots").read_text().strip() == "1"

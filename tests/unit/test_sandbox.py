@@ -10,8 +10,9 @@ from schedagent.errors import ToolMissing
 from schedagent.sandbox import hosttools, image, runner
 
 
-def test_shares_put_the_run_dir_first_and_skip_nested(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_shares_put_the_run_dir_first_and_skip_nested(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path / "cache"))
     rundir = tmp_path / "run"
     spec = runner.VmSpec(cwd=runner.PROJECT_ROOT / "tests")
@@ -21,8 +22,9 @@ def test_shares_put_the_run_dir_first_and_skip_nested(tmp_path: Path,
     assert runner.PROJECT_ROOT / "tests" not in shares  # inside the checkout already
 
 
-def test_guest_script_binds_shares_at_host_paths(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_guest_script_binds_shares_at_host_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("SCHEDAGENT_REQUIRE_VM", "1")
     spec = runner.VmSpec(cwd=runner.PROJECT_ROOT)
@@ -71,7 +73,8 @@ def test_hung_guest_is_killed_at_the_timeout(tmp_path: Path) -> None:
 
 
 def test_two_boots_in_one_second_get_their_own_run_directories(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Issue 14: on a fresh cache the failed KVM probe and the real boot came in the same
     second from one process, and the second run directory already existed."""
     monkeypatch.setenv("SCHEDAGENT_CACHE_DIR", str(tmp_path))

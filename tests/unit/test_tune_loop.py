@@ -26,8 +26,9 @@ from schedagent.models import (
 from schedagent.store import Store
 
 FEATS = Features(1.0, 0.5, 0, 4, 500.0, 10.0, 300.0, 50.0, 0.1, 1, 0, 4, 2, 1.0, None, None)
-PROF = WorkloadProfile("mixed", 0.8, FEATS, Slo("p99_wakeup_latency", "<=", 1000.0, "us", "r"),
-                       "r", "pid 1", 5.0)
+PROF = WorkloadProfile(
+    "mixed", 0.8, FEATS, Slo("p99_wakeup_latency", "<=", 1000.0, "us", "r"), "r", "pid 1", 5.0
+)
 # a small, fixed spread: each window is 100 x effect x one of these
 WIGGLE = [1.00, 1.03, 0.97, 1.02, 0.98, 1.01, 0.99, 1.04, 0.96]
 #: an EEVDF window the meter calls invalid carries this absurd value
@@ -55,9 +56,14 @@ class World:
     """A fake ``Executor`` that is its own meter: a window's value depends on what is
     attached. Gates pass unless the policy is in ``rejects``; nothing is compiled."""
 
-    def __init__(self, metric: LiveMetric, effects: dict[str, float],
-                 invalid_every: int = 0, rejects: frozenset[str] = frozenset(),
-                 staging: Path | None = None) -> None:
+    def __init__(
+        self,
+        metric: LiveMetric,
+        effects: dict[str, float],
+        invalid_every: int = 0,
+        rejects: frozenset[str] = frozenset(),
+        staging: Path | None = None,
+    ) -> None:
         self.metric, self.effects, self.invalid_every = metric, effects, invalid_every
         self.rejects, self.staging = rejects, staging
         self.attached: str | None = None
@@ -65,7 +71,7 @@ class World:
         self.n = 0
         self.clock = Clock()
         self.verified: list[str] = []
-        self.attaches: list[tuple[str, bool]] = []   # (policy, canary)
+        self.attaches: list[tuple[str, bool]] = []  # (policy, canary)
         self.meter_open = False
         self.staged: dict[str, PolicyDraft] = {}
         self.adopted: list[str] = []
@@ -89,12 +95,22 @@ class World:
         self.verified.append(spec)
         if spec in self.rejects:
             raise PolicyError(f"{spec}: fake verifier says no")
-        return VerifyResult(spec, spec, f"{spec}.bpf.c", "0" * 64, f"{spec}.o", True,
-                            dict(overrides), [], ["fake gate"])
+        return VerifyResult(
+            spec,
+            spec,
+            f"{spec}.bpf.c",
+            "0" * 64,
+            f"{spec}.o",
+            True,
+            dict(overrides),
+            [],
+            ["fake gate"],
+        )
 
     @contextlib.contextmanager
-    def attach(self, spec: str, overrides: dict[str, int], target: Target, *,
-               canary: bool) -> Iterator[Attached]:
+    def attach(
+        self, spec: str, overrides: dict[str, int], target: Target, *, canary: bool
+    ) -> Iterator[Attached]:
         self.attaches.append((spec, canary))
         self.attached = spec
         try:
@@ -139,14 +155,16 @@ class World:
         return spec.rsplit("/", 1)[-1]
 
 
-def _loop(world: World, store: Store, request: tune.TuneRequest,
-          report: tune.TuneReport) -> tune.Loop:
-    executor: Executor = world   # checked by mypy: World implements the port
+def _loop(
+    world: World, store: Store, request: tune.TuneRequest, report: tune.TuneReport
+) -> tune.Loop:
+    executor: Executor = world  # checked by mypy: World implements the port
     return tune.Loop(request, store, PROF, report, executor, world, clock=world.clock)
 
 
-def _tune(tmp_path: Path, world: World, policies: list[str],
-          **req: object) -> tuple[tune.TuneReport, Store]:
+def _tune(
+    tmp_path: Path, world: World, policies: list[str], **req: object
+) -> tuple[tune.TuneReport, Store]:
     store = Store(tmp_path / "db.sqlite")
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0, **req))  # type: ignore[arg-type]
     report = tune.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
@@ -171,7 +189,7 @@ def test_a_clearly_better_policy_is_confirmed_and_kept(tmp_path: Path) -> None:
     assert len(report.baseline_samples) + len(conf.baseline_samples) == world.eevdf_windows
     assert d.ratio is not None and 0.45 < d.ratio < 0.55
     assert "confirmed on 4 fresh interleaved windows" in d.why
-    history = store.verdict_summary("latency")["mixed"]   # the leader's variants count too
+    history = store.verdict_summary("latency")["mixed"]  # the leader's variants count too
     assert history["wins"] >= 1 and history["losses"] == 0
 
 
@@ -212,7 +230,7 @@ def test_no_better_policy_keeps_eevdf_and_too_few_windows_are_not_ties(tmp_path:
     assert report.decision is not None and report.decision.policy == "eevdf"
     measured = [t for t in report.trials if t.samples]
     assert measured and all(t.verdict == "insufficient" for t in measured)
-    assert store.verdict_summary("target") == {}   # recorded, but not as a tie
+    assert store.verdict_summary("target") == {}  # recorded, but not as a tie
 
 
 def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -> None:
@@ -230,8 +248,11 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
     loop.measure(report.trials, 4, [0], 1)
 
     def tools(policy: str) -> object:
-        return SimpleNamespace(state=SimpleNamespace(finished={
-            "policy": policy, "tunables": {}, "reasoning": "r"}), _spec=lambda name: name)
+        return SimpleNamespace(
+            state=SimpleNamespace(finished={"policy": policy, "tunables": {}, "reasoning": "r"}),
+            _spec=lambda name: name,
+        )
+
     refused = llm._agent_decision(report, loop, tools("vtime"))  # type: ignore[arg-type]
     assert refused.policy == "eevdf"
     for t in report.trials:
@@ -243,17 +264,27 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
 def test_the_leader_is_the_strongest_evidence_not_a_ratio_on_too_few_windows() -> None:
     """Seen in CI: a variant cut short by the budget (1 window, 'insufficient') had a better
     ratio than 'target', better on 5 windows, and was confirmed in its place (and failed)."""
-    strong = tune.Trial("target", {}, "r", status="measured", samples=[50.0] * 5,
-                        verdict="better", ratio=0.5)
-    thin = tune.Trial("target", {"target_slice_ns": 1000000}, "r", status="measured",
-                      samples=[20.0], verdict="insufficient", ratio=0.2)
-    worse = tune.Trial("vtime", {}, "r", status="measured", samples=[10.0] * 5,
-                       verdict="worse", ratio=0.1)
+    strong = tune.Trial(
+        "target", {}, "r", status="measured", samples=[50.0] * 5, verdict="better", ratio=0.5
+    )
+    thin = tune.Trial(
+        "target",
+        {"target_slice_ns": 1000000},
+        "r",
+        status="measured",
+        samples=[20.0],
+        verdict="insufficient",
+        ratio=0.2,
+    )
+    worse = tune.Trial(
+        "vtime", {}, "r", status="measured", samples=[10.0] * 5, verdict="worse", ratio=0.1
+    )
     assert tune.leader([thin, worse, strong], "lower") is strong
     # with no trial that screened better, the best ratio pointing the right way leads
     assert tune.leader([thin, worse], "lower") is thin
-    up = tune.Trial("batch", {}, "r", status="measured", samples=[1.0] * 5,
-                    verdict="better", ratio=1.4)
+    up = tune.Trial(
+        "batch", {}, "r", status="measured", samples=[1.0] * 5, verdict="better", ratio=1.4
+    )
     assert tune.leader([up], "lower") is None
     assert tune.leader([up], "higher") is up
 
@@ -270,8 +301,10 @@ def test_tune_runs_through_the_port_and_leaves_nothing_attached(tmp_path: Path) 
     assert d is not None and d.policy == good and d.verdict == "better", d
     assert report.metric["name"] == LOWER.name and report.ended == "complete"
     rejected = [t for t in report.trials if t.policy == bad]
-    assert rejected and all(t.status == "rejected" and t.error is not None
-                            and t.error.startswith("gates: ") for t in rejected)
+    assert rejected and all(
+        t.status == "rejected" and t.error is not None and t.error.startswith("gates: ")
+        for t in rejected
+    )
     assert bad in world.verified and all(p != bad for p, _canary in world.attaches)
     assert (good, True) in world.attaches and (good, False) in world.attaches  # canary first
     assert world.attached is None and not world.meter_open
@@ -280,8 +313,12 @@ def test_tune_runs_through_the_port_and_leaves_nothing_attached(tmp_path: Path) 
 
 def test_a_dry_run_gates_the_candidates_and_attaches_nothing(tmp_path: Path) -> None:
     world = World(HIGHER, {})
-    report = tune.tune(tune.TuneRequest(Target(pid=1), dry_run=True),
-                       Store(tmp_path / "db.sqlite"), world, clock=world.clock)
+    report = tune.tune(
+        tune.TuneRequest(Target(pid=1), dry_run=True),
+        Store(tmp_path / "db.sqlite"),
+        world,
+        clock=world.clock,
+    )
     assert report.ended == "dry-run" and report.decision is not None
     assert report.decision.policy == "eevdf" and report.metric["name"] == HIGHER.name
     assert world.verified and world.verified == [t.policy for t in report.trials]

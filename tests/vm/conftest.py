@@ -28,8 +28,10 @@ def _sched_ext_clean() -> Iterator[None]:
     """Every VM test starts and must end with sched_ext disabled."""
     snap = scx.read_state()
     if not snap.present:
-        pytest.fail("SCHEDAGENT_REQUIRE_VM=1 but this kernel has no /sys/kernel/sched_ext; "
-                    "run the VM tests with `schedagent sandbox run -- pytest -m vm`")
+        pytest.fail(
+            "SCHEDAGENT_REQUIRE_VM=1 but this kernel has no /sys/kernel/sched_ext; "
+            "run the VM tests with `schedagent sandbox run -- pytest -m vm`"
+        )
     assert snap.state == "disabled", f"a scheduler was left active: {snap}"
     yield
     ok, snap = scx.wait_for(lambda s: s.state == "disabled", 10.0)
@@ -50,9 +52,12 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     ours = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     for proc in psutil.process_iter(["pid", "name", "status"]):
         with contextlib.suppress(psutil.Error, OSError):
-            if (proc.pid in before or proc.pid in ours
-                    or proc.info["status"] == psutil.STATUS_ZOMBIE
-                    or os.getsid(proc.pid) != session):
+            if (
+                proc.pid in before
+                or proc.pid in ours
+                or proc.info["status"] == psutil.STATUS_ZOMBIE
+                or os.getsid(proc.pid) != session
+            ):
                 continue
             left.append(proc)
     for proc in left:
@@ -60,8 +65,9 @@ def _no_leftover_processes(request: pytest.FixtureRequest) -> Iterator[None]:
             proc.kill()
     psutil.wait_procs(left, timeout=5)
     if left:
-        report(f"leftover_processes_{request.node.name}",
-               sorted({str(p.info["name"]) for p in left}))
+        report(
+            f"leftover_processes_{request.node.name}", sorted({str(p.info["name"]) for p in left})
+        )
 
 
 @pytest.fixture
@@ -75,11 +81,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A target process with three extra threads, for partial-mode tests."""
-    code = ("import threading, time\n"
-            "for _ in range(3):\n"
-            "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(600)\n")
+    code = (
+        "import threading, time\n"
+        "for _ in range(3):\n"
+        "    threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == b"ready"
@@ -108,10 +116,17 @@ def report(name: str, value: object) -> None:
     REPORT.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
-def cli(*args: str, env: dict[str, str] | None = None,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the schedagent CLI as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "schedagent", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=PROJECT,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "schedagent", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=PROJECT,
+        check=False,
+    )

@@ -28,8 +28,14 @@ HONEST = next(c for c in CASES if c.name == "honest")
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_corpus_file_gets_its_documented_verdict(case: Case, tmp_path: Path) -> None:
     # the macro bomb runs until a compile limit trips (at most the 180 s wall clock)
-    proc = cli("policies", "verify", str(case.path), "--json",
-               env={"SCHEDAGENT_STATE_DIR": str(tmp_path)}, timeout=900)
+    proc = cli(
+        "policies",
+        "verify",
+        str(case.path),
+        "--json",
+        env={"SCHEDAGENT_STATE_DIR": str(tmp_path)},
+        timeout=900,
+    )
     assert proc.returncode == case.exit_code, (proc.stdout[-2000:], proc.stderr[-2000:])
     data = json.loads(proc.stdout)
     if case.exit_code == 0:
@@ -49,7 +55,8 @@ def test_honest_scheduler_loads_and_is_enabled(store: Store) -> None:
         seen["state"] = Path("/sys/kernel/sched_ext/state").read_text().strip()
         seen["ops"] = snap.ops
 
-    outcome = engine.run_policy(engine.RunRequest(str(HONEST.path), {}, duration_s=1.0), store,
-                                check)
+    outcome = engine.run_policy(
+        engine.RunRequest(str(HONEST.path), {}, duration_s=1.0), store, check
+    )
     assert seen == {"state": "enabled", "ops": "honest"}
     assert outcome.final_state == "disabled" and outcome.reason == "duration"

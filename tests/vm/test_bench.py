@@ -27,12 +27,23 @@ def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_workload_runs_parses_its_metrics_and_does_equal_work(name: str) -> None:
     wl = workload.resolve(name)
     seq = scx.read_state().enable_seq
-    result = runner.compare_arms(wl, [], lambda arm: contextlib.nullcontext(), runs=2, quick=True,
-                                 warmup=False, levels=[wl.level_names()[0]])
+    result = runner.compare_arms(
+        wl,
+        [],
+        lambda arm: contextlib.nullcontext(),
+        runs=2,
+        quick=True,
+        warmup=False,
+        levels=[wl.level_names()[0]],
+    )
     measured = [r for r in result.records if r.arm == runner.EEVDF]
-    report(f"bench_smoke_{name}", [{"valid": r.valid, "why": r.invalid_reason,
-                                    "wall_s": round(r.wall_s, 2), **r.metrics}
-                                   for r in result.records])
+    report(
+        f"bench_smoke_{name}",
+        [
+            {"valid": r.valid, "why": r.invalid_reason, "wall_s": round(r.wall_s, 2), **r.metrics}
+            for r in result.records
+        ],
+    )
     assert [r.valid for r in measured] == [True, True], [r.invalid_reason for r in measured]
     for r in measured:
         assert set(r.metrics) == {m.name for m in wl.spec.metrics}
@@ -47,8 +58,9 @@ def test_workload_runs_parses_its_metrics_and_does_equal_work(name: str) -> None
 
 
 def test_aa_run_of_eevdf_is_no_difference() -> None:
-    result = services.bench_compare("wakelat", [Arm.parse("eevdf")], runs=5, quick=True,
-                                    levels=["low"])
+    result = services.bench_compare(
+        "wakelat", [Arm.parse("eevdf")], runs=5, quick=True, levels=["low"]
+    )
     (arm,) = result.arms
     report("bench_aa_wakelat_low", {"verdict": arm.verdict, "reason": arm.reason})
     assert arm.arm == "eevdf'" and arm.valid_runs == 5
@@ -64,10 +76,15 @@ def test_policy_that_serves_the_client_last_is_worse() -> None:
     runs = 5
     result = services.bench_compare("mixed", [Arm(bad)], runs=runs, quick=True)
     (arm,) = result.arms
-    report("bench_lastserve_mixed", {"verdict": arm.verdict, "reason": arm.reason,
-                                     "floor": result.floor_medians,
-                                     "runs": [(r.arm, r.warmup, r.valid, r.invalid_reason)
-                                              for r in result.records]})
+    report(
+        "bench_lastserve_mixed",
+        {
+            "verdict": arm.verdict,
+            "reason": arm.reason,
+            "floor": result.floor_medians,
+            "runs": [(r.arm, r.warmup, r.valid, r.invalid_reason) for r in result.records],
+        },
+    )
     assert arm.verdict == "worse", arm.reason
     # each warm-up and measured run attached and detached the policy
     snap = scx.read_state()
@@ -81,12 +98,33 @@ def test_bench_run_cli_writes_json_markdown_and_png(tmp_path: Path) -> None:
     seq = scx.read_state().enable_seq
     md, png = tmp_path / "t.md", tmp_path / "t.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "schedagent", "bench", "run", "throughput", "--policy", "vtime",
-         # 4 runs a side: the fewest whose exact rank test can reach alpha 0.05 (with 2 the
-         # verdict is 'insufficient' and never reaches the planners' history, issue 13)
-         "--runs", "4", "--quick", "--json", "--md", str(md), "--plot", str(png),
-         "--out-dir", str(tmp_path)], capture_output=True, text=True, check=False,
-        env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")})
+        [
+            sys.executable,
+            "-m",
+            "schedagent",
+            "bench",
+            "run",
+            "throughput",
+            "--policy",
+            "vtime",
+            # 4 runs a side: the fewest whose exact rank test can reach alpha 0.05 (with 2 the
+            # verdict is 'insufficient' and never reaches the planners' history, issue 13)
+            "--runs",
+            "4",
+            "--quick",
+            "--json",
+            "--md",
+            str(md),
+            "--plot",
+            str(png),
+            "--out-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(proc.stdout)
     (arm,) = data["arms"]
@@ -96,9 +134,13 @@ def test_bench_run_cli_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert any(Path(p).suffix == ".json" and Path(p).exists() for p in data["written"])
     assert "[" in proc.stderr and "/" in proc.stderr  # the progress bar
     # verdict history reached the store the planners read
-    history = subprocess.run([sys.executable, "-m", "schedagent", "policies", "list", "--json"],
-                             capture_output=True, text=True, check=True,
-                             env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")})
+    history = subprocess.run(
+        [sys.executable, "-m", "schedagent", "policies", "list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")},
+    )
     vtime = next(p for p in json.loads(history.stdout) if p["name"] == "vtime")
     assert sum(vtime["history"]["throughput"].values()) == 1
     snap = scx.read_state()

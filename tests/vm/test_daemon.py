@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from schedagent.execution import engine
 from schedagent.bench import workload
 from schedagent.daemon.socketapi import ApiClient
+from schedagent.execution import engine
 from schedagent.kernel import scx
 from schedagent.store import Store
 from tests.vm.conftest import FIXTURES, report, stop_tree
@@ -82,8 +82,11 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
 
     def start_daemon() -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
-            proc = subprocess.Popen(["schedagent", "daemon", "--config", str(cfg)],
-                                    env={**env, "SCHEDAGENT_LOG": "INFO"}, stderr=out)
+            proc = subprocess.Popen(
+                ["schedagent", "daemon", "--config", str(cfg)],
+                env={**env, "SCHEDAGENT_LOG": "INFO"},
+                stderr=out,
+            )
         procs.append(proc)
         # Python starts slowly under emulation, slower still beside CPU hogs
         _wait("the daemon socket", sock.exists, 300)
@@ -100,18 +103,38 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         # (100 ms). Every thread still runs within a few slices (far under the guard's 2 s
         # starvation limit) and nothing stalls, but the server's requests wait behind the
         # hogs' long slices: its p99 rises far beyond 1.5x EEVDF's
-        slow = api.call("verify_policy", {"name": "vtime",
-                                          "tunables": {"slice_ns": 100_000_000}})
+        slow = api.call("verify_policy", {"name": "vtime", "tunables": {"slice_ns": 100_000_000}})
         # the workload appears after the daemon: a new target, profiled once settled
-        procs.append(subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
-                                       "--timeout", "1800s", "-q"]))
-        procs.append(subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
-                                       "-b", "3000", "-l", str(access)],
-                                      stdout=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                ["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)), "--timeout", "1800s", "-q"]
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(binary),
+                    "-w",
+                    "4",
+                    "-n",
+                    "1000000",
+                    "-r",
+                    "400",
+                    "-b",
+                    "3000",
+                    "-l",
+                    str(access),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
 
         # 1. a new target: profiled, tuned live against EEVDF, a winner applied or none
-        _wait("the daemon to select the server", lambda: api.call(
-            "daemon_status", {})["targets"]["server"]["selected"], 120)
+        _wait(
+            "the daemon to select the server",
+            lambda: api.call("daemon_status", {})["targets"]["server"]["selected"],
+            120,
+        )
         tuned = _wait("the tune decision", lambda: _actions(db, "tune"), 600)[0]["result"]
         decision = tuned["decision"]
         measured["tune"] = {"decision": decision["policy"], "why": decision["why"][:300]}
@@ -136,12 +159,18 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         forced_at = time.monotonic()
         api.call("apply", {"target": "server", "policy": art["artifact_id"]})
         assert scx.read_state().ops == "lastserve"
-        rb = _wait("the guard's rollback of lastserve", lambda: [
-            r for r in _actions(db, "rollback") if r["result"]["diff"].startswith("lastserve")],
-            180)[0]["result"]
-        measured["rollback_1"] = {"trigger": rb["trigger"],
-                                  "apply_to_eevdf_s": round(time.monotonic() - forced_at, 1),
-                                  "detect_to_eevdf_ms": rb["detect_to_eevdf_ms"]}
+        rb = _wait(
+            "the guard's rollback of lastserve",
+            lambda: [
+                r for r in _actions(db, "rollback") if r["result"]["diff"].startswith("lastserve")
+            ],
+            180,
+        )[0]["result"]
+        measured["rollback_1"] = {
+            "trigger": rb["trigger"],
+            "apply_to_eevdf_s": round(time.monotonic() - forced_at, 1),
+            "detect_to_eevdf_ms": rb["detect_to_eevdf_ms"],
+        }
         assert scx.read_state().state == "disabled"
         assert rb["diff"] == "lastserve -> eevdf" and rb["quarantined"] is False
         assert rb["trigger"].startswith(("SLO regression", "kernel:", "starvation"))
@@ -150,17 +179,21 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
         # it, on the metric it was baselined on (the access log's p99, re-measured under
         # EEVDF before attaching)
         def vtime_rollbacks() -> list[dict[str, Any]]:  # step 1's winner may be vtime too
-            return [r for r in _actions(db, "rollback")
-                    if r["result"]["diff"].startswith("vtime")]
+            return [r for r in _actions(db, "rollback") if r["result"]["diff"].startswith("vtime")]
+
         earlier = len(vtime_rollbacks())
         api.call("apply", {"target": "server", "policy": slow["artifact_id"]})
         assert scx.read_state().ops == "vtime"
-        slo_rb = _wait("the guard's rollback of slow vtime",
-                       lambda: vtime_rollbacks()[earlier:], 180)[0]["result"]
+        slo_rb = _wait(
+            "the guard's rollback of slow vtime", lambda: vtime_rollbacks()[earlier:], 180
+        )[0]["result"]
         measured["rollback_slo"] = {"trigger": slo_rb["trigger"]}
         assert slo_rb["trigger"].startswith("SLO regression: p99_request_us"), slo_rb
-        forced = [r["result"]["evidence"] for r in _actions(db, "apply")
-                  if r["result"]["diff"].startswith("eevdf -> vtime")][-1]
+        forced = [
+            r["result"]["evidence"]
+            for r in _actions(db, "apply")
+            if r["result"]["diff"].startswith("eevdf -> vtime")
+        ][-1]
         assert forced["guard_metric"] == forced["baseline_metric"] == "p99_request_us"
 
         # 3. SIGKILL while a policy is active: the kernel itself returns to EEVDF
@@ -189,4 +222,3 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
             if p.poll() is None:
                 stop_tree(p)
     assert scx.read_state().state == "disabled"
-

@@ -12,27 +12,29 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.execution import engine
 from schedagent.errors import GateRejection, Quarantined, SchedExtBusy, SchedulerLoadError
+from schedagent.execution import engine
 from schedagent.kernel import libbpf, partial, scx, toolchain
 from schedagent.kernel.guard import Guard, GuardEventKind, rollback
 from schedagent.kernel.loader import BpfObject, LoadOptions, attach
-from schedagent.store import Store
 from schedagent.models import Target
+from schedagent.store import Store
 from tests.vm.conftest import FIXTURES, PROJECT, cli, report
 
 MINIMAL = str(FIXTURES / "minimal.bpf.c")
 
 
 def test_sigkill_of_link_holder_returns_kernel_to_eevdf() -> None:
-    code = ("import sys, time\n"
-            "from schedagent.kernel import toolchain\n"
-            "from schedagent.kernel.loader import BpfObject, LoadOptions, attach\n"
-            f"obj = BpfObject(toolchain.compile_source(__import__('pathlib').Path({MINIMAL!r}))"
-            ".path, 'minimal')\n"
-            "attach(obj, LoadOptions({}))\n"
-            "print('attached', flush=True)\n"
-            "time.sleep(600)\n")
+    code = (
+        "import sys, time\n"
+        "from schedagent.kernel import toolchain\n"
+        "from schedagent.kernel.loader import BpfObject, LoadOptions, attach\n"
+        f"obj = BpfObject(toolchain.compile_source(__import__('pathlib').Path({MINIMAL!r}))"
+        ".path, 'minimal')\n"
+        "attach(obj, LoadOptions({}))\n"
+        "print('attached', flush=True)\n"
+        "time.sleep(600)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=PROJECT)
     assert child.stdout is not None
     assert child.stdout.readline().strip() == b"attached"
@@ -48,7 +50,8 @@ def test_sigkill_of_link_holder_returns_kernel_to_eevdf() -> None:
 
 
 def test_partial_mode_moves_only_the_target_and_restores_it(
-        store: Store, sleeper: subprocess.Popen[bytes]) -> None:
+    store: Store, sleeper: subprocess.Popen[bytes]
+) -> None:
     tids = partial.target_tids(Target(pid=sleeper.pid))
     assert len(tids) == 4
     seen: dict[str, object] = {}
@@ -77,10 +80,15 @@ def test_partial_mode_moves_only_the_target_and_restores_it(
     report("rollback_to_disabled_ms", round(step.elapsed_ms, 1))
 
 
-def test_stall_is_ejected_detected_and_quarantined(store: Store,
-                                                   cpu_load: subprocess.Popen[bytes]) -> None:
-    req = engine.RunRequest(str(FIXTURES / "stall.bpf.c"), {"stall_after_ns": 300_000_000},
-                            duration_s=60, timeout_ms=1000)
+def test_stall_is_ejected_detected_and_quarantined(
+    store: Store, cpu_load: subprocess.Popen[bytes]
+) -> None:
+    req = engine.RunRequest(
+        str(FIXTURES / "stall.bpf.c"),
+        {"stall_after_ns": 300_000_000},
+        duration_s=60,
+        timeout_ms=1000,
+    )
     outcome = engine.run_policy(req, store)
     assert outcome.reason == "ejected"
     event = outcome.guard_event
@@ -97,7 +105,8 @@ def test_stall_is_ejected_detected_and_quarantined(store: Store,
 
 
 def test_scx_bpf_error_is_reported_with_the_bpf_message(
-        store: Store, cpu_load: subprocess.Popen[bytes]) -> None:
+    store: Store, cpu_load: subprocess.Popen[bytes]
+) -> None:
     req = engine.RunRequest(str(FIXTURES / "error.bpf.c"), {"error_after": 50}, duration_s=60)
     outcome = engine.run_policy(req, store)
     event = outcome.guard_event
@@ -124,8 +133,11 @@ def test_static_gate_rejection_names_the_line(store: Store) -> None:
     source = FIXTURES / "gate_reject.bpf.c"
     with pytest.raises(GateRejection) as caught:
         engine.verify(str(source), {}, store)
-    line = next(i for i, text in enumerate(source.read_text().splitlines(), 1)
-                if "bpf_probe_write_user" in text and "(" in text and "*" not in text[:3])
+    line = next(
+        i
+        for i, text in enumerate(source.read_text().splitlines(), 1)
+        if "bpf_probe_write_user" in text and "(" in text and "*" not in text[:3]
+    )
     assert caught.value.line == line
 
 
@@ -158,10 +170,20 @@ def test_sysrq_ejection_is_seen_and_a_foreign_scheduler_is_left_alone(store: Sto
         subprocess.run(["rm", "-rf", str(pin)], check=True)
 
 
-def test_cli_load_reports_ejection_with_exit_kind_and_kernel_message(tmp_path: Path,
-                                                                      cpu_load: object) -> None:
-    proc = cli("policies", "load", str(FIXTURES / "error.bpf.c"), "--set", "error_after=30",
-               "--duration", "60", "--json", env={"SCHEDAGENT_STATE_DIR": str(tmp_path)})
+def test_cli_load_reports_ejection_with_exit_kind_and_kernel_message(
+    tmp_path: Path, cpu_load: object
+) -> None:
+    proc = cli(
+        "policies",
+        "load",
+        str(FIXTURES / "error.bpf.c"),
+        "--set",
+        "error_after=30",
+        "--duration",
+        "60",
+        "--json",
+        env={"SCHEDAGENT_STATE_DIR": str(tmp_path)},
+    )
     assert proc.returncode == 24, proc.stderr
     data = json.loads(proc.stdout)
     assert data["exit_kind"] == 1025 and "error_after=30" in data["kernel_message"]
@@ -175,17 +197,34 @@ def test_cli_errors_have_distinct_exit_codes(tmp_path: Path) -> None:
     tunable = cli("policies", "verify", MINIMAL, "--set", "nope=1", "--json", env=env)
     codes = {gone.returncode, gate.returncode, tunable.returncode}
     assert (gone.returncode, gate.returncode, tunable.returncode) == (25, 11, 13), (
-        gone.stdout, gate.stdout, tunable.stdout)
+        gone.stdout,
+        gate.stdout,
+        tunable.stdout,
+    )
     assert len(codes) == 3
     assert "999999" in json.loads(gone.stdout)["error"]["message"]
 
 
 def test_killed_cli_leaves_eevdf_and_restart_recovers_threads(
-        tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
     env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path)}
-    child = subprocess.Popen([sys.executable, "-m", "schedagent", "policies", "load", MINIMAL,
-                              "--pid", str(sleeper.pid)], env=env, cwd=PROJECT,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "schedagent",
+            "policies",
+            "load",
+            MINIMAL,
+            "--pid",
+            str(sleeper.pid),
+        ],
+        env=env,
+        cwd=PROJECT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert child.stderr is not None
     line = child.stderr.readline()
     assert "enabled" in line, line
@@ -208,15 +247,21 @@ def test_killed_cli_leaves_eevdf_and_restart_recovers_threads(
         store.close()
 
 
-def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(
-        tmp_path: Path) -> None:
+def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(tmp_path: Path) -> None:
     """Issue 12: the emergency path does not depend on the database."""
     state = tmp_path / "state"
-    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state),
-           "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock")}
-    holder = subprocess.Popen([sys.executable, "-m", "schedagent", "policies", "load", "fifo",
-                               "--duration", "300"], cwd=PROJECT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "SCHEDAGENT_STATE_DIR": str(state),
+        "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock"),
+    }
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "schedagent", "policies", "load", "fifo", "--duration", "300"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         ok, snap = scx.wait_for(lambda s: s.state == "enabled" and s.ops == "fifo", 120.0)
         assert ok, f"fifo did not attach: {snap}"
@@ -229,9 +274,15 @@ def test_rollback_with_a_corrupted_store_detaches_through_the_link_holder(
         db.write_bytes(garbage)
         db.with_name(db.name + "-wal").write_bytes(garbage)
         db.with_name(db.name + "-shm").unlink(missing_ok=True)
-        proc = subprocess.run([sys.executable, "-m", "schedagent", "rollback", "--json"],
-                              cwd=PROJECT, env=env, capture_output=True, text=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "schedagent", "rollback", "--json"],
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         result = json.loads(proc.stdout)
         assert "store was not used" in result["note"]

@@ -54,41 +54,54 @@ def test_verify_then_load_through_a_real_mcp_client(tmp_path: Path) -> None:
     target = subprocess.Popen([sys.executable, "-c", SPIN])
     seq = scx.read_state().enable_seq
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "schedagent", "mcp"],
-        env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
-             "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock")})
+        command=sys.executable,
+        args=["-m", "schedagent", "mcp"],
+        env={
+            **os.environ,
+            "SCHEDAGENT_STATE_DIR": str(tmp_path / "state"),
+            "SCHEDAGENT_SOCKET": str(tmp_path / "no-daemon.sock"),
+        },
+    )
     out: dict[str, Any] = {}
 
     async def main() -> None:
         async with Client(params, read_timeout_seconds=600) as client:
             # unverified: refused before anything reaches the kernel
-            early = await client.call_tool("load_policy", {"policy": "vtime", "pid": target.pid,
-                                                           "duration_s": 2})
+            early = await client.call_tool(
+                "load_policy", {"policy": "vtime", "pid": target.pid, "duration_s": 2}
+            )
             out["unverified"] = (early.is_error, _text(early))
-            ver = await client.call_tool("verify_policy", {"name": "vtime",
-                                                           "tunables": {"slice_ns": 3_000_000}})
+            ver = await client.call_tool(
+                "verify_policy", {"name": "vtime", "tunables": {"slice_ns": 3_000_000}}
+            )
             assert not ver.is_error, _text(ver)
             art = ver.structured_content["artifact_id"]
             # same name, other tunables: not what was verified
-            other = await client.call_tool("load_policy", {"policy": "vtime", "pid": target.pid,
-                                                           "duration_s": 2})
+            other = await client.call_tool(
+                "load_policy", {"policy": "vtime", "pid": target.pid, "duration_s": 2}
+            )
             out["other_tunables"] = (other.is_error, _text(other))
             with _OpsWatch() as watch:
-                loaded = await client.call_tool("load_policy", {"policy": art,
-                                                                "pid": target.pid,
-                                                                "duration_s": 3})
-            out["vtime"] = (loaded.is_error, _text(loaded), loaded.structured_content,
-                            watch.seen)
+                loaded = await client.call_tool(
+                    "load_policy", {"policy": art, "pid": target.pid, "duration_s": 3}
+                )
+            out["vtime"] = (loaded.is_error, _text(loaded), loaded.structured_content, watch.seen)
             src = (FIXTURES / "minimal.bpf.c").read_text()
             ver2 = await client.call_tool("verify_policy", {"source": src})
             assert not ver2.is_error, _text(ver2)
             with _OpsWatch() as watch:
-                own = await client.call_tool("load_policy", {
-                    "policy": ver2.structured_content["artifact_id"], "pid": target.pid,
-                    "duration_s": 2})
+                own = await client.call_tool(
+                    "load_policy",
+                    {
+                        "policy": ver2.structured_content["artifact_id"],
+                        "pid": target.pid,
+                        "duration_s": 2,
+                    },
+                )
             out["minimal"] = (own.is_error, _text(own), watch.seen)
-            rejected = await client.call_tool("verify_policy", {
-                "source": (FIXTURES / "verifier_reject.bpf.c").read_text()})
+            rejected = await client.call_tool(
+                "verify_policy", {"source": (FIXTURES / "verifier_reject.bpf.c").read_text()}
+            )
             out["rejected"] = (rejected.is_error, _text(rejected))
             hist = await client.call_tool("history", {"limit": 20})
             out["audit"] = [r["action"] for r in hist.structured_content["audit"]]

@@ -14,10 +14,10 @@ import pytest
 
 from schedagent import services
 from schedagent.execution import engine
-from schedagent.kernel import partial, scx
+from schedagent.kernel import scx
+from schedagent.models import Target
 from schedagent.policy.repo import builtin_names, resolve
 from schedagent.store import Store
-from schedagent.models import Target
 from tests.vm.conftest import report, stop_tree
 
 NAMES = builtin_names()
@@ -41,18 +41,23 @@ def mixed_load() -> Iterator[None]:
     """stress-ng CPU hogs plus perf bench sched messaging in a loop."""
     hogs = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "120s", "-q"])
     messaging = subprocess.Popen(
-        ["sh", "-c", "while :; do perf bench sched messaging -g 2 -l 20 >/dev/null 2>&1; done"])
+        ["sh", "-c", "while :; do perf bench sched messaging -g 2 -l 20 >/dev/null 2>&1; done"]
+    )
     yield
     for proc in (messaging, hogs):  # the loop first, so it starts no new perf
         stop_tree(proc)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_policy_runs_cpu_and_messaging_load_for_10s(name: str, store: Store,
-                                                     mixed_load: None) -> None:
+def test_policy_runs_cpu_and_messaging_load_for_10s(
+    name: str, store: Store, mixed_load: None
+) -> None:
     seen: list[scx.ScxState] = []
-    outcome = engine.run_policy(engine.RunRequest(name, {}, duration_s=10.0), store,
-                                lambda _o: seen.append(scx.read_state()))
+    outcome = engine.run_policy(
+        engine.RunRequest(name, {}, duration_s=10.0),
+        store,
+        lambda _o: seen.append(scx.read_state()),
+    )
     assert seen[0].is_enabled and seen[0].ops == name and seen[0].switch_all
     assert outcome.reason == "duration", outcome.guard_event and outcome.guard_event.reason()
     assert outcome.guard_event is None and outcome.ran_s >= 10.0
@@ -85,14 +90,19 @@ def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
     meta = resolve("target").meta
     assert meta is not None
     max_wait_ns, slice_ns = 20_000_000, meta.tunables["target_slice_ns"].default
-    hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", "0", "--timeout", "120s",
-                            "-q"])
-    sleeper = subprocess.Popen([sys.executable, "-c", SLEEPER, "8"], stdout=subprocess.PIPE,
-                               text=True)
+    hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", "0", "--timeout", "120s", "-q"])
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", SLEEPER, "8"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
-        req = engine.RunRequest("target", {"max_other_wait_ns": max_wait_ns},
-                                Target(pid=hog.pid), duration_s=10.0, switch_all=True)
+        req = engine.RunRequest(
+            "target",
+            {"max_other_wait_ns": max_wait_ns},
+            Target(pid=hog.pid),
+            duration_s=10.0,
+            switch_all=True,
+        )
         outcome = engine.run_policy(req, store)
         worst_ns = int(sleeper.stdout.readline())
     finally:
@@ -113,10 +123,14 @@ def test_target_policy_bounds_how_long_others_wait(store: Store) -> None:
 
 
 def test_policies_show_reports_live_counters_of_the_active_policy(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
-    loader = subprocess.Popen([sys.executable, "-m", "schedagent", "policies", "load", "fifo",
-                               "--duration", "120"], stderr=subprocess.PIPE, text=True)
+    loader = subprocess.Popen(
+        [sys.executable, "-m", "schedagent", "policies", "load", "fifo", "--duration", "120"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert loader.stderr is not None and "enabled" in loader.stderr.readline()
         deadline = time.monotonic() + 30

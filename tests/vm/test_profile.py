@@ -18,7 +18,7 @@ import pytest
 
 from schedagent import services
 from schedagent.bench import workload as bench_workload
-from schedagent.kernel import partial, procstat
+from schedagent.kernel import procstat
 from schedagent.models import Target
 from tests.vm.conftest import report, stop_tree
 
@@ -33,8 +33,9 @@ def _tree_threads(pid: int) -> int:
 
 
 @contextmanager
-def running(argv: list[str], name: str | None = None, threads: int = 1,
-            settle_s: float = 2.0) -> Iterator[int]:
+def running(
+    argv: list[str], name: str | None = None, threads: int = 1, settle_s: float = 2.0
+) -> Iterator[int]:
     """Start a workload (under another name if given); yield its pid once its process tree
     has ``threads`` threads and has had ``settle_s`` to settle."""
     if name is not None:
@@ -71,14 +72,26 @@ def _jobset() -> list[str]:
 
 #: argv, expected class, threads in its process tree once it runs, settling time
 WORKLOADS = {
-    "stress-cpu": (lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"], "throughput",
-                   3, 2.0),
-    "cyclictest": (lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D",
-                            "60"], "latency-critical", 2, 2.0),
+    "stress-cpu": (
+        lambda: ["stress-ng", "--cpu", "2", "--timeout", "60s", "-q"],
+        "throughput",
+        3,
+        2.0,
+    ),
+    "cyclictest": (
+        lambda: ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "60"],
+        "latency-critical",
+        2,
+        2.0,
+    ),
     # thread mode: one process, 20 senders and 20 receivers (process mode starts 40
     # processes, which takes over a minute under emulation)
-    "messaging": (lambda: ["perf", "bench", "sched", "messaging", "-t", "-g", "1", "-l",
-                           "1000000"], "messaging", 41, 2.0),
+    "messaging": (
+        lambda: ["perf", "bench", "sched", "messaging", "-t", "-g", "1", "-l", "1000000"],
+        "messaging",
+        41,
+        2.0,
+    ),
     # a job set is a job set while it runs its jobs: watched from its start (no wait for
     # threads), by an observer at raised priority that counts unreaped jobs as finished
     "jobset": (_jobset, "batch", 0, 0.0),
@@ -92,9 +105,14 @@ def test_workload_class_from_behaviour_even_under_a_misleading_name(workload: st
     for name in (None, "nginx-worker"):
         with running(make_argv(), name, threads, settle_s) as pid:
             prof = services.profile_workload(Target(pid=pid), WINDOW_S)
-        report(f"profile_{workload}{'_renamed' if name else ''}",
-               {"class": prof.workload_class, "why": prof.rationale,
-                "features": prof.to_json()["features"]})
+        report(
+            f"profile_{workload}{'_renamed' if name else ''}",
+            {
+                "class": prof.workload_class,
+                "why": prof.rationale,
+                "features": prof.to_json()["features"],
+            },
+        )
         classes.append((prof.workload_class, prof.rationale, prof.to_json()["features"]))
     assert [c[0] for c in classes] == [expected, expected], classes
 
@@ -117,9 +135,22 @@ def test_latency_sensitive_target_beside_cpu_hogs() -> None:
 
 def test_profile_cli_reports_a_pid_that_exits_mid_window(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)"])
-    out = subprocess.run([sys.executable, "-m", "schedagent", "profile", str(proc.pid),
-                          "--duration", "30", "--json"], capture_output=True, text=True,
-                         check=False, env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schedagent",
+            "profile",
+            str(proc.pid),
+            "--duration",
+            "30",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "SCHEDAGENT_STATE_DIR": str(tmp_path)},
+    )
     proc.wait()
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -133,13 +164,22 @@ def test_deep_probe_histograms_and_own_overhead() -> None:
     argv = ["cyclictest", "--policy=other", "-t1", "-i", "2000", "-q", "-D", "900"]
     with running(argv, threads=2) as pid:
         rep = services.deep_probe(Target(pid=pid), 3.0)
-    report("deep_probe_cyclictest", {"wakeups": rep.wakeups, "p99_us":
-                                     rep.wakeup_latency.percentile(99),
-                                     "p99_fine_us": rep.wakeup_fine.percentile(99),
-                                     "overhead_pct_of_one_cpu": rep.overhead_pct_of_one_cpu,
-                                     "events": rep.probe_events})
-    assert rep.attach_points == ("sched_wakeup", "sched_wakeup_new", "sched_switch",
-                                 "sched_migrate_task")
+    report(
+        "deep_probe_cyclictest",
+        {
+            "wakeups": rep.wakeups,
+            "p99_us": rep.wakeup_latency.percentile(99),
+            "p99_fine_us": rep.wakeup_fine.percentile(99),
+            "overhead_pct_of_one_cpu": rep.overhead_pct_of_one_cpu,
+            "events": rep.probe_events,
+        },
+    )
+    assert rep.attach_points == (
+        "sched_wakeup",
+        "sched_wakeup_new",
+        "sched_switch",
+        "sched_migrate_task",
+    )
     # cyclictest wakes every 2 ms: hundreds of wakeups in 3 s, each with a latency sample
     assert rep.wakeups >= 100 and sum(rep.wakeup_latency.buckets) >= 100
     # the fine histogram saw the same wakeups (read a moment later, so a few more), and

@@ -14,9 +14,9 @@ import pytest
 from schedagent import services
 from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload
-from schedagent.kernel import partial, scx
-from schedagent.store import Store
+from schedagent.kernel import scx
 from schedagent.models import Target, TuneBudget
+from schedagent.store import Store
 from tests.vm.conftest import report, stop_tree
 
 
@@ -35,22 +35,36 @@ def test_tune_throughput_never_keeps_a_worse_policy() -> None:
     seq = scx.read_state().enable_seq
     hog = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "900s", "-q"])
     try:
-        rep = services.tune(TuneRequest(Target(pid=hog.pid), budget=TuneBudget(
-            observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=8, max_candidates=2)))
+        rep = services.tune(
+            TuneRequest(
+                Target(pid=hog.pid),
+                budget=TuneBudget(
+                    observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=8, max_candidates=2
+                ),
+            )
+        )
     finally:
         stop_tree(hog)
     assert _check_restored(seq) > 0  # candidates really ran on sched_ext
     d = rep.decision
     assert d is not None
-    report("tune_throughput", {"class": rep.profile["class"], "decision": d.policy,
-                               "trials": [(t.label, t.verdict, t.ratio) for t in rep.trials],
-                               "evaluations": rep.evaluations, "wall_s": round(rep.wall_s)})
+    report(
+        "tune_throughput",
+        {
+            "class": rep.profile["class"],
+            "decision": d.policy,
+            "trials": [(t.label, t.verdict, t.ratio) for t in rep.trials],
+            "evaluations": rep.evaluations,
+            "wall_s": round(rep.wall_s),
+        },
+    )
     assert rep.profile["class"] == "throughput"
     # issue 13: what is kept was confirmed better on fresh windows, in the metric's own
     # direction (cpus_used: higher is better), and nothing screened "worse" is kept
     assert rep.metric["direction"] == "higher"
-    worse = {(t.policy, tuple(sorted(t.overrides.items()))) for t in rep.trials
-             if t.verdict == "worse"}
+    worse = {
+        (t.policy, tuple(sorted(t.overrides.items()))) for t in rep.trials if t.verdict == "worse"
+    }
     assert (d.policy, tuple(sorted(d.tunables.items()))) not in worse, d.why
     if d.policy != "eevdf":
         assert d.verdict == "better" and d.ratio is not None and d.ci is not None
@@ -67,26 +81,44 @@ def test_tune_on_the_mixed_server_ends_better_on_the_clients_p99(tmp_path: Path)
     seq = scx.read_state().enable_seq
     binary = workload.build(workload.resolve("mixed"))
     log = tmp_path / "access.log"
-    hogs = subprocess.Popen(["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)),
-                             "--timeout", "900s", "-q"])
-    client = subprocess.Popen([str(binary), "-w", "4", "-n", "1000000", "-r", "400",
-                               "-b", "3000", "-l", str(log)], stdout=subprocess.DEVNULL)
+    hogs = subprocess.Popen(
+        ["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)), "--timeout", "900s", "-q"]
+    )
+    client = subprocess.Popen(
+        [str(binary), "-w", "4", "-n", "1000000", "-r", "400", "-b", "3000", "-l", str(log)],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         time.sleep(6)  # past the client's start-up burst
-        rep = services.tune(TuneRequest(Target(pid=client.pid), latency_log=str(log), budget=TuneBudget(
-            observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=10, max_candidates=1)))
+        rep = services.tune(
+            TuneRequest(
+                Target(pid=client.pid),
+                latency_log=str(log),
+                budget=TuneBudget(
+                    observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=10, max_candidates=1
+                ),
+            )
+        )
     finally:
         for proc in (client, hogs):
             stop_tree(proc)
     assert _check_restored(seq) > 0
     d = rep.decision
     assert d is not None
-    report("tune_mixed", {"class": rep.profile["class"], "metric": rep.metric["name"],
-                          "decision": d.policy, "why": d.why, "eevdf": rep.baseline_samples,
-                          "skipped": rep.skipped_windows,
-                          "trials": [(t.label, t.verdict, t.ratio, t.samples)
-                                     for t in rep.trials],
-                          "evaluations": rep.evaluations, "wall_s": round(rep.wall_s)})
+    report(
+        "tune_mixed",
+        {
+            "class": rep.profile["class"],
+            "metric": rep.metric["name"],
+            "decision": d.policy,
+            "why": d.why,
+            "eevdf": rep.baseline_samples,
+            "skipped": rep.skipped_windows,
+            "trials": [(t.label, t.verdict, t.ratio, t.samples) for t in rep.trials],
+            "evaluations": rep.evaluations,
+            "wall_s": round(rep.wall_s),
+        },
+    )
     assert rep.metric["name"] == "p99_request_us"
     assert rep.ended in ("complete", "budget"), rep.end_note
     # target was measured in screening, on enough windows to decide
@@ -103,17 +135,35 @@ def test_tune_on_the_mixed_server_ends_better_on_the_clients_p99(tmp_path: Path)
         assert d.ratio is not None and d.ci is not None and d.ci[1] < 1.0  # a lower client p99
         assert len(leader.confirmation.samples) >= 4
     else:
-        assert all(t.confirmation is not None and t.confirmation.verdict != "better"
-                   for t in confirmed), d.why
+        assert all(
+            t.confirmation is not None and t.confirmation.verdict != "better" for t in confirmed
+        ), d.why
 
 
 def test_tune_of_a_pid_that_exits_mid_run_restores_eevdf_and_keeps_the_record(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     proc = subprocess.Popen(["stress-ng", "--cpu", "1", "--timeout", "12s", "-q"])
-    out = subprocess.run([sys.executable, "-m", "schedagent", "tune", str(proc.pid), "--json",
-                          "--observe-s", "2", "--window-s", "2", "--rounds", "20"],
-                         capture_output=True, text=True, check=False,
-                         env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "schedagent",
+            "tune",
+            str(proc.pid),
+            "--json",
+            "--observe-s",
+            "2",
+            "--window-s",
+            "2",
+            "--rounds",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")},
+    )
     proc.wait()
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
