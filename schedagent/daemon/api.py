@@ -16,12 +16,15 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any, cast
 
-from schedagent import ops, services
+from schedagent import ops, opspec, services
 from schedagent.daemon import guard, state
 from schedagent.daemon.control import Control
 from schedagent.daemon.state import TargetState
 from schedagent.errors import ConfigError, SchedagentError
 from schedagent.execution import host, measure
+
+#: the operations this daemon answers itself (the rest are ``ops``'s shared ones)
+_OWN = frozenset({"daemon_status", "approve", "apply", "proposals", "rollback"})
 
 #: How long an operation that changes a scheduler waits for the loop (a tune holds it).
 BUSY_TIMEOUT_S = 300.0
@@ -38,22 +41,26 @@ class Api:
         self.ctl = ctl
 
     def handle(self, op: str, args: dict[str, Any], actor: str) -> dict[str, Any]:
-        """One socket request: the daemon's own operations, or a shared one from ops."""
-        if op == "daemon_status":
-            return self.status()
-        if op == "approve":
-            return self.approve(args.get("id"), actor)
-        if op == "apply":
-            return self.force_apply(args, actor)
-        if op == "rollback":
-            return self.rollback_now(actor)
-        if op == "proposals":
+        """One socket request: the daemon's own operations, or a shared one from ops.
+
+        The daemon's own are validated against their models in ``opspec`` first, exactly
+        as ``ops.call`` validates the shared ones: a bad argument is refused by name."""
+        if op not in _OWN:
+            return ops.call(op, args, actor)
+        parsed = ops.validate(op, args)
+        if isinstance(parsed, opspec.ApproveArgs):
+            return self.approve(parsed.id, actor)
+        if isinstance(parsed, opspec.ApplyArgs):
+            return self.force_apply(parsed.model_dump(), actor)
+        if isinstance(parsed, opspec.ProposalsArgs):
             store = services.open_store()  # the API's threads keep off the loop's connection
             try:
-                return {"proposals": store.proposals(args.get("status"))}
+                return {"proposals": store.proposals(parsed.status)}
             finally:
                 store.close()
-        return ops.call(op, args, actor)
+        if op == "rollback":
+            return self.rollback_now(actor)
+        return self.status()
 
     def status(self) -> dict[str, Any]:
         """A snapshot, without the loop's lock: a tune holds that for minutes."""

@@ -262,6 +262,11 @@ def test_observe_mode_profiles_audits_notifies_systemd_and_stops_cleanly(tmp_pat
             client.call("nope", {})
         with pytest.raises(ConfigError, match="no pending proposal 7"):
             client.call("approve", {"id": 7})
+        # the daemon's own operations are validated by their opspec models, like ops's
+        with pytest.raises(SchedagentError, match=r"approve: id: .*accepted arguments: id"):
+            client.call("approve", {"id": "seven"})
+        with pytest.raises(SchedagentError, match=r"apply: .*Extra inputs"):
+            client.call("apply", {"target": "sleeper", "policy": "vtime", "bogus": 1})
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             metrics = resp.read().decode()
         assert 'schedagent_active_policy{target="sleeper",policy="eevdf"} 1' in metrics
