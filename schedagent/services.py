@@ -21,6 +21,7 @@ from pathlib import Path
 from schedagent import config
 from schedagent.agent import llm
 from schedagent.agent import tune as tune_mod
+from schedagent.agent.report import TuneReport
 from schedagent.bench import report as bench_report
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
@@ -650,7 +651,7 @@ def tune(
     slo: str | None = None,
     progress: tune_mod.Progress | None = None,
     budget: llm.Budget | None = None,
-) -> tune_mod.TuneReport:
+) -> TuneReport:
     """Profile a target, try candidates live against EEVDF, keep only a proven winner."""
     if req.agent == "anthropic":
         return tune_with_agent(req, None, budget, slo, progress)[0]
@@ -682,7 +683,7 @@ def tune_with_agent(
     budget: llm.Budget | None = None,
     slo: str | None = None,
     progress: tune_mod.Progress | None = None,
-) -> tuple[tune_mod.TuneReport, dict[str, object]]:
+) -> tuple[TuneReport, dict[str, object]]:
     """``tune --agent anthropic``: Claude chooses through the same typed operations."""
     req = _checked(req, slo)
     transport = transport or llm.AnthropicTransport()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from schedagent.agent import planner, tune
+from schedagent.agent import report as tune_report
 from schedagent.agent.port import Executor
 from schedagent.bench import stats
 from schedagent.daemon.config import DAEMON_BUDGET
@@ -125,7 +126,7 @@ class NullStore:
 
 
 class SimLoop(tune.Loop):  # the unit under simulation is the loop itself
-    def gate(self, trials: list[tune.Trial]) -> list[tune.Trial]:
+    def gate(self, trials: list[tune_report.Trial]) -> list[tune_report.Trial]:
         return trials  # every variant passes the gates (compiling is not simulated)
 
 
@@ -137,8 +138,8 @@ def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None, rng: ran
         effects[better] = 1 / IMPROVEMENT
     clock = SimClock()
     world = SimWorld(rng, noise, effects, clock)
-    report = tune.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
-    report.trials = [tune.Trial(c.policy, c.overrides, c.reason) for c in cands]
+    report = tune_report.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
+    report.trials = [tune_report.Trial(c.policy, c.overrides, c.reason) for c in cands]
     # duck-typed stand-ins: the store takes records, the world is the executor's meter side
     store = cast(Store, NullStore())
     loop = SimLoop(req, store, PROFILE, report, cast(Executor, world), world, clock=clock)

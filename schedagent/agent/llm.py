@@ -26,19 +26,9 @@ import yaml
 
 from schedagent.agent import planner
 from schedagent.agent.port import Executor
+from schedagent.agent.report import Decision, Trial, TuneReport, decide, leader, record
 from schedagent.agent.tools import anthropic_tools
-from schedagent.agent.tune import (
-    Decision,
-    Loop,
-    Progress,
-    Trial,
-    TuneReport,
-    TuneRequest,
-    confirm_windows,
-    decide,
-    leader,
-    record,
-)
+from schedagent.agent.tune import Loop, Progress, TuneRequest, confirm_windows
 from schedagent.errors import ConfigError, SchedagentError, TargetGone
 from schedagent.models import ModelBudget, PolicyDraft, WorkloadProfile
 from schedagent.policy import gate, repo

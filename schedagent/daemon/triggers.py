@@ -17,7 +17,8 @@ from dataclasses import asdict
 import psutil
 
 from schedagent import services
-from schedagent.agent.tune import TuneReport, TuneRequest
+from schedagent.agent.report import TuneReport
+from schedagent.agent.tune import TuneRequest
 from schedagent.daemon import guard
 from schedagent.daemon.control import Control
 from schedagent.daemon.state import Baseline, TargetState

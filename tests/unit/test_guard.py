@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from schedagent import services
-from schedagent.agent import tune
+from schedagent.agent import report as tune_report
 from schedagent.daemon import config, service
 from schedagent.execution import engine, host
 from schedagent.execution import measure as live
@@ -152,10 +152,10 @@ def _tuned(
     prof = WorkloadProfile(
         "mixed", 0.8, FEATS, Slo("p99_wakeup_latency", "<=", 5000.0, "us", "r"), "r", "pid 1", 5.0
     )
-    report = tune.TuneReport(
+    report = tune_report.TuneReport(
         "pid 1", prof.to_json(), "slo", {"name": metric}, "offline", [5000.0, 5100.0, 5050.0]
     )
-    report.decision = tune.Decision("vtime", {}, "better", 0.5, (0.4, 0.6), "why", None)
+    report.decision = tune_report.Decision("vtime", {}, "better", 0.5, (0.4, 0.6), "why", None)
     monkeypatch.setattr(services, "tune", lambda *a, **k: report)
     made: list[FakeMeter] = []
 

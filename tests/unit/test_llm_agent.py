@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from schedagent.agent import llm, tune
+from schedagent.agent import report as tune_report
 from schedagent.errors import PolicyNotFound
 from schedagent.execution.port import LiveExecutor
 from schedagent.models import (
@@ -55,12 +56,12 @@ def _profile() -> WorkloadProfile:
 RUNQ = LiveMetric("runq_wait_us", "us", "lower", "fake")
 
 
-def agent_loop(tmp_path: Path, world: World) -> tuple[tune.Loop, Store, tune.TuneReport]:
+def agent_loop(tmp_path: Path, world: World) -> tuple[tune.Loop, Store, tune_report.TuneReport]:
     """A loop for the model over a fake executor (``World``) and a store in ``tmp_path``."""
     store = Store(tmp_path / "s.db")
     prof = _profile()
     req = tune.TuneRequest(Target(pid=1), agent="anthropic", budget=TuneBudget(rounds=4))
-    rep = tune.TuneReport(
+    rep = tune_report.TuneReport(
         "pid 1", prof.to_json(), prof.slo.describe(), asdict(world.metric), "anthropic"
     )
     return tune.Loop(req, store, prof, rep, world, world, clock=world.clock), store, rep
@@ -74,13 +75,13 @@ def world() -> World:
 @pytest.fixture
 def setup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, world: World
-) -> tuple[tune.Loop, Store, tune.TuneReport]:
+) -> tuple[tune.Loop, Store, tune_report.TuneReport]:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
     return agent_loop(tmp_path, world)
 
 
 def _run(
-    setup: tuple[tune.Loop, Store, tune.TuneReport],
+    setup: tuple[tune.Loop, Store, tune_report.TuneReport],
     script: list[Any],
     budget: llm.Budget | None = None,
     names: list[str] | None = None,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from schedagent.agent import planner, tune
+from schedagent.agent import planner
+from schedagent.agent import report as tune_report
 from schedagent.execution import measure as live
 from schedagent.models import Features, Slo, Target, WorkloadProfile
 from schedagent.policy import repo
@@ -63,14 +64,16 @@ def test_live_metric_follows_the_slo() -> None:
     assert (msg.name, msg.direction) == ("io_bytes_per_s", "higher")
 
 
-def _report(trials: list[tune.Trial], ended: tune.Ended = "complete") -> tune.TuneReport:
-    rep = tune.TuneReport("pid 7", {}, "slo", {}, "offline", [100.0, 110.0, 105.0, 98.0])
+def _report(
+    trials: list[tune_report.Trial], ended: tune_report.Ended = "complete"
+) -> tune_report.TuneReport:
+    rep = tune_report.TuneReport("pid 7", {}, "slo", {}, "offline", [100.0, 110.0, 105.0, 98.0])
     rep.trials, rep.ended = trials, ended
     return rep
 
 
-def _trial(policy: str, verdict: str, ratio: float) -> tune.Trial:
-    t = tune.Trial(
+def _trial(policy: str, verdict: str, ratio: float) -> tune_report.Trial:
+    t = tune_report.Trial(
         policy,
         {},
         "r",
@@ -88,7 +91,7 @@ def _trial(policy: str, verdict: str, ratio: float) -> tune.Trial:
 def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -> None:
     metric = live.metric_for(Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r"))
     target = Target(pid=7)
-    none = tune.decide(
+    none = tune_report.decide(
         _report([_trial("vtime", "no-difference", 0.97), _trial("latency", "worse", 1.4)]),
         metric,
         target,
@@ -96,17 +99,17 @@ def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -
     assert none.policy == "eevdf" and "keeping EEVDF" in none.why and none.reapply is None
     # issue 13: a screening "better" alone is not kept; the confirmation decides
     unconfirmed = _trial("target", "better", 0.4)
-    assert tune.decide(_report([unconfirmed]), metric, target).policy == "eevdf"
-    unconfirmed.confirmation = tune.Confirmation(
+    assert tune_report.decide(_report([unconfirmed]), metric, target).policy == "eevdf"
+    unconfirmed.confirmation = tune_report.Confirmation(
         [100.0] * 4, [90.0] * 4, "no-difference", 0.9, (0.8, 1.1), 0.3
     )
-    refused = tune.decide(_report([unconfirmed]), metric, target)
+    refused = tune_report.decide(_report([unconfirmed]), metric, target)
     assert refused.policy == "eevdf" and refused.verdict == "not confirmed"
     confirmed = _trial("target", "better", 0.4)
-    confirmed.confirmation = tune.Confirmation(
+    confirmed.confirmation = tune_report.Confirmation(
         [100.0, 101, 102, 103], [40.0, 41, 42, 43], "better", 0.41, (0.38, 0.44), 0.029
     )
-    best = tune.decide(
+    best = tune_report.decide(
         _report([_trial("vtime", "better", 0.8), confirmed, _trial("latency", "worse", 1.4)]),
         metric,
         target,
@@ -114,5 +117,5 @@ def test_decision_keeps_only_a_confirmed_candidate_and_prints_how_to_reapply() -
     assert best.policy == "target" and best.verdict == "better" and best.ratio == 0.41
     assert "confirmed on 4 fresh interleaved windows against 4 of EEVDF" in best.why
     assert best.reapply == "schedagent policies load target --pid 7 --switch-all"
-    stopped = tune.decide(_report([confirmed], "target-exited"), metric, target)
+    stopped = tune_report.decide(_report([confirmed], "target-exited"), metric, target)
     assert stopped.policy == "eevdf" and "stopped early" in stopped.why

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schedagent.agent import planner, tune
+from schedagent.agent import report as tune_report
 from schedagent.agent.port import Executor
 from schedagent.errors import PolicyError
 from schedagent.models import (
@@ -156,7 +157,7 @@ class World:
 
 
 def _loop(
-    world: World, store: Store, request: tune.TuneRequest, report: tune.TuneReport
+    world: World, store: Store, request: tune.TuneRequest, report: tune_report.TuneReport
 ) -> tune.Loop:
     executor: Executor = world  # checked by mypy: World implements the port
     return tune.Loop(request, store, PROF, report, executor, world, clock=world.clock)
@@ -164,11 +165,11 @@ def _loop(
 
 def _tune(
     tmp_path: Path, world: World, policies: list[str], **req: object
-) -> tuple[tune.TuneReport, Store]:
+) -> tuple[tune_report.TuneReport, Store]:
     store = Store(tmp_path / "db.sqlite")
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0, **req))  # type: ignore[arg-type]
-    report = tune.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
-    report.trials = [tune.Trial(p, {}, "r") for p in policies]
+    report = tune_report.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
+    report.trials = [tune_report.Trial(p, {}, "r") for p in policies]
     tune.run_trials(_loop(world, store, request, report))
     return report, store
 
@@ -242,8 +243,8 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
     world = World(LOWER, {"latency": 0.5, "vtime": 1.0})
     store = Store(tmp_path / "db.sqlite")
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0))
-    report = tune.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
-    report.trials = [tune.Trial(p, {}, "r") for p in ("latency", "vtime")]
+    report = tune_report.TuneReport("pid 1", {}, "slo", {"name": LOWER.name}, "offline")
+    report.trials = [tune_report.Trial(p, {}, "r") for p in ("latency", "vtime")]
     loop = _loop(world, store, request, report)
     loop.measure(report.trials, 4, [0], 1)
 
@@ -264,10 +265,10 @@ def test_the_models_choice_is_kept_only_after_its_confirmation(tmp_path: Path) -
 def test_the_leader_is_the_strongest_evidence_not_a_ratio_on_too_few_windows() -> None:
     """Seen in CI: a variant cut short by the budget (1 window, 'insufficient') had a better
     ratio than 'target', better on 5 windows, and was confirmed in its place (and failed)."""
-    strong = tune.Trial(
+    strong = tune_report.Trial(
         "target", {}, "r", status="measured", samples=[50.0] * 5, verdict="better", ratio=0.5
     )
-    thin = tune.Trial(
+    thin = tune_report.Trial(
         "target",
         {"target_slice_ns": 1000000},
         "r",
@@ -276,17 +277,17 @@ def test_the_leader_is_the_strongest_evidence_not_a_ratio_on_too_few_windows() -
         verdict="insufficient",
         ratio=0.2,
     )
-    worse = tune.Trial(
+    worse = tune_report.Trial(
         "vtime", {}, "r", status="measured", samples=[10.0] * 5, verdict="worse", ratio=0.1
     )
-    assert tune.leader([thin, worse, strong], "lower") is strong
+    assert tune_report.leader([thin, worse, strong], "lower") is strong
     # with no trial that screened better, the best ratio pointing the right way leads
-    assert tune.leader([thin, worse], "lower") is thin
-    up = tune.Trial(
+    assert tune_report.leader([thin, worse], "lower") is thin
+    up = tune_report.Trial(
         "batch", {}, "r", status="measured", samples=[1.0] * 5, verdict="better", ratio=1.4
     )
-    assert tune.leader([up], "lower") is None
-    assert tune.leader([up], "higher") is up
+    assert tune_report.leader([up], "lower") is None
+    assert tune_report.leader([up], "higher") is up
 
 
 def test_tune_runs_through_the_port_and_leaves_nothing_attached(tmp_path: Path) -> None:

@@ -1,0 +1,244 @@
+"""What one tune reports and decides: its trials, the leader, the decision and its records.
+
+A trial's screening verdict only chooses the leader; the leader is kept only if its
+confirmation, on fresh windows, says ``better`` (issue 13). ``agent.tune`` and
+``agent.llm`` both decide and record with this module.
+"""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from schedagent.agent import planner
+from schedagent.models import LiveMetric, Target, WorkloadProfile
+from schedagent.store import Store
+
+Ended = Literal["complete", "dry-run", "budget", "target-exited", "phase-change"]
+
+
+@dataclass(slots=True)
+class Confirmation:
+    """The leader against EEVDF on fresh interleaved windows, apart from screening."""
+
+    baseline_samples: list[float] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)
+    verdict: str | None = None
+    ratio: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+
+
+@dataclass(slots=True)
+class Trial:
+    """One candidate's path through the gates, the canary and the A/B windows."""
+
+    policy: str
+    overrides: dict[str, int]
+    reason: str
+    status: str = "proposed"  # proposed, rejected, measured
+    error: str | None = None
+    samples: list[float] = field(default_factory=list)
+    verdict: str | None = None
+    ratio: float | None = None
+    ci: tuple[float, float] | None = None
+    p_value: float | None = None
+    #: the leader only: its confirmation round, which alone decides whether it is kept
+    confirmation: Confirmation | None = None
+
+    @property
+    def label(self) -> str:
+        """The policy and its overrides, as reports print them."""
+        return planner.Candidate(self.policy, self.overrides).label
+
+
+@dataclass(slots=True)
+class Decision:
+    """What was kept, and the evidence."""
+
+    policy: str  # "eevdf" when nothing was kept
+    tunables: dict[str, int]
+    verdict: str
+    ratio: float | None
+    ci: tuple[float, float] | None
+    why: str
+    reapply: str | None
+
+
+@dataclass(slots=True)
+class TuneReport:
+    """Everything ``tune`` prints, as data."""
+
+    target: str
+    profile: dict[str, object]
+    slo: str
+    metric: dict[str, str]
+    agent: str
+    baseline_samples: list[float] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
+    decision: Decision | None = None
+    ended: Ended = "complete"
+    end_note: str = ""
+    evaluations: int = 0
+    wall_s: float = 0.0
+    #: the model's usage and price (anthropic agent only)
+    cost: dict[str, object] = field(default_factory=dict)
+    #: windows left out of the comparison, and why (too few wakeups for a p99)
+    skipped_windows: list[str] = field(default_factory=list)
+    #: seconds spent before the first window: gates and compiles (candidates, probe)
+    compile_s: float = 0.0
+    #: seconds spent in canaries and measured windows
+    measure_s: float = 0.0
+
+    def to_json(self) -> dict[str, object]:
+        """The report as JSON-ready data (``tune --json``)."""
+        return asdict(self)
+
+
+def better_first(trials: list[Trial], direction: str) -> list[Trial]:
+    sign = 1.0 if direction == "lower" else -1.0
+    return sorted(
+        (t for t in trials if t.ratio is not None), key=lambda t: sign * (t.ratio or 0.0)
+    )  # every ratio here is set
+
+
+#: How much screening evidence a verdict carries when choosing the leader: a trial that
+#: screened ``better`` leads over one with a better ratio on too few windows to decide
+#: (a variant cut short by the budget once led on 1 window over ``target``, better on 5,
+#: and its confirmation then failed).
+_EVIDENCE = {"better": 0, "no-difference": 1, "insufficient": 2}
+
+
+def leader(trials: list[Trial], direction: str) -> Trial | None:
+    """The screening leader: the strongest evidence, then the best ratio that points the
+    better way; never ``worse``."""
+    eligible = []
+    for t in better_first(trials, direction):
+        assert t.ratio is not None
+        pointing = t.ratio < 1 if direction == "lower" else t.ratio > 1
+        if t.status != "rejected" and t.verdict != "worse" and pointing:
+            eligible.append(t)
+    # sorted() is stable: within one kind of evidence the better ratio stays first
+    ranked = sorted(eligible, key=lambda t: _EVIDENCE.get(t.verdict or "", len(_EVIDENCE)))
+    return ranked[0] if ranked else None
+
+
+def decide(report: TuneReport, metric: LiveMetric, target: Target) -> Decision:
+    """What to keep, and why: the trial whose confirmation said ``better`` on ``metric``,
+    else EEVDF (also when the run stopped early); ``reapply`` is the command that loads it."""
+    if report.ended in ("target-exited", "phase-change"):
+        return Decision(
+            "eevdf",
+            {},
+            "stopped",
+            None,
+            None,
+            f"stopped early ({report.end_note}); nothing kept, EEVDF restored",
+            None,
+        )
+    screened = ", ".join(
+        f"{t.label}: {t.verdict or t.status}{f' on {len(t.samples)} windows' if t.samples else ''}"
+        for t in report.trials
+    )
+    best = next((t for t in report.trials if t.confirmation is not None), None)
+    conf = best.confirmation if best is not None else None
+    if best is None or conf is None:
+        return Decision(
+            "eevdf",
+            {},
+            "no candidate better",
+            None,
+            None,
+            f"no candidate pointed better than EEVDF on {metric.name} in screening "
+            f"({screened} against {len(report.baseline_samples)} EEVDF windows); "
+            "keeping EEVDF",
+            None,
+        )
+    windows = (
+        f"{len(conf.samples)} fresh interleaved windows against "
+        f"{len(conf.baseline_samples)} of EEVDF"
+    )
+    if conf.verdict != "better":
+        return Decision(
+            "eevdf",
+            {},
+            "not confirmed",
+            conf.ratio,
+            conf.ci,
+            f"screening led with {best.label} ({screened} against "
+            f"{len(report.baseline_samples)} EEVDF windows); its confirmation on "
+            f"{windows} said {conf.verdict}"
+            f"{_evidence(conf) if conf.ratio is not None else ''}; keeping EEVDF",
+            None,
+        )
+    assert conf.ratio is not None and conf.ci is not None
+    sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.overrides.items()))
+    where = f"--pid {target.pid}" if target.pid else f"--cgroup {shlex.quote(target.cgroup or '')}"
+    return Decision(
+        best.policy,
+        best.overrides,
+        "better",
+        conf.ratio,
+        conf.ci,
+        f"{best.label} changed {metric.name} from a median "
+        f"{statistics.median(conf.baseline_samples):.4g} to "
+        f"{statistics.median(conf.samples):.4g} {metric.unit}{_evidence(conf)}, confirmed on "
+        f"{windows} that took no part in choosing it (screening: {screened} against "
+        f"{len(report.baseline_samples)} EEVDF windows)",
+        f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip(),
+    )
+
+
+def _evidence(conf: Confirmation) -> str:
+    assert conf.ratio is not None and conf.ci is not None and conf.p_value is not None
+    return (
+        f" (ratio {conf.ratio:.3f}, 95% CI [{conf.ci[0]:.3f}, {conf.ci[1]:.3f}], "
+        f"p={conf.p_value:.3g})"
+    )
+
+
+def record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
+    """Each trial's verdict goes to the planner's history; the confirmed leader's is its
+    confirmation (its screening verdict was chosen for looking good). ``insufficient`` is
+    stored as such, and the history does not count it as a tie."""
+    for trial in report.trials:
+        conf = trial.confirmation
+        if conf is not None and conf.verdict is not None:
+            store.add_verdict(
+                trial.policy,
+                prof.workload_class,
+                conf.verdict,
+                source="tune-confirmation",
+                label=trial.label,
+                ratio=conf.ratio,
+                ci=conf.ci,
+                metric=report.metric["name"],
+                windows=len(conf.samples),
+            )
+        elif trial.verdict is not None:
+            store.add_verdict(
+                trial.policy,
+                prof.workload_class,
+                trial.verdict,
+                source="tune",
+                label=trial.label,
+                ratio=trial.ratio,
+                ci=trial.ci,
+                metric=report.metric["name"],
+                windows=len(trial.samples),
+            )
+    decision = report.decision
+    assert decision is not None
+    store.add_event(
+        "tune",
+        decision.policy if decision.policy != "eevdf" else None,
+        target=report.target,
+        ended=report.ended,
+        note=report.end_note,
+        decision=asdict(decision),
+        evaluations=report.evaluations,
+        slo=report.slo,
+        workload_class=prof.workload_class,
+    )
