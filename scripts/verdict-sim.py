@@ -32,7 +32,7 @@ from typing import cast
 
 from schedagent.agent import planner, tune
 from schedagent.agent import report as tune_report
-from schedagent.agent.port import Executor
+from schedagent.agent.port import Executor, ManualClock
 from schedagent.bench import stats
 from schedagent.daemon.config import DAEMON_BUDGET
 from schedagent.models import (
@@ -68,19 +68,6 @@ PROFILE = WorkloadProfile(
 )
 
 
-class SimClock:
-    """Time passes only when the loop sleeps or measures."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @dataclass(slots=True)
 class _Attached:
     problem_text: str | None = None
@@ -93,7 +80,7 @@ class SimWorld:
     """The target under EEVDF or a policy: each window one noisy value of the metric."""
 
     def __init__(
-        self, rng: random.Random, noise: Noise, effects: dict[str, float], clock: SimClock
+        self, rng: random.Random, noise: Noise, effects: dict[str, float], clock: ManualClock
     ) -> None:
         self.rng, self.noise, self.effects, self.clock = rng, noise, effects, clock
         self.metric = METRIC
@@ -136,7 +123,7 @@ def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None, rng: ran
     effects = {c.policy: 1.0 for c in cands}
     if better is not None:
         effects[better] = 1 / IMPROVEMENT
-    clock = SimClock()
+    clock = ManualClock()
     world = SimWorld(rng, noise, effects, clock)
     report = tune_report.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
     report.trials = [tune_report.Trial(c.policy, c.overrides, c.reason) for c in cands]

@@ -205,30 +205,23 @@ def record(store: Store, prof: WorkloadProfile, report: TuneReport) -> None:
     stored as such, and the history does not count it as a tie."""
     for trial in report.trials:
         conf = trial.confirmation
+        judged: Confirmation | Trial = trial
+        source = "tune"
         if conf is not None and conf.verdict is not None:
-            store.add_verdict(
-                trial.policy,
-                prof.workload_class,
-                conf.verdict,
-                source="tune-confirmation",
-                label=trial.label,
-                ratio=conf.ratio,
-                ci=conf.ci,
-                metric=report.metric["name"],
-                windows=len(conf.samples),
-            )
-        elif trial.verdict is not None:
-            store.add_verdict(
-                trial.policy,
-                prof.workload_class,
-                trial.verdict,
-                source="tune",
-                label=trial.label,
-                ratio=trial.ratio,
-                ci=trial.ci,
-                metric=report.metric["name"],
-                windows=len(trial.samples),
-            )
+            judged, source = conf, "tune-confirmation"
+        if judged.verdict is None:
+            continue
+        store.add_verdict(
+            trial.policy,
+            prof.workload_class,
+            judged.verdict,
+            source=source,
+            label=trial.label,
+            ratio=judged.ratio,
+            ci=judged.ci,
+            metric=report.metric["name"],
+            windows=len(judged.samples),
+        )
     decision = report.decision
     assert decision is not None
     store.add_event(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from schedagent.agent import planner, tune
 from schedagent.agent import report as tune_report
-from schedagent.agent.port import Executor
+from schedagent.agent.port import Executor, ManualClock
 from schedagent.errors import PolicyError
 from schedagent.models import (
     Features,
@@ -34,17 +34,6 @@ PROF = WorkloadProfile(
 WIGGLE = [1.00, 1.03, 0.97, 1.02, 0.98, 1.01, 0.99, 1.04, 0.96]
 #: an EEVDF window the meter calls invalid carries this absurd value
 ABSURD = 1e9
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -70,7 +59,7 @@ class World:
         self.attached: str | None = None
         self.eevdf_windows = 0
         self.n = 0
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.verified: list[str] = []
         self.attaches: list[tuple[str, bool]] = []  # (policy, canary)
         self.meter_open = False
