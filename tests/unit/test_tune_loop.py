@@ -5,6 +5,7 @@ is attached or compiled."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,15 @@ def test_a_clearly_better_policy_is_confirmed_and_kept(tmp_path: Path) -> None:
     assert "confirmed on 4 fresh interleaved windows" in d.why
     history = store.verdict_summary("latency")["mixed"]  # the leader's variants count too
     assert history["wins"] >= 1 and history["losses"] == 0
+    # the leader's recorded verdict is its confirmation's, on the confirmation's windows
+    rows = store._db.execute("SELECT policy, verdict, detail FROM verdicts").fetchall()
+    confirmed = [
+        (p, v, json.loads(d)) for p, v, d in rows if json.loads(d)["source"] == "tune-confirmation"
+    ]
+    assert [(p, v) for p, v, _ in confirmed] == [("latency", "better")], rows
+    assert (
+        confirmed[0][2]["windows"] == len(conf.samples) and confirmed[0][2]["label"] == leader.label
+    )
 
 
 def test_direction_comes_from_the_metric(tmp_path: Path) -> None:
