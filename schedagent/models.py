@@ -401,3 +401,88 @@ class DeepReport:
     def overhead_pct_of_one_cpu(self) -> float:
         """The probe programs' own run time as a share of one CPU over the window."""
         return 100.0 * self.probe_run_ns / (self.duration_s * 1e9)
+
+
+# --- EEVDF's own knobs: what an administrator tries before a BPF scheduler ---------------------
+
+KnobKind = Literal["nice", "slice", "fifo", "rr", "others-batch", "others-idle"]
+#: the custom slice EEVDF honours through sched_setattr's sched_runtime (Linux 6.12+)
+SLICE_MIN_NS, SLICE_MAX_NS = 100_000, 100_000_000
+_KNOB = re.compile(r"^(?P<kind>nice|slice|fifo|rr|others-batch|others-idle)(?::(?P<value>[^:]+))?$")
+_SLICE_UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000}
+KNOB_HELP = (
+    "nice:N (-20..19), slice:T (100us..100ms, EEVDF's custom slice), fifo:P or rr:P "
+    "(SCHED_FIFO/SCHED_RR priority 1..99, under the kernel's RT throttle), others-batch or "
+    "others-idle (the workload's background load to SCHED_BATCH/SCHED_IDLE)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Knob:
+    """One EEVDF knob and its value: ``nice:-10``, ``slice:1ms``, ``fifo:1``, ``others-idle``.
+
+    ``nice``, ``slice``, ``fifo`` and ``rr`` act on the target's threads; the ``others-``
+    kinds act on everything else the workload runs (its background load)."""
+
+    kind: KnobKind
+    value: int = 0
+
+    @property
+    def on_others(self) -> bool:
+        """Whether it acts on the other tasks (the background), not the target."""
+        return self.kind.startswith("others-")
+
+    @property
+    def label(self) -> str:
+        """The spec it was parsed from, normalised (``slice`` in µs or ms)."""
+        if self.on_others:
+            return self.kind
+        if self.kind == "slice":
+            ms, us = divmod(self.value, 1_000_000)
+            return f"slice:{ms}ms" if not us else f"slice:{self.value // 1000}us"
+        return f"{self.kind}:{self.value}"
+
+    @staticmethod
+    def parse(spec: str) -> Knob:
+        """``nice:-10`` -> Knob("nice", -10); a ConfigError says what was expected."""
+        match = _KNOB.match(spec.strip())
+        if match is None:
+            raise ConfigError(f"knob {spec!r}: expected one of {KNOB_HELP}")
+        kind: KnobKind = match["kind"]  # type: ignore[assignment]  # the regex's alternatives
+        text = match["value"]
+        if kind.startswith("others-"):
+            if text is not None:
+                raise ConfigError(f"knob {spec!r}: {kind} takes no value")
+            return Knob(kind)
+        if text is None:
+            raise ConfigError(f"knob {spec!r}: {kind} needs a value, e.g. {_EXAMPLE[kind]}")
+        value = _knob_value(spec, kind, text)
+        lo, hi = _KNOB_RANGE[kind]
+        if not lo <= value <= hi:
+            raise ConfigError(f"knob {spec!r}: {kind} must be in [{lo}, {hi}]; {KNOB_HELP}")
+        return Knob(kind, value)
+
+
+_EXAMPLE = {"nice": "nice:-10", "slice": "slice:1ms", "fifo": "fifo:1", "rr": "rr:1"}
+_KNOB_RANGE = {
+    "nice": (-20, 19),
+    "slice": (SLICE_MIN_NS, SLICE_MAX_NS),
+    "fifo": (1, 99),
+    "rr": (1, 99),
+}
+
+
+def _knob_value(spec: str, kind: str, text: str) -> int:
+    if kind == "slice":
+        m = re.fullmatch(r"(\d+)(ns|us|ms)?", text)
+        if m is None:
+            raise ConfigError(f"knob {spec!r}: a slice is N[ns|us|ms], e.g. slice:1ms")
+        return int(m[1]) * _SLICE_UNITS[m[2] or "ns"]
+    try:
+        return int(text)
+    except ValueError as err:
+        raise ConfigError(f"knob {spec!r}: {kind} takes an integer, e.g. {_EXAMPLE[kind]}") from err
+
+
+#: the knobs ``bench suite`` sets beside every policy: renice, real-time, a shorter slice
+PEER_KNOBS = ("nice:-10", "fifo:1", "slice:1ms")

@@ -379,7 +379,8 @@ def _bench_out(run: services.BenchRun) -> dict[str, Any]:
 
 def _benchmark(a: BenchArgs, c: Caller) -> dict[str, Any]:
     workload = _workload(a.workload)
-    arms = [_arm(p, a.tunables) for p in a.policies]
+    names = a.policies or ([] if a.knobs else [EEVDF])
+    arms = [_arm(p, a.tunables) for p in names] + [Arm.of_knob(k) for k in a.knobs]
     run = services.run_benchmark(
         workload,
         arms,
@@ -399,7 +400,13 @@ def _bench_suite(a: SuiteArgs, c: Caller) -> dict[str, Any]:
     for name in a.workloads or []:
         _workload(name)
     run = services.run_suite(
-        a.policies, a.workloads, a.runs, quick=a.quick, seed=a.seed, progress=c.progress or _quiet
+        a.policies,
+        a.workloads,
+        a.runs,
+        quick=a.quick,
+        seed=a.seed,
+        progress=c.progress or _quiet,
+        knob_arms=a.knobs,
     )
     return _bench_out(run)
 

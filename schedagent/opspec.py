@@ -25,9 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from schedagent.models import ModelBudget, TuneBudget
+from schedagent.errors import ConfigError
+from schedagent.models import KNOB_HELP, PEER_KNOBS, Knob, ModelBudget, TuneBudget
 
 Where = Literal["shared", "local", "daemon"]
 
@@ -67,6 +68,20 @@ PolicyPath = Annotated[
             "policy directory"
         ),
     ),
+]
+
+
+def _knob(spec: str) -> str:
+    try:
+        return Knob.parse(spec).label
+    except ConfigError as err:
+        raise ValueError(str(err)) from err
+
+
+KnobSpec = Annotated[
+    str,
+    Field(min_length=1, max_length=32, description=f"an EEVDF knob arm: {KNOB_HELP}"),
+    AfterValidator(_knob),
 ]
 Tunables = Annotated[
     dict[str, int],
@@ -241,12 +256,17 @@ class BenchArgs(Args):
 
     workload: str = Field(min_length=1, max_length=64, description="see list_workloads")
     policies: list[PolicyRef] = Field(
-        default_factory=lambda: ["eevdf"],
-        min_length=1,
+        default_factory=list,
         max_length=8,
         description=(
-            "the arms: repository policies or artifact_ids; `eevdf` names the kernel default"
+            "the arms: repository policies or artifact_ids; `eevdf` names the kernel default "
+            "(the default, an A/A run, when neither policies nor knobs are given)"
         ),
+    )
+    knobs: list[KnobSpec] = Field(
+        default_factory=list,
+        max_length=8,
+        description="EEVDF knob arms beside the policies (what an administrator would try)",
     )
     tunables: Tunables
     baseline: PolicyRef = "eevdf"
@@ -274,6 +294,11 @@ class SuiteArgs(Args):
     )
     workloads: list[str] | None = Field(
         None, max_length=32, description="default: every built-in workload"
+    )
+    knobs: list[KnobSpec] = Field(
+        default_factory=lambda: list(PEER_KNOBS),
+        max_length=8,
+        description="EEVDF knob arms beside the policies; default: " + ", ".join(PEER_KNOBS),
     )
     runs: int = Field(5, ge=2, le=100, description="measured runs per arm")
     quick: bool = Field(False, description="small sizes (smoke runs)")

@@ -34,6 +34,7 @@ from schedagent.kernel import (
     bccprobes,
     capabilities,
     emergency,
+    knobs,
     partial,
     procstat,
     scx,
@@ -456,7 +457,16 @@ def bench_workloads() -> list[dict[str, object]]:
 
 def _bench_sessions(store: Store) -> bench_runner.SessionFactory:
     @contextlib.contextmanager
-    def factory(arm: bench_runner.Arm) -> Iterator[engine.Session | None]:
+    def factory(
+        arm: bench_runner.Arm,
+    ) -> Iterator[engine.Session | knobs.KnobSession | None]:
+        if arm.knob is not None:  # EEVDF with one of its knobs, every thread put back after
+            held = knobs.KnobSession(arm.knob)
+            try:
+                yield held
+            finally:
+                held.restore()
+            return
         if arm.policy is None:
             yield None
             return
@@ -493,6 +503,8 @@ def bench_compare(
         for arm in [*arms, *([baseline] if baseline else [])]:
             if arm.policy is not None:
                 engine.verify(arm.policy, arm.overrides, store)
+            if arm.knob is not None:
+                knobs.check_allowed(arm.knob)  # refused now, not in the first run
         result = bench_runner.compare_arms(
             wl,
             arms,
@@ -507,7 +519,11 @@ def bench_compare(
         )
         for arm_result in result.arms:
             policy = arm_result.arm.split("[", 1)[0]
-            if policy in (bench_runner.EEVDF, bench_runner.FLOOR) or policy.startswith("eevdf"):
+            if (
+                policy in (bench_runner.EEVDF, bench_runner.FLOOR)
+                or policy.startswith("eevdf")
+                or bench_runner.is_knob_label(policy)  # a knob is no policy to rank
+            ):
                 continue
             cmp = next(
                 (c for c in arm_result.comparisons if c.metric == result.primary_metric), None
@@ -538,10 +554,12 @@ def bench_suite(
     quick: bool = False,
     seed: int = 0,
     progress: bench_runner.Progress | None = None,
+    knob_arms: list[str] | None = None,
 ) -> list[bench_runner.BenchResult]:
-    """Every workload × policy against EEVDF, in this boot."""
+    """Every workload × policy against EEVDF, in this boot, beside EEVDF's own knobs."""
     names = policies or repo.builtin_names()
     arms = [bench_runner.Arm(p) for p in names]
+    arms += [bench_runner.Arm.of_knob(k) for k in knob_arms or []]
     chosen = workloads or [w.name for w in bench_workload.all_workloads()]
     return [bench_compare(w, arms, runs, quick=quick, seed=seed, progress=progress) for w in chosen]
 
@@ -636,10 +654,19 @@ def run_suite(
     quick: bool = False,
     seed: int = 0,
     progress: bench_runner.Progress | None = None,
+    knob_arms: list[str] | None = None,
 ) -> BenchRun:
     """``bench_suite``, recorded as one run (``record_bench``)."""
     return record_bench(
-        bench_suite(policies, workloads, runs, quick=quick, seed=seed, progress=progress)
+        bench_suite(
+            policies,
+            workloads,
+            runs,
+            quick=quick,
+            seed=seed,
+            progress=progress,
+            knob_arms=knob_arms,
+        )
     )
 
 

@@ -27,9 +27,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from schedagent.bench import stats
 from schedagent.bench.workload import (
@@ -39,9 +39,10 @@ from schedagent.bench.workload import (
     extract_metrics,
     extract_work_done,
 )
-from schedagent.errors import TargetGone
+from schedagent.errors import ConfigError, TargetGone
 from schedagent.kernel import partial, procstat
 from schedagent.kernel.proctree import stop_tree
+from schedagent.models import Knob
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,22 @@ _SAMPLE_S = 0.1
 
 @dataclass(frozen=True, slots=True)
 class Arm:
-    """One side of a comparison: EEVDF, the idle floor, or a policy with tunables."""
+    """One side of a comparison: EEVDF, the idle floor, a policy with tunables, or EEVDF
+    with one of its own knobs (``nice:-10``, ``fifo:1``, ...: what an administrator tries)."""
 
     policy: str | None
     overrides: dict[str, int] = field(default_factory=dict)
     floor: bool = False
     #: tells apart two arms of the same scheduler (an A/A run)
     tag: str = ""
+    knob: Knob | None = None
 
     @property
     def label(self) -> str:
         if self.floor:
             return FLOOR
+        if self.knob is not None:
+            return f"{self.knob.label}{self.tag}"
         name = EEVDF if self.policy is None else self.policy
         sets = ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
         return f"{name}[{sets}]{self.tag}" if sets else f"{name}{self.tag}"
@@ -81,6 +86,20 @@ class Arm:
                 raise ValueError("eevdf has no tunables; drop --set or name a policy")
             return Arm(None)
         return Arm(spec, dict(overrides or {}))
+
+    @staticmethod
+    def of_knob(spec: str) -> Arm:
+        """An EEVDF arm with one knob; ConfigError says what a knob looks like."""
+        return Arm(None, knob=Knob.parse(spec))
+
+
+def is_knob_label(label: str) -> bool:
+    """Whether an arm label names an EEVDF knob, not a policy."""
+    try:
+        Knob.parse(label.rstrip("'"))
+    except ConfigError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -110,6 +129,13 @@ class PolicySession(Protocol):
     def set_targets(self, tgids: list[int]) -> None: ...
 
     def problem(self) -> str | None: ...
+
+
+@runtime_checkable
+class OthersAware(Protocol):
+    """A session that also acts on the workload's background (an ``others-`` knob)."""
+
+    def set_others(self, tgids: list[int]) -> None: ...
 
 
 #: attaches an arm's policy for one run; yields None for EEVDF and the floor
@@ -194,6 +220,8 @@ def run_once(
     try:
         if session is not None:
             session.set_targets([proc.pid])
+            if background is not None and isinstance(session, OthersAware):
+                session.set_others([background.pid])
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
     finally:
         if proc.poll() is None:
@@ -420,10 +448,7 @@ def compare_arms(
     # the same scheduler on both sides is an A/A run: keep both arms, tell them apart
     everyone = [
         baseline,
-        *[
-            Arm(a.policy, a.overrides, a.floor, "'") if a.label == baseline.label else a
-            for a in arms
-        ],
+        *[replace(a, tag="'") if a.label == baseline.label else a for a in arms],
     ]
     if len({a.label for a in everyone}) != len(everyone):
         raise ValueError(f"arms must differ: {[a.label for a in everyone]}")

@@ -15,6 +15,7 @@ import typer
 
 from schedagent.cli.common import JsonOpt, args, client, spec_option
 from schedagent.cli.output import emit_json, fail
+from schedagent.models import KNOB_HELP, PEER_KNOBS
 from schedagent.opspec import BenchArgs, SuiteArgs
 from schedagent.policy.repo import parse_overrides
 
@@ -83,6 +84,9 @@ def run_cmd(
     set_: Annotated[
         list[str], typer.Option("--set", help="Tunable k=v for the policy (repeatable).")
     ] = [],  # noqa: B006
+    arm: Annotated[
+        list[str], typer.Option(help=f"An EEVDF knob arm (repeatable): {KNOB_HELP}.")
+    ] = [],  # noqa: B006
     baseline: Annotated[str, typer.Option(help="The baseline arm.")] = "eevdf",
     runs: Annotated[int, spec_option(BenchArgs, "runs")] = 5,
     level: Annotated[list[str], typer.Option(help="Load level(s) to run (default: all).")] = [],  # noqa: B006
@@ -104,7 +108,8 @@ def run_cmd(
             "benchmark",
             args(
                 workload=workload,
-                policies=policy or None,
+                policies=policy,
+                knobs=arm,
                 tunables=parse_overrides(set_),
                 baseline=baseline,
                 runs=runs,
@@ -121,8 +126,8 @@ def run_cmd(
         emit_json({**result, "written": written})
         return
     print(out["table"], end="")
-    for arm in result["arms"]:
-        print(f"{arm['level']} {arm['arm']}: {arm['verdict']} - {arm['reason']}")
+    for row in result["arms"]:
+        print(f"{row['level']} {row['arm']}: {row['verdict']} - {row['reason']}")
     print(f"wrote {', '.join(written)}")
 
 
@@ -130,6 +135,13 @@ def run_cmd(
 def suite_cmd(
     policies: Annotated[str, typer.Option(help="`all` or a comma list of policies.")] = "all",
     workloads: Annotated[str, typer.Option(help="`all` or a comma list of workloads.")] = "all",
+    arm: Annotated[
+        list[str],
+        typer.Option(
+            help=f"EEVDF knob arms beside the policies (repeatable): {KNOB_HELP}; "
+            f"`peers` (the default) is {', '.join(PEER_KNOBS)}, `none` runs policies only."
+        ),
+    ] = ["peers"],  # noqa: B006
     runs: Annotated[int, spec_option(SuiteArgs, "runs")] = 5,
     quick: Annotated[bool, typer.Option(help="Small sizes.")] = False,
     seed: Annotated[int, spec_option(SuiteArgs, "seed")] = 0,
@@ -147,6 +159,7 @@ def suite_cmd(
             args(
                 policies=None if policies == "all" else [p for p in policies.split(",") if p],
                 workloads=None if workloads == "all" else [w for w in workloads.split(",") if w],
+                knobs=None if arm == ["peers"] else [] if arm == ["none"] else arm,
                 runs=runs,
                 quick=quick,
                 seed=seed,

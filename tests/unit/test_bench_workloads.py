@@ -197,3 +197,33 @@ def test_markdown_and_png_report(tmp_path: Path) -> None:
     # the image is not blank: decompressed rows hold more than the background colour
     idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     assert set(zlib.decompress(idat)) - {0, 255}
+
+
+def test_the_table_shows_a_knob_arm_with_the_cost_to_everyone_else() -> None:
+    wl = workload.resolve("mixed")
+    metric = wl.spec.metrics[0].name
+
+    def rec(arm: str, latency: float, hogs: float) -> RunRecord:
+        return RunRecord(arm, "default", 1, False, metrics={metric: latency, "hog_ops_per_s": hogs})
+
+    base = [rec("eevdf", 100 + i, 70 + i / 10) for i in range(5)]
+    knob = [rec("nice:-10", 20 + i, 50 + i / 10) for i in range(5)]
+    result = runner.BenchResult("mixed", "latency-critical", metric, "eevdf", 0.95, 5, True, 0)
+    result.arms.append(runner.judge(wl, "default", "nice:-10", base, knob, [], 0.95))
+    table = report.text_table([result])
+    header, row = table.splitlines()
+    assert header.split() == [
+        "workload",
+        "level",
+        "arm",
+        "ratio",
+        "[95%",
+        "CI]",
+        "verdict",
+        "vs",
+        "floor",
+        "others",
+    ]
+    # the target's latency fell to ~0.21x; the hogs did 50.2/70.2 = 0.72x the work
+    assert row.split()[2] == "nice:-10" and row.endswith("0.72x"), row
+    assert "| 0.72x |" in report.markdown([result])

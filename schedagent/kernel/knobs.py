@@ -1,0 +1,220 @@
+"""EEVDF's own knobs on threads: nice, a custom slice, SCHED_FIFO/RR, SCHED_BATCH/IDLE.
+
+Linux keeps a scheduling policy, a nice level and a custom slice per thread, and a
+thread created later inherits its creator's. Everything here goes through
+``sched_getattr``/``sched_setattr``, so a thread's whole scheduling state is read
+before it is changed and written back as it was, in one call.
+
+The custom slice is ``sched_runtime`` on a SCHED_OTHER/SCHED_BATCH thread: EEVDF honours
+it since Linux 6.12, clamped to 0.1-100 ms. SCHED_FIFO/RR threads run under the
+kernel's RT throttle (``kernel.sched_rt_runtime_us``), which keeps 5% of every second
+for everything else; with the throttle off an RT knob is refused, since a spinning RT
+thread would then own its CPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from schedagent.errors import ConfigError, TargetGone
+from schedagent.kernel import partial
+from schedagent.models import Knob, Target
+
+log = logging.getLogger(__name__)
+
+SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE = 0, 1, 2, 3, 5
+_POLICY = {
+    "fifo": SCHED_FIFO,
+    "rr": SCHED_RR,
+    "others-batch": SCHED_BATCH,
+    "others-idle": SCHED_IDLE,
+}
+_NR_SCHED_SETATTR, _NR_SCHED_GETATTR = 314, 315  # x86-64
+RT_RUNTIME = Path("/proc/sys/kernel/sched_rt_runtime_us")
+
+
+class _SchedAttr(ctypes.Structure):
+    """``struct sched_attr`` (include/uapi/linux/sched/types.h), version 1: 56 bytes."""
+
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+        ("sched_util_min", ctypes.c_uint32),
+        ("sched_util_max", ctypes.c_uint32),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadAttr:
+    """A thread's scheduling state: what ``restore`` writes back."""
+
+    tid: int
+    policy: int
+    nice: int
+    priority: int
+    runtime_ns: int
+    #: whether ``runtime_ns`` is a custom slice; sched_getattr reports the default slice
+    #: too, and writing it back would pin it as custom (it would no longer follow the
+    #: kernel's base slice), so a default slice is written back as 0
+    custom_slice: bool = False
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def read_attr(tid: int) -> ThreadAttr:
+    """The thread's policy, nice, RT priority and custom slice; TargetGone if it is gone."""
+    attr = _SchedAttr()
+    if _libc().syscall(_NR_SCHED_GETATTR, tid, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+        err = ctypes.get_errno()
+        if err == 3:  # ESRCH
+            raise TargetGone(tid)
+        raise OSError(err, f"sched_getattr({tid}): {os.strerror(err)}")
+    runtime = attr.sched_runtime
+    normal = attr.sched_policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE)
+    custom = normal and runtime != 0 and runtime != default_slice_ns()
+    return ThreadAttr(tid, attr.sched_policy, attr.sched_nice, attr.sched_priority, runtime, custom)
+
+
+def default_slice_ns() -> int:
+    """EEVDF's slice for a thread nobody gave one: this process's main thread's, which
+    schedagent never changes (0 where the kernel reports none)."""
+    attr = _SchedAttr()
+    if _libc().syscall(_NR_SCHED_GETATTR, 0, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+        return 0
+    return int(attr.sched_runtime)
+
+
+def write_attr(want: ThreadAttr) -> None:
+    """Set the thread's whole scheduling state; TargetGone if it is gone."""
+    attr = _SchedAttr(
+        size=ctypes.sizeof(_SchedAttr),
+        sched_policy=want.policy,
+        sched_nice=want.nice,
+        sched_priority=want.priority,
+        sched_runtime=want.runtime_ns if want.custom_slice else 0,
+    )
+    if _libc().syscall(_NR_SCHED_SETATTR, want.tid, ctypes.byref(attr), 0) != 0:
+        err = ctypes.get_errno()
+        if err == 3:
+            raise TargetGone(want.tid)
+        raise OSError(err, f"sched_setattr({want.tid}): {os.strerror(err)}")
+
+
+def knobbed(before: ThreadAttr, knob: Knob) -> ThreadAttr:
+    """What the thread's state becomes under ``knob``."""
+    if knob.kind == "nice":
+        return replace(before, nice=knob.value)
+    if knob.kind == "slice":
+        normal = before.policy if before.policy in (SCHED_OTHER, SCHED_BATCH) else SCHED_OTHER
+        return replace(before, policy=normal, priority=0, runtime_ns=knob.value, custom_slice=True)
+    if knob.kind in ("fifo", "rr"):
+        return replace(
+            before, policy=_POLICY[knob.kind], priority=knob.value, runtime_ns=0, custom_slice=False
+        )
+    return replace(before, policy=_POLICY[knob.kind], priority=0)
+
+
+def check_allowed(knob: Knob) -> None:
+    """Refuse a knob this host cannot apply safely, saying why and what to do."""
+    if knob.kind in ("fifo", "rr"):
+        try:
+            runtime = int(RT_RUNTIME.read_text())
+        except (OSError, ValueError):
+            runtime = -1
+        if runtime < 0:
+            raise ConfigError(
+                f"{knob.label}: the kernel's RT throttle is off ({RT_RUNTIME} is -1 or "
+                "unreadable), so a spinning SCHED_FIFO/RR thread would own its CPU; "
+                f"set {RT_RUNTIME} to 950000 first, or try nice:-10"
+            )
+
+
+class KnobSession:
+    """One knob held on a set of threads for a while, then every thread put back.
+
+    Threads that appear later (a server's workers) get the knob when ``refresh`` sees
+    them. Each thread's state is recorded before it is first changed, so ``restore``
+    writes back exactly what it had, also when the knob failed half-way. A thread born
+    under the knob inherited it from its creator: what it is restored to is what its
+    process (else the first process) had before the knob, unless it already differs
+    from the knobbed state (the program set its own)."""
+
+    def __init__(self, knob: Knob) -> None:
+        check_allowed(knob)
+        self.knob = knob
+        self.roots: list[int] = []
+        self.before: dict[int, ThreadAttr] = {}
+        #: per process, the state its first thread seen had before the knob
+        self.origin: dict[int, ThreadAttr] = {}
+        #: threads the knob was applied to and read back as applied
+        self.applied: dict[int, ThreadAttr] = {}
+        self.failure: str | None = None
+
+    def set_targets(self, tgids: list[int]) -> None:
+        """The target's processes (for the target knobs)."""
+        if not self.knob.on_others:
+            self.roots = list(tgids)
+            self.refresh()
+
+    def set_others(self, tgids: list[int]) -> None:
+        """Everything else the workload runs (for the ``others-`` knobs)."""
+        if self.knob.on_others:
+            self.roots = list(tgids)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Apply the knob to the roots' threads not seen before."""
+        for root in self.roots:
+            try:
+                threads = partial.target_threads(Target(pid=root))
+            except TargetGone:
+                continue
+            for tgid, tid in threads:
+                if tid not in self.before:
+                    self._apply(tgid, tid)
+
+    def _apply(self, tgid: int, tid: int) -> None:
+        try:
+            before = read_attr(tid)
+            origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
+            if origin is not None and before == replace(knobbed(origin, self.knob), tid=tid):
+                before = replace(origin, tid=tid)  # born under the knob: it inherited it
+            self.origin.setdefault(tgid, before)
+            self.before[tid] = before
+            write_attr(knobbed(before, self.knob))
+            self.applied[tid] = read_attr(tid)
+        except TargetGone:
+            return
+        except OSError as err:
+            self.failure = self.failure or f"{self.knob.label} on thread {tid}: {err.strerror}"
+
+    def problem(self) -> str | None:
+        """Why the knob is not what it should be (None while it holds)."""
+        self.refresh()
+        return self.failure
+
+    def restore(self) -> int:
+        """Put every thread still alive back as it was; returns how many were restored."""
+        restored = 0
+        for tid, before in self.before.items():
+            try:
+                write_attr(before)
+                restored += 1
+            except TargetGone:
+                continue
+            except OSError as err:
+                log.warning("could not restore thread %d after %s: %s", tid, self.knob.label, err)
+        return restored

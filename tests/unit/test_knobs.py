@@ -1,0 +1,137 @@
+"""EEVDF's own knobs: parsing, applying to real threads of this host, exact restore."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from schedagent import ops
+from schedagent.bench.runner import Arm, is_knob_label
+from schedagent.errors import ConfigError
+from schedagent.kernel import knobs
+from schedagent.kernel.proctree import stop_tree
+from schedagent.models import Knob
+
+# a process whose second thread starts half a second after the first
+LATE_THREAD = (
+    "import threading, time\n"
+    "time.sleep(0.5)\n"
+    "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+    "time.sleep(30)\n"
+)
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-c", LATE_THREAD])
+    try:
+        yield proc
+    finally:
+        stop_tree(proc)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "value", "label"),
+    [
+        ("nice:-10", "nice", -10, "nice:-10"),
+        ("slice:1ms", "slice", 1_000_000, "slice:1ms"),
+        ("slice:250us", "slice", 250_000, "slice:250us"),
+        ("fifo:1", "fifo", 1, "fifo:1"),
+        ("rr:99", "rr", 99, "rr:99"),
+        ("others-idle", "others-idle", 0, "others-idle"),
+    ],
+)
+def test_knob_specs_parse_to_their_kind_value_and_label(
+    spec: str, kind: str, value: int, label: str
+) -> None:
+    knob = Knob.parse(spec)
+    assert (knob.kind, knob.value, knob.label) == (kind, value, label)
+    assert Arm.of_knob(spec).label == label and is_knob_label(label)
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("nice:-21", "nice must be in [-20, 19]"),
+        ("slice:50us", "slice must be in [100000, 100000000]"),
+        ("slice:2s", "a slice is N[ns|us|ms]"),
+        ("fifo:0", "fifo must be in [1, 99]"),
+        ("fifo", "needs a value, e.g. fifo:1"),
+        ("others-batch:1", "takes no value"),
+        ("renice:-5", "expected one of nice:N"),
+    ],
+)
+def test_bad_knobs_say_what_was_expected(spec: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=None) as err:
+        Knob.parse(spec)
+    assert says in str(err.value)
+    assert not is_knob_label(spec) and is_knob_label("nice:5") and not is_knob_label("vtime")
+
+
+def test_bench_takes_knob_arms_and_refuses_bad_ones_by_name() -> None:
+    args = ops.validate("benchmark", {"workload": "mixed", "knobs": ["slice:1000us"]})
+    assert args.knobs == ["slice:1ms"]  # type: ignore[attr-defined]  # BenchArgs
+    with pytest.raises(ops.OpError, match=r"knobs\.0: .*nice must be in \[-20, 19\]"):
+        ops.validate("benchmark", {"workload": "mixed", "knobs": ["nice:-99"]})
+    suite = ops.validate("bench_suite", {})
+    assert suite.knobs == ["nice:-10", "fifo:1", "slice:1ms"]  # type: ignore[attr-defined]
+
+
+def _attrs(pid: int) -> dict[int, knobs.ThreadAttr]:
+    from schedagent.kernel import partial
+    from schedagent.models import Target
+
+    return {tid: knobs.read_attr(tid) for tid in partial.target_tids(Target(pid=pid))}
+
+
+@pytest.mark.parametrize(
+    ("spec", "check"),
+    [
+        ("nice:7", lambda a: a.nice == 7 and a.policy == knobs.SCHED_OTHER),
+        ("slice:3ms", lambda a: a.custom_slice and a.runtime_ns == 3_000_000),
+        ("fifo:3", lambda a: a.policy == knobs.SCHED_FIFO and a.priority == 3),
+        ("others-batch", lambda a: a.policy == knobs.SCHED_BATCH),
+    ],
+)
+def test_a_knob_reaches_every_thread_late_ones_too_and_restore_is_exact(
+    child: subprocess.Popen[bytes], spec: str, check: object
+) -> None:
+    before = _attrs(child.pid)
+    session = knobs.KnobSession(Knob.parse(spec))
+    session.set_targets([child.pid])
+    session.set_others([child.pid])
+    deadline = time.monotonic() + 10
+    while len(_attrs(child.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session.problem() is None  # picks up the thread started after the knob
+    now = _attrs(child.pid)
+    assert len(now) == 2 and set(session.applied) == set(now)
+    assert all(check(a) for a in now.values()), now  # type: ignore[operator]
+    assert session.restore() == 2
+    after = _attrs(child.pid)
+    # the first thread is exactly as it was; the late one is as its creator was
+    first = child.pid
+    assert after[first] == before[first]
+    assert all(
+        (a.policy, a.nice, a.priority, a.custom_slice) == (before[first].policy, 0, 0, False)
+        for a in after.values()
+    )
+
+
+def test_rt_knobs_are_refused_when_the_rt_throttle_is_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    off = Path(str(tmp_path)) / "sched_rt_runtime_us"
+    off.write_text("-1\n")
+    monkeypatch.setattr(knobs, "RT_RUNTIME", off)
+    with pytest.raises(ConfigError, match="RT throttle is off"):
+        knobs.KnobSession(Knob.parse("fifo:1"))
+    knobs.KnobSession(Knob.parse("nice:-5"))  # not an RT knob: allowed
+    off.write_text("950000\n")
+    knobs.KnobSession(Knob.parse("rr:2"))
