@@ -258,3 +258,17 @@ class StoreUnavailable(SchedagentError):
             "restore it from a backup, and check the directory is writable"
         )
         self.path, self.reason = path, reason
+
+
+class Cancelled(SchedagentError):
+    """A long operation stopped because whoever asked for it went away."""
+
+    exit_code = 6
+
+    def __init__(self, op: str) -> None:
+        super().__init__(
+            f"{op} stopped: the client that asked for it hung up (its socket closed); what it "
+            "had attached or changed was put back as on any other exit. Run it again and keep "
+            "the client running, or run it in the client's own process without the daemon"
+        )
+        self.op = op

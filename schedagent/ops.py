@@ -28,7 +28,7 @@ from schedagent.agent.llm import Budget
 from schedagent.agent.tune import TuneRequest
 from schedagent.bench import workload as bench_workload
 from schedagent.bench.runner import EEVDF, Arm
-from schedagent.errors import ConfigError, SchedagentError, StoreUnavailable
+from schedagent.errors import Cancelled, ConfigError, SchedagentError, StoreUnavailable
 from schedagent.execution import engine
 from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, runqueue, scx
 from schedagent.models import DeepReport, ModelBudget, Target, TuneBudget
@@ -71,6 +71,10 @@ class OpError(ConfigError):
 #: (SO_PEERCRED); None means an in-process caller with this process's rights (CLI, MCP
 #: run as root). A context variable, so the socket's handler signature stays the same.
 CALLER_UID: ContextVar[int | None] = ContextVar("schedagent_caller_uid", default=None)
+#: set by the daemon's socket for one request: whether its client has hung up. A long
+#: operation then stops at its next progress step (``Cancelled``), and cleans up as on
+#: any other exit.
+HUNG_UP: ContextVar[Callable[[], bool] | None] = ContextVar("schedagent_hung_up", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,17 @@ class Caller:
 
 def _quiet(_what: str, _done: int, _total: int) -> None:
     return None
+
+
+def _cancellable(op: str, hung_up: Callable[[], bool], inner: Progress) -> Progress:
+    """``inner``, raising ``Cancelled`` at the first step after the client hung up."""
+
+    def step(what: str, done: int, total: int) -> None:
+        if hung_up():
+            raise Cancelled(op)
+        inner(what, done, total)
+
+    return step
 
 
 def bounded(value: Any) -> Any:
@@ -534,6 +549,9 @@ def call(
             "`schedagent` itself as root"
         )
     started = time.monotonic()
+    hung_up = HUNG_UP.get()
+    if hung_up is not None:
+        progress = _cancellable(name, hung_up, progress or _quiet)
     result = OPS[name].handler(parsed, Caller(actor, progress, notify))
     out: dict[str, Any] = bounded(result)
     json.dumps(out)  # a result that is not JSON-ready is a bug here, not in the client

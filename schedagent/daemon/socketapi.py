@@ -18,6 +18,7 @@ import grp
 import json
 import logging
 import os
+import select
 import socket
 import socketserver
 import struct
@@ -238,6 +239,8 @@ class ApiServer:
         # must stay on time beside the very CPU hogs a policy is being tried against
         host.raise_priority()
         caller = ops.CALLER_UID.set(uid)
+        watch = HangUpWatch(sock)
+        hung_up = ops.HUNG_UP.set(watch.hung_up.is_set)
         try:
             result = self.handler(req["op"], req.get("args", {}), f"socket uid={uid} pid={pid}")
             _reply(sock, {"ok": True, "result": result})
@@ -258,7 +261,47 @@ class ApiServer:
                 },
             )
         finally:
+            watch.stop()
+            ops.HUNG_UP.reset(hung_up)
             ops.CALLER_UID.reset(caller)
+
+
+class HangUpWatch:
+    """Notices when a client closes its end while its request runs.
+
+    A client sends one line and then only waits, so anything readable on the socket
+    afterwards is its end closing (EOF): ``hung_up`` is set, and a long operation stops
+    at its next progress step (``ops.HUNG_UP``)."""
+
+    def __init__(self, sock: socket.socket, poll_s: float = 0.5) -> None:
+        self.hung_up = threading.Event()
+        self._done = threading.Event()
+        self._sock, self._poll_s = sock, poll_s
+        self._thread = threading.Thread(target=self._run, name="hang-up watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
+        while not self._done.is_set():
+            if not poller.poll(self._poll_s * 1000):
+                continue
+            try:
+                data = self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                log.info("socket: the client hung up; its operation stops at its next step")
+                self.hung_up.set()
+                return
+            self._done.wait(self._poll_s)  # a client that keeps talking: ignore, poll slower
+
+    def stop(self) -> None:
+        """The request is answered: stop watching."""
+        self._done.set()
+        self._thread.join(timeout=2 * self._poll_s)
 
 
 def _parse(line: bytes) -> tuple[dict[str, Any], str | None]:

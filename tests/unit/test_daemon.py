@@ -17,13 +17,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from schedagent import ops
 from schedagent.daemon import config, metrics
 from schedagent.daemon.socketapi import ApiClient, ApiServer, authorize
-from schedagent.errors import ConfigError, GuardrailViolation, SchedagentError
+from schedagent.errors import Cancelled, ConfigError, GuardrailViolation, SchedagentError
 from schedagent.kernel import starvation
 from schedagent.store import Store
 
@@ -428,3 +430,42 @@ def test_a_nicer_thread_may_wait_longer_before_it_counts_as_starved() -> None:
     assert starvation.allowed_wait_ms(2000, 5) == pytest.approx(2000 * 1.25**5)
     assert starvation.allowed_wait_ms(2000, 19) == 8000  # capped at 4x
     assert starvation.allowed_wait_ms(2000, 5) > 2671
+
+
+def test_a_long_operation_stops_when_its_socket_client_hangs_up(tmp_path: Path) -> None:
+    """The daemon notices a client that went away (Ctrl-C in the CLI) and the operation
+    stops at its next progress step; a client that stays gets its answer."""
+    seen: dict[str, object] = {}
+
+    def slow(_: object, c: ops.Caller) -> dict[str, object]:
+        for step in range(200):  # 10 s unless stopped
+            assert c.progress is not None
+            c.progress("window", step, 200)
+            time.sleep(0.05)
+        return {"finished": True}
+
+    def handler(op: str, args: dict[str, object], actor: str) -> dict[str, object]:
+        try:
+            return ops.call(op, args, actor)
+        except Cancelled as err:
+            seen["cancelled"] = str(err)
+            raise
+
+    spec = ops.OPS["status"]
+    ops.OPS["status"] = replace(spec, handler=slow)
+    server = ApiServer(tmp_path / "api.sock", "no-such-group-here", handler)
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(tmp_path / "api.sock"))
+            sock.sendall(b'{"op": "status", "args": {}}\n')
+            time.sleep(0.3)
+        _wait(lambda: "cancelled" in seen, 5)
+        assert "the client that asked for it hung up" in str(seen["cancelled"])
+        seen.clear()
+        ops.OPS["status"] = replace(spec, handler=lambda a, c: {"finished": True})
+        assert ApiClient(tmp_path / "api.sock").call("status", {}) == {"finished": True}
+        assert "cancelled" not in seen
+    finally:
+        ops.OPS["status"] = spec
+        server.stop()
