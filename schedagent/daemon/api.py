@@ -21,7 +21,7 @@ from schedagent.daemon import guard, state
 from schedagent.daemon.control import Control
 from schedagent.daemon.state import TargetState
 from schedagent.errors import ConfigError, SchedagentError
-from schedagent.execution import host, measure
+from schedagent.execution import engine, host, measure
 
 #: the operations this daemon answers itself (the rest are ``ops``'s shared ones)
 _OWN = frozenset({"daemon_status", "approve", "apply", "proposals", "rollback"})
@@ -153,14 +153,20 @@ class Api:
             ctl.apply(ts, policy, tunables, meter, baseline, why)
 
     def rollback_now(self, actor: str) -> dict[str, Any]:
-        """Release every active policy now (back to EEVDF); hysteresis counts from here."""
+        """Release every active policy now (back to EEVDF); hysteresis counts from here.
+
+        That is the daemon's own targets' and also what it holds for its clients
+        (``load_policy`` asked through the socket): whatever this process holds."""
         ctl = self.ctl
+        held = engine.release_in_process(actor)  # clients' loads end on their own threads
         with self._busy_lock("rollback"):
-            released = []
+            released = list(held)
             for ts in ctl.targets.values():
                 if ts.active is not None:
                     released.append(ts.active.name)
                     ctl.release(ts, f"rollback requested by {actor}")
                     ts.last_switch = time.time()
                     ctl.save(ts)
+        if held:
+            host.wait_until_disabled(10.0)
         return {"released": released, "sched_ext": host.sched_ext_state().state}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,8 +60,10 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when the run ended by duration or by the user, not by the kernel."""
-        return self.reason in ("duration", "interrupted") and self.final_state != "enabled"
+        """True when the run ended by duration, by the user or by a rollback, not by the kernel."""
+        return (
+            self.reason in ("duration", "interrupted", "released") and self.final_state != "enabled"
+        )
 
 
 def _prepare(
@@ -183,6 +186,23 @@ class RunRequest:
     switch_all: bool = False
 
 
+#: sessions of this process that wait out a duration (``run_policy``), by their stop event:
+#: ``release_in_process`` ends them (the daemon's rollback, when it runs them for clients)
+_WAITING: dict[threading.Event, str] = {}
+_WAITING_LOCK = threading.Lock()
+
+
+def release_in_process(actor: str) -> list[str]:
+    """End every policy this process holds for a duration, as their guard would; returns
+    their names. The sessions detach and record on their own threads, as on any exit."""
+    with _WAITING_LOCK:
+        held = list(_WAITING.items())
+    for stop, _name in held:
+        log.info("releasing a held policy: rollback requested by %s", actor)
+        stop.set()
+    return [name for _stop, name in held]
+
+
 class Session:
     """A policy attached with the guard on, for code that runs work while it is active."""
 
@@ -190,6 +210,7 @@ class Session:
         self._obj = obj
         self._guard = guard
         self.outcome = outcome
+        self.stop = threading.Event()
 
     def set_targets(self, tgids: list[int]) -> None:
         """Add processes to the policy's target set (policies without one ignore this)."""
@@ -210,8 +231,15 @@ class Session:
         return self._obj.percpu_stats()
 
     def wait(self, duration_s: float | None, tick: Callable[[], None]) -> GuardEvent | None:
-        """Block for ``duration_s`` (None: forever) or until the guard fires."""
-        return _wait(self._guard, duration_s, tick)
+        """Block for ``duration_s`` (None: forever), until the guard fires, or until
+        ``release_in_process`` asks it to end (``outcome.reason`` is then "released")."""
+        with _WAITING_LOCK:
+            _WAITING[self.stop] = self.outcome.policy
+        try:
+            return _wait(self._guard, duration_s, tick, self.stop)
+        finally:
+            with _WAITING_LOCK:
+                _WAITING.pop(self.stop, None)
 
 
 @contextmanager
@@ -374,6 +402,8 @@ def run_policy(
             if event is not None:
                 outcome.guard_event = event
                 outcome.reason = event.kind.value
+            elif sess.stop.is_set():
+                outcome.reason = "released"
         except KeyboardInterrupt:
             outcome.reason = "interrupted"
     return outcome
@@ -390,12 +420,18 @@ def fill_maps(obj: BpfObject, target: Target | None) -> None:
             obj.update_map("cpu_llc", cpu.to_bytes(4, "little"), llc.to_bytes(4, "little"))
 
 
-def _wait(guard: Guard, duration_s: float | None, tick: Callable[[], None]) -> GuardEvent | None:
-    """Wait for the duration or a guard event, calling ``tick`` about once a second."""
+def _wait(
+    guard: Guard,
+    duration_s: float | None,
+    tick: Callable[[], None],
+    stop: threading.Event | None = None,
+) -> GuardEvent | None:
+    """Wait for the duration, a guard event or ``stop``, calling ``tick`` about once a
+    second (and checking ``stop`` as often)."""
     deadline = None if duration_s is None else time.monotonic() + duration_s
     while True:
         left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
-        if left <= 0:
+        if left <= 0 or (stop is not None and stop.is_set()):
             return None
         event = guard.wait(left)
         if event is not None:

@@ -21,6 +21,12 @@ def sched_ext_state() -> ScxState:
     return scx.read_state()
 
 
+def wait_until_disabled(timeout_s: float) -> bool:
+    """Wait (at most ``timeout_s``) for sched_ext to be disabled; whether it is."""
+    ok, _snap = scx.wait_for(lambda s: s.state == "disabled", timeout_s)
+    return ok
+
+
 def kernel_build_id() -> str:
     """The running kernel's build id: what quarantine entries and built objects are keyed by."""
     return toolchain.kernel_build_id()

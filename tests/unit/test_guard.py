@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,3 +213,30 @@ def test_a_cheaper_guard_metric_gets_its_own_eevdf_baseline(
         "runq_wait_us",
         "p99_wakeup_us",
     )
+
+
+def test_a_held_session_ends_when_the_process_releases_it() -> None:
+    """engine.release_in_process ends a duration wait (the daemon's rollback for the loads
+    it runs for its clients) within about a second, and only while it waits."""
+
+    class _QuietGuard:
+        def wait(self, left: float) -> None:
+            time.sleep(min(left, 0.05))
+
+    stop = threading.Event()
+    with engine._WAITING_LOCK:
+        engine._WAITING[stop] = "vtime"
+    try:
+        ended: list[object] = []
+        # no duration: only the release can end this wait
+        waiter = threading.Thread(
+            target=lambda: ended.append(engine._wait(_QuietGuard(), None, lambda: None, stop))  # type: ignore[arg-type]
+        )
+        waiter.start()
+        assert engine.release_in_process("test") == ["vtime"]
+        waiter.join(timeout=30)
+        assert not waiter.is_alive() and ended == [None]
+    finally:
+        with engine._WAITING_LOCK:
+            engine._WAITING.pop(stop, None)
+    assert engine.release_in_process("test") == []

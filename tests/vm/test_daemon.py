@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,3 +223,43 @@ def test_daemon_auto_mode_tunes_guards_rolls_back_and_recovers(tmp_path: Path) -
             if p.poll() is None:
                 stop_tree(p)
     assert scx.read_state().state == "disabled"
+
+
+def test_rollback_through_the_socket_releases_what_the_daemon_holds_for_a_client(
+    tmp_path: Path,
+) -> None:
+    """A client's load_policy runs inside the daemon; the daemon's rollback ends it too
+    (not only its own targets' policies), and the daemon itself keeps running."""
+    state, sock, cfg = tmp_path / "state", tmp_path / "daemon.sock", tmp_path / "config.yaml"
+    cfg.write_text("mode: observe\ntargets: [{name: idle, match: {unit: nothing-here.service}}]\n")
+    env = {**os.environ, "SCHEDAGENT_STATE_DIR": str(state), "SCHEDAGENT_SOCKET": str(sock)}
+    daemon = subprocess.Popen(["schedagent", "daemon", "--config", str(cfg)], env=env)
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        _wait("the daemon socket", sock.exists, 300)
+        api = ApiClient(sock)
+        art = api.call("verify_policy", {"name": "vtime"})
+        seq = scx.read_state().enable_seq
+        outcome: dict[str, Any] = {}
+
+        def load() -> None:
+            outcome.update(
+                api.call(
+                    "load_policy",
+                    {"policy": art["artifact_id"], "pid": sleeper.pid, "duration_s": 300},
+                )
+            )
+
+        holder = threading.Thread(target=load)
+        holder.start()
+        _wait("the client's policy", lambda: scx.read_state().enable_seq > seq, 120)
+        assert scx.read_state().ops == "vtime"
+        rolled = api.call("rollback", {})
+        report("daemon_rollback_client_load", {"rollback": rolled})
+        assert "vtime" in rolled["released"] and rolled["sched_ext"] == "disabled"
+        holder.join(timeout=60)
+        assert not holder.is_alive() and outcome["outcome"]["reason"] == "released", outcome
+        assert scx.read_state().state == "disabled" and daemon.poll() is None
+    finally:
+        for proc in (sleeper, daemon):
+            stop_tree(proc, signal.SIGTERM, grace_s=30)
