@@ -15,8 +15,9 @@ import pytest
 from mcp.client import Client
 
 from mcp_server.server import build
-from schedagent import opspec, services
+from schedagent import opspec
 from schedagent.agent import llm, tools
+from schedagent.bench import service as bench_service
 from schedagent.bench.runner import ArmResult, BenchResult
 
 
@@ -82,7 +83,7 @@ def test_a_benchmark_is_recorded_whichever_front_end_runs_it(
         asked.append((workload, arms))
         return _bench_result(workload)
 
-    monkeypatch.setattr(services, "bench_compare", fake_compare)
+    monkeypatch.setattr(bench_service, "bench_compare", fake_compare)
 
     async def main() -> dict[str, Any]:
         async with Client(build()) as client:
