@@ -46,7 +46,10 @@ def test_each_knob_is_applied_to_every_thread_and_restored_exactly(spec: str, wa
     seq = scx.read_state().enable_seq
     hog = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", "120s", "-q"])
     try:
-        time.sleep(1.0)  # its workers are up
+        deadline = time.monotonic() + 120  # stress-ng starts slowly under emulation
+        while len(partial.process_tree(hog.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(partial.process_tree(hog.pid)) >= 3, "stress-ng's two workers never started"
         before = _threads(hog.pid)
         session = knobs.KnobSession(Knob.parse(spec))
         session.set_targets([hog.pid])
