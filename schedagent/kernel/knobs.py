@@ -15,7 +15,7 @@ thread would then own its CPU.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import errno
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from schedagent.errors import ConfigError, TargetGone
 from schedagent.kernel import partial
+from schedagent.kernel.libbpf import libc
 from schedagent.models import Knob, Target
 
 log = logging.getLogger(__name__)
@@ -70,18 +71,20 @@ class ThreadAttr:
     custom_slice: bool = False
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def _sched_getattr(tid: int) -> _SchedAttr:
+    """``sched_getattr`` of a thread (0: the calling one); TargetGone if it is gone."""
+    attr = _SchedAttr()
+    if libc().syscall(_NR_SCHED_GETATTR, tid, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+        err = ctypes.get_errno()
+        if err == errno.ESRCH:
+            raise TargetGone(tid)
+        raise OSError(err, f"sched_getattr({tid}): {os.strerror(err)}")
+    return attr
 
 
 def read_attr(tid: int) -> ThreadAttr:
     """The thread's policy, nice, RT priority and custom slice; TargetGone if it is gone."""
-    attr = _SchedAttr()
-    if _libc().syscall(_NR_SCHED_GETATTR, tid, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
-        err = ctypes.get_errno()
-        if err == 3:  # ESRCH
-            raise TargetGone(tid)
-        raise OSError(err, f"sched_getattr({tid}): {os.strerror(err)}")
+    attr = _sched_getattr(tid)
     runtime = attr.sched_runtime
     normal = attr.sched_policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE)
     custom = normal and runtime != 0 and runtime != default_slice_ns()
@@ -89,12 +92,12 @@ def read_attr(tid: int) -> ThreadAttr:
 
 
 def default_slice_ns() -> int:
-    """EEVDF's slice for a thread nobody gave one: this process's main thread's, which
-    schedagent never changes (0 where the kernel reports none)."""
-    attr = _SchedAttr()
-    if _libc().syscall(_NR_SCHED_GETATTR, 0, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+    """EEVDF's slice for a thread nobody gave one: the calling thread's, which schedagent
+    never changes (0 where the kernel reports none)."""
+    try:
+        return int(_sched_getattr(0).sched_runtime)
+    except OSError:
         return 0
-    return int(attr.sched_runtime)
 
 
 def write_attr(want: ThreadAttr) -> None:
@@ -106,9 +109,9 @@ def write_attr(want: ThreadAttr) -> None:
         sched_priority=want.priority,
         sched_runtime=want.runtime_ns if want.custom_slice else 0,
     )
-    if _libc().syscall(_NR_SCHED_SETATTR, want.tid, ctypes.byref(attr), 0) != 0:
+    if libc().syscall(_NR_SCHED_SETATTR, want.tid, ctypes.byref(attr), 0) != 0:
         err = ctypes.get_errno()
-        if err == 3:
+        if err == errno.ESRCH:
             raise TargetGone(want.tid)
         raise OSError(err, f"sched_setattr({want.tid}): {os.strerror(err)}")
 

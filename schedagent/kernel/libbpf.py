@@ -29,7 +29,7 @@ _captured: list[str] = []
 def _print_to_log(level: int, fmt: bytes | None, args: int | None) -> int:
     # On x86-64 a va_list argument arrives as a pointer; vsnprintf takes it as is.
     buf = ctypes.create_string_buffer(4096)
-    _libc().vsnprintf(buf, ctypes.sizeof(buf), fmt, ctypes.c_void_p(args))
+    libc().vsnprintf(buf, ctypes.sizeof(buf), fmt, ctypes.c_void_p(args))
     _captured.append(buf.value.decode(errors="replace"))
     if len(_captured) > 20000:
         del _captured[:10000]
@@ -41,7 +41,8 @@ _on_print = PRINT_FN(_print_to_log)
 
 
 @lru_cache(maxsize=1)
-def _libc() -> ctypes.CDLL:
+def libc() -> ctypes.CDLL:
+    """The C library, loaded once, with errno kept for ``ctypes.get_errno()``."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
     return libc
