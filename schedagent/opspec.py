@@ -58,6 +58,16 @@ PolicyRef = Annotated[
         description=("a repository policy's name, or an artifact_id from verify_policy"),
     ),
 ]
+VerifiedRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "artifact_id from verify_policy, or a policy name verified with the same tunables"
+        ),
+    ),
+]
 PolicyPath = Annotated[
     str,
     Field(
@@ -199,13 +209,7 @@ class PolicyArgs(Args):
 class LoadArgs(TargetArgs):
     """``load_policy``: a verified artifact, run as a canary on a target, for a bounded time."""
 
-    policy: str = Field(
-        min_length=1,
-        max_length=64,
-        description=(
-            "artifact_id from verify_policy, or a policy name verified with the same tunables"
-        ),
-    )
+    policy: VerifiedRef
     tunables: Tunables
     duration_s: float = Field(10.0, ge=1, le=600, description="seconds to keep it attached")
 
@@ -213,13 +217,7 @@ class LoadArgs(TargetArgs):
 class HoldArgs(OptionalTargetArgs):
     """``hold_policy``: a verified artifact on every task, for a bounded time."""
 
-    policy: str = Field(
-        min_length=1,
-        max_length=64,
-        description=(
-            "artifact_id from verify_policy, or a policy name verified with the same tunables"
-        ),
-    )
+    policy: VerifiedRef
     tunables: Tunables
     duration_s: float = Field(
         3600.0,
