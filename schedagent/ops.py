@@ -230,11 +230,29 @@ def _profile(a: ProfileArgs, _: Caller) -> dict[str, Any]:
 
 def _runqueue_latency(a: WindowArgs, _: Caller) -> dict[str, Any]:
     target = _target(a)
+    seen = runqueue.observe_histograms(target, a.duration_s)
+    if seen is not None:
+        return {
+            "source": "observer: BPF on sched_wakeup, sched_switch, sched_migrate_task",
+            "wakeups": seen.wakeups,
+            "wakeup_latency_us": {
+                f"p{q}": round(seen.woken.percentile(q), 1) for q in (50, 90, 99)
+            },
+            "preempted_wait_us": {
+                f"p{q}": round(seen.preempted.percentile(q), 1) for q in (50, 90, 99)
+            },
+            "waits": {"woken": seen.woken.total, "preempted": seen.preempted.total},
+            "mean_wait_us": round(seen.totals.mean_wait_us, 1),
+            "timeslices": seen.totals.slices,
+            "migrations": seen.migrations,
+            "duration_s": round(seen.totals.duration_s, 3),
+            "observer_overhead_pct_of_one_cpu": round(seen.observer_cpu_pct, 3),
+        }
     if not bccprobes.bcc_available():
         waits = runqueue.observe_waits(target, a.duration_s)
         return {
-            "source": "schedstat (bcc is not installed, so no histogram; install bcc "
-            "for percentiles)",
+            "source": "schedstat (neither the observer nor bcc is available, so no "
+            "histogram; run as root on a kernel with BTF for percentiles)",
             "mean_wait_us": waits.mean_wait_us,
             "timeslices": waits.slices,
             "duration_s": waits.duration_s,

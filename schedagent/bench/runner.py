@@ -40,7 +40,7 @@ from schedagent.bench.workload import (
     extract_work_done,
 )
 from schedagent.errors import ConfigError, TargetGone
-from schedagent.kernel import partial, procstat
+from schedagent.kernel import observer, partial, procstat
 from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Knob
 
@@ -151,20 +151,43 @@ class _ThreadTrack:
 
 
 class ProgressWatch:
-    """Samples every thread of a process tree and finds runnable threads that got no CPU."""
+    """Finds runnable threads of a process tree that got no CPU, sample by sample.
+
+    With the observer, a sample asks its task iterator which tasks wait right now and
+    for how long, and the tree's threads are the observer's group (children join it at
+    fork; the tree is listed again every ``_REDISCOVER`` samples). Without it, every
+    thread's state and run time are read from procfs at every sample.
+    """
+
+    _REDISCOVER = 10
 
     def __init__(self, roots: list[int]) -> None:
         self.roots = roots
         self.threads: dict[int, _ThreadTrack] = {}
+        self._observer = observer.shared()
+        self._key = ("bench", tuple(roots))
+        self._samples = 0
+        self._group = 0
 
-    def _threads(self) -> list[tuple[int, int]]:
+    def _tgids(self) -> list[int]:
         tgids: set[int] = set()
         for root in self.roots:
             with contextlib.suppress(TargetGone):
                 tgids.update(partial.process_tree(root))
-        return partial.threads_of(sorted(tgids))
+        return sorted(tgids)
+
+    def _threads(self) -> list[tuple[int, int]]:
+        return partial.threads_of(self._tgids())
+
+    def close(self) -> None:
+        """Stop watching the tree (the observer stays attached for the next run)."""
+        if self._observer is not None:
+            self._observer.forget(self._key)
 
     def sample(self, now: float) -> None:
+        if self._observer is not None:
+            self._sample_observer()
+            return
         for pid, tid in self._threads():
             read = procstat.read_thread_state(pid, tid)
             if read is None:
@@ -180,6 +203,18 @@ class ProgressWatch:
             else:
                 track.stuck_since = None
             track.run_ns, track.state = run_ns, state
+
+    def _sample_observer(self) -> None:
+        assert self._observer is not None
+        if self._samples % self._REDISCOVER == 0:
+            self._group = self._observer.watch(self._key, self._tgids())
+        self._samples += 1
+        for tid in self._observer.threads(self._group):
+            self.threads.setdefault(tid, _ThreadTrack(0, "?"))
+        for wait in self._observer.waiting_now():
+            track = self.threads.get(wait.tid)
+            if track is not None:
+                track.worst_stall_s = max(track.worst_stall_s, wait.wait_ns / 1e9)
 
     @property
     def worst_stall_s(self) -> float:
@@ -224,6 +259,7 @@ def run_once(
                 session.set_others([background.pid])
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
     finally:
+        watch.close()
         if proc.poll() is None:
             stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         if background is not None:

@@ -233,6 +233,15 @@ def _print_daemon(d: dict[str, Any]) -> None:
         f"daemon: pid {d['pid']}, mode {d['mode']}, up {d['uptime_s']:.0f} s, "
         f"{d['rollbacks_total']} rollbacks"
     )
+    obs = d.get("observer") or {}
+    if obs.get("attached"):
+        print(
+            f"  observer: {obs['cpu_pct_of_one_core']:.3f}% of one core since attach "
+            f"({obs['events']} events, {obs['ns_per_event']:.0f} ns each), "
+            f"{obs['groups_watched']} groups watched"
+        )
+    elif obs:
+        print(f"  observer: not attached ({obs.get('reason')}); windows read procfs")
     for name, t in d["targets"].items():
         print(f"  target {name}: {t.get('policy')} ({t.get('phase')})")
 

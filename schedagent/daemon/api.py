@@ -73,6 +73,7 @@ class Api:
                 "sched_ext": asdict(host.sched_ext_state()),
                 "rollbacks_total": ctl.rollbacks_total,
                 "quarantine": state.quarantine_size(),
+                "observer": host.observer_status(),
                 "targets": {name: state.view(ts) for name, ts in ctl.targets.items()},
             }
         )

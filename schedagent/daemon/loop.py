@@ -67,6 +67,7 @@ class Daemon(Control):
             self._metrics.start()
         self._start_watchdog()
         self._start_prebuild()
+        self._start_observer()
         self.audit(
             "start",
             None,
@@ -96,6 +97,17 @@ class Daemon(Control):
     def stop(self) -> None:
         """Ask ``run()`` to return once the current poll is done."""
         self._stop.set()
+
+    def _start_observer(self) -> None:
+        """Attach the observer in the background: every window of every target then
+        reads its maps instead of polling procfs (the first window waits for it)."""
+
+        def work() -> None:
+            why_not = host.observer_start()
+            if why_not is not None:
+                log.warning("observer unavailable, windows poll procfs: %s", why_not)
+
+        threading.Thread(target=work, name="observer", daemon=True).start()
 
     def _start_prebuild(self) -> None:
         """Prepare vmlinux.h and the built-in policies for this kernel in the background.

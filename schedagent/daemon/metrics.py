@@ -11,6 +11,7 @@ import threading
 
 from schedagent.daemon import state
 from schedagent.daemon.control import Control
+from schedagent.execution import host
 
 #: The content type of Prometheus' text exposition format.
 CONTENT_TYPE = "text/plain; version=0.0.4"
@@ -23,6 +24,10 @@ def metrics_text(ctl: Control) -> str:
         "# TYPE schedagent_slo_metric gauge",
         "# TYPE schedagent_rollbacks_total counter",
         "# TYPE schedagent_quarantine_size gauge",
+        "# TYPE schedagent_observer_attached gauge",
+        "# TYPE schedagent_observer_run_seconds_total counter",
+        "# TYPE schedagent_observer_events_total counter",
+        "# TYPE schedagent_observer_cpu_ratio gauge",
     ]
     # no lock: a snapshot is enough, and a tune holds the lock for minutes
     for name, ts in ctl.targets.items():
@@ -35,6 +40,14 @@ def metrics_text(ctl: Control) -> str:
             )
     lines.append(f"schedagent_rollbacks_total {ctl.rollbacks_total}")
     lines.append(f"schedagent_quarantine_size {state.quarantine_size()}")
+    obs = host.observer_status()
+    lines.append(f"schedagent_observer_attached {int(bool(obs['attached']))}")
+    if obs["attached"]:
+        # the kernel's BPF run-time statistics of the observer's programs since attach
+        lines.append(f"schedagent_observer_run_seconds_total {int(str(obs['run_ns'])) / 1e9:.6f}")
+        lines.append(f"schedagent_observer_events_total {obs['events']}")
+        ratio = float(str(obs["cpu_pct_of_one_core"])) / 100
+        lines.append(f"schedagent_observer_cpu_ratio {ratio:.6f}")
     return "\n".join(lines) + "\n"
 
 

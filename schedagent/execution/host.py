@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from schedagent.kernel import cgroupfs, peers, procstat, scx, starvation, toolchain
+from schedagent.kernel import cgroupfs, observer, peers, procstat, scx, starvation, toolchain
 from schedagent.kernel.scx import ScxState
 from schedagent.kernel.starvation import Starvation
 
@@ -72,6 +72,31 @@ def allowed_wait_ms(limit_ms: float, nice: int) -> float:
     return starvation.allowed_wait_ms(limit_ms, nice)
 
 
+def observer_start() -> str | None:
+    """Compile (once per kernel) and attach this process's observer; why not, or None."""
+    return None if observer.shared() is not None else observer.unavailable()
+
+
+def observer_status() -> dict[str, object]:
+    """The observer's state and its own cost so far (kernel BPF statistics), for
+    ``status`` and the metrics endpoint. Never attaches it."""
+    obs = observer.current()
+    if obs is None:
+        return {"attached": False, "reason": observer.unavailable() or "not attached yet"}
+    cost = obs.cost()
+    return {
+        "attached": True,
+        "cpu_pct_of_one_core": round(cost.cpu_pct, 4),
+        "run_ns": cost.run_ns,
+        "events": cost.events,
+        "ns_per_event": round(cost.ns_per_event, 1),
+        "programs": cost.programs,
+        "attached_s": round(cost.attached_s, 1),
+        "groups_watched": obs.groups_watched(),
+        "threads_dropped": cost.dropped,
+    }
+
+
 def peer_groups(pid: int) -> set[int]:
     """The supplementary group ids of a socket peer's process (empty when it is gone)."""
     return peers.supplementary_groups(pid)
@@ -85,6 +110,8 @@ __all__ = [
     "cgroup_root",
     "kernel_build_id",
     "normalize_cgroup",
+    "observer_start",
+    "observer_status",
     "peer_groups",
     "priority",
     "raise_priority",

@@ -8,11 +8,12 @@ under EEVDF and under a candidate give interleaved samples of the same metric.
   latency, the most direct measure there is; each line's last number is read as
   one request's latency in µs.
 - latency SLOs: the p99 wakeup-to-run latency of the target's threads in the
-  window (µs, lower is better), from the bcc probe's in-kernel histogram. The
-  probe is compiled and attached once per run (``Meter``). Without bcc, the
-  fallback is the mean runqueue wait per timeslice from schedstat, and the
-  metric's ``explains`` says so. The fallback is coarser: a policy that hands
-  out fewer, longer slices raises wait per slice while it shortens requests.
+  window (µs, lower is better), from the observer's in-kernel histogram
+  (``kernel/observer.py``: attached once per process, its object cached per kernel),
+  else from the bcc probe compiled for the run. Without either, the fallback is the
+  mean runqueue wait per timeslice, and the metric's ``explains`` says so. The
+  fallback is coarser: a policy that hands out fewer, longer slices raises wait per
+  slice while it shortens requests.
 - throughput SLOs: CPUs the target used (higher is better);
 - makespan SLOs (job sets: a loop or a build whose processes come and go): the target's
   processes that finished per second (higher is better). Completed work, not CPU
@@ -28,8 +29,10 @@ that breaks them is invalid: it is reported and never compared.
   fell 7-16x under policies that finish perf's messaging 3x sooner, because a
   receiver that runs longer reads more messages per wakeup.
 
-The daemon's guard uses the cheap counters only (``metric_for``): it runs all
-the time, and a compiled probe per watched target would cost more than it saves.
+Windows (``_watch``) come from the observer's maps: two reads of one map per window,
+where procfs polling read every thread's files ten times a second. Without the
+observer they come from procfs polling. The daemon's guard measures the same
+counters (``metric_for``).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Protocol, Self
 
 from schedagent.errors import ConfigError, FeatureMissing, TargetGone
-from schedagent.kernel import bccprobes, partial, procstat
+from schedagent.kernel import bccprobes, observer, partial, procstat
 from schedagent.models import Features, LiveMetric, Sample, Slo, Target, Window, WorkloadProfile
 from schedagent.profile.classify import build_profile, features_from_window
 
@@ -62,8 +65,7 @@ def p99_metric(slo: Slo) -> LiveMetric:
         "us",
         "lower",
         f"{slo.metric} is measured live as the p99 wakeup-to-run latency of the "
-        "target's threads in each window (bcc probe on sched_wakeup and "
-        "sched_switch)",
+        "target's threads in each window (BPF on sched_wakeup and sched_switch)",
     )
 
 
@@ -150,14 +152,14 @@ def io_bytes(target: Target) -> dict[int, int]:
 
 def _watch(target: Target, window_s: float) -> tuple[Window, Features]:
     """One observation window and its features (TargetGone if it is gone at the start)."""
-    window = procstat.observe(target, window_s)
+    window = observer.observe(target, window_s)
     return window, features_from_window(window, procstat.read_topology())
 
 
 def profile(target: Target, duration_s: float, slo: Slo | None = None) -> WorkloadProfile:
     """Observe the target for ``duration_s`` and classify it; ``slo`` given, else inferred
     (TargetGone if it is gone at the start)."""
-    window = procstat.observe(target, duration_s)
+    window = observer.observe(target, duration_s)
     return build_profile(window, procstat.read_topology(), target.describe(), slo)
 
 
@@ -196,7 +198,7 @@ def planned_metric(slo: Slo, latency_log: str | None) -> LiveMetric:
     """What a ``Meter`` would measure, without attaching anything (for --dry-run)."""
     if latency_log is not None:
         return request_p99_metric(Path(latency_log))
-    if wants_probe(slo) and bccprobes.bcc_available():
+    if wants_probe(slo) and (observer.shared() is not None or bccprobes.bcc_available()):
         return p99_metric(slo)
     return metric_for(slo)
 
@@ -263,9 +265,10 @@ class LatencyLog:
 class Meter:
     """Measures one target's SLO metric window after window, for one tune run.
 
-    Use as a context manager: for a latency SLO it compiles and attaches the bcc
-    probe on entry (about a minute under emulation) and detaches it on exit. When
-    bcc is missing, or ``deep`` is False, it measures the cheap counter instead.
+    Use as a context manager: for a latency SLO it reads the observer's wait
+    histogram (the process's observer, attached at its first use), else it compiles
+    and attaches the bcc probe on entry (about a minute under emulation) and detaches
+    it on exit. With neither, or ``deep`` False, it measures the cheap counter.
     """
 
     def __init__(
@@ -282,6 +285,7 @@ class Meter:
         self._log: LatencyLog | None = None
         self._want_probe = deep and wants_probe(slo) and self._log_path is None
         self._probe: bccprobes.Probe | None = None
+        self._observer: observer.Observer | None = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Self:
@@ -289,6 +293,10 @@ class Meter:
             self._log = LatencyLog(self._log_path)
             self.metric = request_p99_metric(self._log_path)
         if not self._want_probe:
+            return self
+        self._observer = observer.shared()
+        if self._observer is not None:
+            self.metric = p99_metric(self.slo)
             return self
         try:
             self._probe = self._stack.enter_context(bccprobes.attached())
@@ -307,7 +315,7 @@ class Meter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._probe = None
+        self._probe = self._observer = None
         self._stack.close()
 
     def measure(self, window_s: float) -> Sample:
@@ -324,13 +332,20 @@ class Meter:
             )
             invalid = invalid or physical_problem(self.metric, p99, feats)
             return Sample(p99, feats, window.target_exited, invalid)
-        if self._probe is None:
+        if self._observer is not None:
+            # the window watches the same group: its children join it at fork
+            group = self._observer.watch(self.target, partial.target_tgids(self.target))
+            before = self._observer.wait_hist(group)
+            window, feats = _watch(self.target, window_s)
+            hist = self._observer.wait_hist(group).minus(before)
+        elif self._probe is None:
             return measure(self.target, self.metric, window_s)
-        # threads and children started since the last window join the probe's targets
-        self._probe.add_targets(partial.target_tgids(self.target))
-        before = self._probe.wake_fine()
-        window, feats = _watch(self.target, window_s)
-        hist = self._probe.wake_fine().minus(before)
+        else:
+            # threads and children started since the last window join the probe's targets
+            self._probe.add_targets(partial.target_tgids(self.target))
+            before = self._probe.wake_fine()
+            window, feats = _watch(self.target, window_s)
+            hist = self._probe.wake_fine().minus(before)
         p99 = hist.percentile(99)
         invalid = (
             None

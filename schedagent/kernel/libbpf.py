@@ -17,6 +17,8 @@ from functools import lru_cache
 from schedagent.errors import FeatureMissing
 
 MIN_VERSION = (1, 2)
+#: the observer (BTF tracepoints, a task iterator, batch map reads) needs no more than 1.0
+OBSERVER_MIN_VERSION = (1, 0)
 
 BPF_MAP_TYPE_STRUCT_OPS = 26
 
@@ -54,8 +56,26 @@ def _sig(lib: ctypes.CDLL, name: str, restype: object, *argtypes: object) -> Non
     fn.argtypes = list(argtypes)
 
 
-@lru_cache(maxsize=1)
 def lib() -> ctypes.CDLL:
+    """libbpf for sched_ext schedulers (1.2 or newer), with the print hook installed."""
+    return lib_at_least(MIN_VERSION)
+
+
+def lib_at_least(minimum: tuple[int, int]) -> ctypes.CDLL:
+    """libbpf, refused with ``FeatureMissing`` when it is older than ``minimum``."""
+    handle = _load()
+    version = (handle.libbpf_major_version(), handle.libbpf_minor_version())
+    if version < minimum:
+        raise FeatureMissing(
+            f"libbpf >= {minimum[0]}.{minimum[1]}",
+            f"the system libbpf is version {version[0]}.{version[1]}",
+            "install libbpf 1.2 or newer (Debian 13 or unstable's libbpf1)",
+        )
+    return handle
+
+
+@lru_cache(maxsize=1)
+def _load() -> ctypes.CDLL:
     """Load libbpf, declare the signatures used, and install the print hook."""
     path = ctypes.util.find_library("bpf") or "libbpf.so.1"
     try:
@@ -90,22 +110,25 @@ def lib() -> ctypes.CDLL:
         ("btf__raw_data", vp, (vp, ctypes.POINTER(ctypes.c_uint32))),
         ("bpf_map__btf_value_type_id", ctypes.c_uint32, (vp,)),
         ("libbpf_num_possible_cpus", i, ()),
+        ("bpf_object__next_program", vp, (vp, vp)),
+        ("bpf_program__name", cp, (vp,)),
+        ("bpf_program__fd", i, (vp,)),
+        ("bpf_program__attach", vp, (vp,)),
+        ("bpf_iter_create", i, (i,)),
+        ("bpf_enable_stats", i, (i,)),
+        ("bpf_map_lookup_elem", i, (i, vp, vp)),
+        ("bpf_map_update_elem", i, (i, vp, vp, ctypes.c_uint64)),
+        ("bpf_map_delete_elem", i, (i, vp)),
+        ("bpf_map_lookup_batch", i, (i, vp, vp, vp, vp, ctypes.POINTER(ctypes.c_uint32), vp)),
     ):
         _sig(handle, name, res, *args)
-    version = (handle.libbpf_major_version(), handle.libbpf_minor_version())
-    if version < MIN_VERSION:
-        raise FeatureMissing(
-            "libbpf >= 1.2",
-            f"{path} is version {version[0]}.{version[1]}",
-            "install libbpf 1.2 or newer (Debian 13 or unstable's libbpf1)",
-        )
     handle.libbpf_set_print(_on_print)
     return handle
 
 
 def version() -> str:
     """libbpf's version as 'major.minor'."""
-    handle = lib()
+    handle = _load()
     return f"{handle.libbpf_major_version()}.{handle.libbpf_minor_version()}"
 
 
@@ -116,7 +139,7 @@ def capture() -> None:
     process replace it: bcc's BTF loader sets it to NULL when it is not debugging,
     after which a verifier rejection would come back with an empty log.
     """
-    handle = lib()
+    handle = _load()
     handle.libbpf_set_print(_on_print)
     take_messages()
 

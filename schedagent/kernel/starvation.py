@@ -1,10 +1,14 @@
-"""Starvation on the whole system: which thread waited longest to run (read-only procfs).
+"""Starvation on the whole system: which thread waited longest to run (read-only).
 
 The daemon's guard runs :func:`scan` every few checks while a policy is attached: a
 scheduler that serves its target first may leave some other thread runnable for seconds,
-and only the system-wide view shows that. Each thread's ``schedstat`` gives its total
-runnable wait and the number of timeslices it ran; two snapshots a window apart give the
-mean wait per timeslice over that window.
+and only the system-wide view shows that.
+
+With the observer (``kernel/observer.py``) a scan reads maps: the longest runnable wait
+that ended during the window (any task, any CPU) and, a few times in the window, the
+tasks still waiting (a task iterator). The figure is one wait, from becoming runnable to
+getting a CPU. Without the observer, it reads every thread's ``schedstat`` twice, a
+window apart, and the figure is the mean wait per timeslice over the window.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from schedagent.kernel import procstat
+from schedagent.kernel import observer, procstat
 
 PROC_ROOT = Path("/proc")
 
@@ -22,6 +26,8 @@ PROC_ROOT = Path("/proc")
 _NICE_STEP = 1.25
 #: ... but never more than this many times the plain limit
 _MAX_ALLOWANCE = 4.0
+#: the observer's scan looks for tasks still waiting this often within a window
+_POLL_S = 0.5
 
 
 class Starvation(NamedTuple):
@@ -36,6 +42,42 @@ class Starvation(NamedTuple):
 
 
 def scan(window_s: float, limit_ms: float) -> Starvation:
+    """The thread that waited longest over a window for its niceness (observer maps,
+    else procfs); blocks for ``window_s``. See :func:`scan_observer` and
+    :func:`scan_procfs`."""
+    obs = observer.shared()
+    if obs is None:
+        return scan_procfs(window_s, limit_ms)
+    return scan_observer(obs, window_s, limit_ms)
+
+
+def scan_observer(obs: observer.Observer, window_s: float, limit_ms: float) -> Starvation:
+    """The longest single runnable wait in a window, from the observer's maps.
+
+    Waits that ended in the window and waits still going on at any of the polls count
+    alike; the one furthest over what its niceness allows is returned.
+    """
+    obs.take_worst()  # what ended before the window is not this window's
+    deadline = time.monotonic() + window_s
+    waits: list[observer.LongWait] = []
+    while (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, _POLL_S))
+        waits.extend(obs.waiting_now())
+    ended = obs.take_worst()
+    if ended is not None:
+        waits.append(ended)
+    worst = Starvation(0.0, None, limit_ms)
+    for wait in waits:
+        wait_ms = wait.wait_ns / 1e6
+        if wait_ms <= limit_ms:
+            continue
+        allowed = allowed_wait_ms(limit_ms, _nice(wait.tid))
+        if wait_ms / allowed > worst.wait_ms / worst.allowed_ms:
+            worst = Starvation(wait_ms, wait.tid, allowed)
+    return worst
+
+
+def scan_procfs(window_s: float, limit_ms: float) -> Starvation:
     """The thread that waited longest per timeslice over a window, for its niceness.
 
     Returns its mean runnable wait per timeslice (ms), its tid, and the wait it is

@@ -239,6 +239,37 @@ def compile_source(
     return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
 
 
+OBSERVER_SOURCE = BPF_INCLUDE_DIR / "observer" / "schedobs.bpf.c"
+
+
+def compile_observer(source: Path = OBSERVER_SOURCE) -> BuiltObject:
+    """The observer's object, compiled once per source and kernel build id.
+
+    The observer is the project's own read-only program, not a candidate: it is built
+    without ``vmlinux.h`` (it declares the few kernel fields it reads, and libbpf
+    relocates them against the running kernel), so no ``bpftool`` is needed and the
+    compile takes about a second. It still compiles in the same box and limits.
+    """
+    flags = list(CFLAGS)
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([text, " ".join(flags).encode(), kernel_build_id().encode()])
+    ).hexdigest()
+    rel = Path("objects") / f"{source.stem}-{key[:20]}.bpf.o"
+    found = find_cached(rel)
+    if found is not None:
+        return BuiltObject(found, key, cached=True)
+    obj = cache_dir() / rel
+    obj.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="schedagent-obs-") as tmp:
+        empty = Path(tmp) / "vmlinux.h"  # the box wants one; the observer includes none
+        empty.write_text("")
+        box = IncludeBox(empty, libbpf_headers(), BPF_INCLUDE_DIR / "schedagent")
+        started = time.monotonic()
+        build_object(text, source, obj, flags, box)
+    return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
+
+
 def build_object(
     text: bytes,
     source: Path,
