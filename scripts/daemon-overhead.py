@@ -1,13 +1,21 @@
-"""The daemon's own CPU use in steady state, for the notes (run in the testbed, as root).
+"""The daemon's own CPU use in steady state (run in the testbed, as root).
 
-Starts the mixed workload's server beside CPU hogs and the daemon in auto mode; once the
-daemon has tuned, measures its CPU time over 60 s while it watches under EEVDF (or
-guards what it kept), then forces the `target` policy in and measures 60 s of guarding.
-Prints JSON: percent of one core.
+For each count of targets (``--targets 1 10 100``) and each way of observing
+(``--observer on off``: the BPF observer, or procfs polling with
+``SCHEDAGENT_OBSERVER=off``), it starts that many small servers (a Python loop that
+sleeps 20 ms, 50 wakeups a second each), a daemon in observe mode watching each of
+them as its own target, and measures the daemon's CPU time over ``--seconds`` once
+every target has been profiled. With ``--guard`` it then attaches the ``target``
+policy to the first target through the daemon's API and measures the daemon while it
+guards that policy (and still watches the others).
+
+Prints one JSON object: percent of one core per configuration, with the observer's
+own cost (kernel BPF statistics) as the daemon reports it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -16,20 +24,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from schedagent.bench import workload
 from schedagent.daemon.socketapi import ApiClient
 
-CONFIG = """\
-mode: auto
-settle_s: 6
-budgets: {budget_s: 300, observe_s: 3, window_s: 2, rounds: 3, max_candidates: 1}
-targets:
-  - name: server
-    match: {command: "-w 4 -n 1000000 -r 400"}
-"""
+SERVER = "import time\nwhile True: time.sleep(0.02)"
+
+
+def config(n: int) -> str:
+    lines = [
+        "mode: observe",
+        "settle_s: 1",
+        "poll_interval_s: 5",
+        "guard: {window_s: 2, check_interval_s: 5}",
+        "budgets: {observe_s: 2, window_s: 2, rounds: 3}",
+        "targets:",
+    ]
+    for i in range(n):
+        lines += [f"  - name: t{i:03d}", f'    match: {{command: "obsbench-{i:03d}"}}']
+    return "\n".join(lines) + "\n"
 
 
 def cpu_pct(pid: int, seconds: float) -> float:
@@ -39,51 +54,73 @@ def cpu_pct(pid: int, seconds: float) -> float:
     return round(100 * (sum(proc.cpu_times()[:2]) - c0) / (time.monotonic() - t0), 2)
 
 
-def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 60.0
+def wait_for(what: str, check: Any, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def run(n: int, observer: str, seconds: float, guard: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "config.yaml").write_text(CONFIG)
+    (tmp / "config.yaml").write_text(config(n))
     env = {
         **os.environ,
         "SCHEDAGENT_STATE_DIR": str(tmp / "state"),
         "SCHEDAGENT_SOCKET": str(tmp / "d.sock"),
+        "SCHEDAGENT_OBSERVER": observer,
     }
-    os.environ.update(SCHEDAGENT_STATE_DIR=env["SCHEDAGENT_STATE_DIR"])
-    binary = workload.build(workload.resolve("mixed"))
+    servers = [
+        subprocess.Popen([sys.executable, "-c", SERVER, f"obsbench-{i:03d}"]) for i in range(n)
+    ]
     daemon = subprocess.Popen(
-        ["schedagent", "daemon", "--config", str(tmp / "config.yaml")], env=env
+        [sys.executable, "-m", "schedagent", "daemon", "--config", str(tmp / "config.yaml")],
+        env=env,
     )
-    procs = [daemon]
-    out: dict[str, object] = {"window_s": seconds}
+    out: dict[str, Any] = {"targets": n, "observer": observer, "window_s": seconds}
     try:
-        while not (tmp / "d.sock").exists():
-            time.sleep(0.5)
-        procs.append(subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "3600s", "-q"]))
-        procs.append(
-            subprocess.Popen(
-                [str(binary), "-w", "4", "-n", "1000000", "-r", "400", "-b", "3000"],
-                stdout=subprocess.DEVNULL,
-            )
-        )
+        wait_for("the daemon's socket", (tmp / "d.sock").exists, 300)
         api = ApiClient(tmp / "d.sock")
-        while api.call("daemon_status", {})["targets"]["server"]["phase"] in ("waiting",):
-            time.sleep(1)
-        while not [r for r in api.call("history", {"limit": 50})["audit"] if r["action"] == "tune"]:
-            time.sleep(2)
-        out["after_tune"] = api.call("daemon_status", {})["targets"]["server"]["policy"]
+
+        def observed() -> bool:
+            phases = [t["phase"] for t in api.call("daemon_status", {})["targets"].values()]
+            return all(p == "observed" for p in phases)
+
+        started = time.monotonic()
+        wait_for("every target's first profile", observed, 120 + 10 * n)
+        out["first_profiles_s"] = round(time.monotonic() - started, 1)
         out["cpu_pct_watching"] = cpu_pct(daemon.pid, seconds)
-        art = api.call("verify_policy", {"name": "target"})
-        api.call("apply", {"target": "server", "policy": art["artifact_id"]})
-        out["cpu_pct_guarding_target"] = cpu_pct(daemon.pid, seconds)
-        out["still_active"] = api.call("daemon_status", {})["targets"]["server"]["policy"]
+        out["observer_status"] = api.call("daemon_status", {}).get("observer")
+        if guard:
+            art = api.call("verify_policy", {"name": "target"})
+            api.call("apply", {"target": "t000", "policy": art["artifact_id"]})
+            out["cpu_pct_guarding_target"] = cpu_pct(daemon.pid, seconds)
+            out["guarded_policy"] = api.call("daemon_status", {})["targets"]["t000"]["policy"]
         daemon.send_signal(signal.SIGTERM)
         out["exit_code"] = daemon.wait(timeout=120)
     finally:
-        for p in procs:
+        for p in [daemon, *servers]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    print(json.dumps(out))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--targets", type=int, nargs="+", default=[1, 10, 100])
+    ap.add_argument("--observer", nargs="+", choices=["on", "off"], default=["on", "off"])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--guard", action="store_true", help="also measure guarding `target`")
+    args = ap.parse_args()
+    results = []
+    for observer in args.observer:
+        for n in args.targets:
+            result = run(n, observer, args.seconds, args.guard)
+            print(json.dumps(result), file=sys.stderr, flush=True)
+            results.append(result)
+    print(json.dumps({"runs": results}))
 
 
 if __name__ == "__main__":

@@ -199,7 +199,8 @@ class Guard(_Strict):
     regression_ratio: float = Field(1.5, gt=1.0, le=100)
     #: ... in this many windows in a row
     regression_windows: int = Field(2, ge=1, le=20)
-    #: any task runnable but waiting this long (mean per timeslice) is starvation
+    #: any task runnable but waiting this long is starvation: one wait, with the observer;
+    #: the mean per timeslice over the window, on the procfs fallback
     max_runnable_wait_ms: float = Field(2000.0, ge=10, le=60_000)
     #: rollbacks of one policy before it is quarantined on this kernel
     quarantine_after: int = Field(2, ge=1, le=100)
@@ -212,7 +213,8 @@ class DaemonConfig(_Strict):
 
     mode: Literal["observe", "propose", "auto"] = "observe"
     agent: Literal["offline", "anthropic"] = "offline"
-    targets: list[TargetConfig] = Field(min_length=1, max_length=64)
+    #: at most 256: the observer keeps one group of maps per watched target
+    targets: list[TargetConfig] = Field(min_length=1, max_length=256)
     #: the same budget as ``tune``'s, halved by default: the daemon tunes in the background
     budgets: TuneBudget = Field(default_factory=lambda: DAEMON_BUDGET)
     guard: Guard = Field(default_factory=Guard)

@@ -10,7 +10,10 @@ line with a pattern that ``config.check_pattern`` accepted.
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -29,14 +32,36 @@ def _unit_cgroup(unit: str, root: Path | None = None) -> str | None:
     return None
 
 
+#: one scan of the process table serves every target's match within this many seconds
+_SCAN_TTL_S = 1.0
+_INFO = ["pid", "ppid", "cmdline", "create_time", "status", "uids"]
+_scan: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
+
+
+def _processes(fresh_within_s: float = _SCAN_TTL_S) -> list[dict[str, Any]]:
+    """Every process's pid, parent, command line, start, state and uids: one scan of the
+    process table, reused by every target matched within ``_SCAN_TTL_S`` (a daemon
+    watching 100 targets scanned it 100 times a poll)."""
+    global _scan
+    now = time.monotonic()
+    if now - _scan[0] > fresh_within_s:
+        _scan = (now, [proc.info for proc in psutil.process_iter(_INFO)])
+    return _scan[1]
+
+
 def _command_root(pattern: str, uid: int) -> int | None:
     """The oldest process of ``uid`` whose command line matches and whose parent does not
     (a process tree's root)."""
     regex = check_pattern(pattern)
+    found = _match(regex, uid, _processes())
+    # a miss looks again at a scan at most 0.2 s old: a target that just started is found
+    return found if found is not None else _match(regex, uid, _processes(0.2))
+
+
+def _match(regex: re.Pattern[str], uid: int, processes: list[dict[str, Any]]) -> int | None:
     me = os.getpid()
     matches: dict[int, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "create_time", "status", "uids"]):
-        info = proc.info
+    for info in processes:
         if info["pid"] == me or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         uids = info["uids"]
