@@ -47,6 +47,7 @@ typedef _Bool bool;
 #define false 0
 
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 /* uapi constants (stable ABI), spelled out as this file includes no kernel headers */
 #define MAP_HASH 1
@@ -405,7 +406,9 @@ int obs_sync(struct bpf_iter__task *ctx)
 	fresh.tgid = tgid;
 	fresh.group = *group;
 	fresh.first_ns = now;
-	fresh.on_cpu_ns = task->on_cpu ? now : 0;
+	/* on_cpu's type has changed across kernels (an int, lately narrower): read it by
+	 * its relocated size rather than as the int declared here */
+	fresh.on_cpu_ns = BPF_CORE_READ_BITFIELD_PROBED(task, on_cpu) ? now : 0;
 	snap(&fresh, task);
 	bpf_map_update_elem(&threads, &tid, &fresh, NOEXIST);
 	return 0;

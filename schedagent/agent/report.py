@@ -91,6 +91,8 @@ class TuneReport:
     compile_s: float = 0.0
     #: seconds spent in canaries and measured windows
     measure_s: float = 0.0
+    #: seconds from the start of the run to its first measured window (profile included)
+    first_window_s: float = 0.0
 
     def to_json(self) -> dict[str, object]:
         """The report as JSON-ready data (``tune --json``)."""

@@ -309,6 +309,7 @@ def tune(
         report.compile_s = time.monotonic() - compiling
         progress(f"compiles and gates took {report.compile_s:.0f} s; measuring", 1, 1)
         measuring = time.monotonic()
+        report.first_window_s = measuring - started
         run_trials(Loop(req, store, prof, report, executor, meter, progress, clock or RealClock()))
         report.measure_s = time.monotonic() - measuring
     report.wall_s = time.monotonic() - started

@@ -116,8 +116,9 @@ def _print(report: dict[str, Any]) -> None:
         print(f"skipped   {len(skipped)} windows not compared (first: {skipped[0]})")
     print(
         f"cost      {report['evaluations']} evaluations in {report['wall_s']:.0f} s "
-        f"(compiles and gates {report['compile_s']:.0f} s, measuring "
-        f"{report['measure_s']:.0f} s); the system is back on EEVDF"
+        f"(compiles and gates {report['compile_s']:.0f} s, first window at "
+        f"{report['first_window_s']:.0f} s, measuring {report['measure_s']:.0f} s); "
+        "the system is back on EEVDF"
     )
     if report["cost"]:
         c = report["cost"]

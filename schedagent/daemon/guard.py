@@ -11,9 +11,10 @@ While a policy is active, each check (every ``guard.check_interval_s``) looks at
    execution side, in :mod:`schedagent.kernel.starvation`).
 
 One metric per guarded decision (issue 13): the guard watches the metric tune judged the
-winner by, against tune's own EEVDF windows; when the guard's cheap metric is another
-(tune's p99 came from the bcc probe), it measures its own EEVDF baseline on that metric
-before attaching (:func:`guard_baseline`).
+winner by, against tune's own EEVDF windows (with the observer, the p99 wakeup latency
+costs the guard a map read, as it costs tune); when the guard's metric is another (tune's
+p99 came from the bcc probe, or the observer is not running), it measures its own EEVDF
+baseline on that metric before attaching (:func:`guard_baseline`).
 """
 
 from __future__ import annotations

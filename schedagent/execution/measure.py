@@ -59,6 +59,11 @@ def wants_probe(slo: Slo) -> bool:
     return "latency" in slo.metric or slo.unit == "us"
 
 
+def has_observer() -> bool:
+    """Whether windows and the p99 come from the observer in this process."""
+    return observer.shared() is not None
+
+
 def p99_metric(slo: Slo) -> LiveMetric:
     return LiveMetric(
         "p99_wakeup_us",
@@ -358,6 +363,8 @@ class Meter:
 
 def guard_meter(target: Target, slo: Slo, latency_log: str | None) -> Meter:
     """The daemon guard's meter: the access log's p99 when there is one (cheap: it reads
-    a file), else the cheap counter for the SLO (``metric_for``). No probe is attached,
-    so nothing needs releasing; it is returned ready to measure."""
-    return Meter(target, slo, deep=False, latency_log=latency_log).__enter__()
+    a file), else tune's own p99 wakeup latency from the observer's histogram when the
+    observer runs here (cheap too: a map read), else the cheap counter for the SLO
+    (``metric_for``). No bcc probe is attached, so nothing needs releasing; it is
+    returned ready to measure."""
+    return Meter(target, slo, deep=has_observer(), latency_log=latency_log).__enter__()

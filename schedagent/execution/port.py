@@ -73,8 +73,10 @@ class LiveExecutor:
         return measure.planned_metric(slo, latency_log)
 
     def attaches_probe(self, slo: Slo, latency_log: str | None) -> bool:
-        """Whether ``meter`` compiles and attaches the bcc probe (a latency SLO, no log)."""
-        return latency_log is None and measure.wants_probe(slo)
+        """Whether ``meter`` compiles and attaches the bcc probe (a latency SLO, no log,
+        and no observer: the observer's object is cached per kernel and already loaded
+        by the profile)."""
+        return latency_log is None and measure.wants_probe(slo) and not measure.has_observer()
 
     def priority(self) -> AbstractContextManager[str]:
         """``procstat.priority``: SCHED_FIFO 1, else nice -10, for a ``with`` block."""

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 
 from schedagent.errors import SchedagentError
-from schedagent.kernel import btf, libbpf, scx
+from schedagent.kernel import btf, libbpf, observer, scx
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +121,23 @@ def check_root() -> Check:
     return Check("root", True, "uid 0")
 
 
+def check_observer() -> Check:
+    """The always-on observer loads and attaches here (it is detached again at once
+    unless this process already used it)."""
+    had = observer.current()
+    obs = observer.shared()
+    if obs is None:
+        return Check(
+            "observer",
+            False,
+            f"not available: {observer.unavailable()}; windows poll procfs instead",
+            "run as root on a kernel with BTF, with clang and libbpf-dev installed",
+        )
+    if had is None:
+        observer.reset_shared()
+    return Check("observer", True, "BPF observer compiled, verified and attached")
+
+
 def all_checks() -> list[Check]:
     """Every kernel/toolchain check (the testbed checks are added by the caller)."""
     return [
@@ -130,5 +147,6 @@ def all_checks() -> list[Check]:
         check_bpftool(),
         check_libbpf(),
         check_bcc(),
+        check_observer(),
         check_root(),
     ]
