@@ -216,27 +216,7 @@ def compile_source(
     """Compile ``source`` to a BPF object, reusing a cached object when possible."""
     header = vmlinux_header()
     flags = [*CFLAGS, *compat_defines(), *extra_flags]
-    text = source.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join(
-            [
-                text,
-                _project_headers_digest().encode(),
-                " ".join(flags).encode(),
-                kernel_build_id().encode(),
-            ]
-        )
-    ).hexdigest()
-    rel = Path("objects") / f"{source.stem}-{key[:20]}.bpf.o"
-    found = find_cached(rel)
-    if found is not None:
-        return BuiltObject(found, key, cached=True)
-    obj = cache_dir() / rel
-    obj.parent.mkdir(parents=True, exist_ok=True)
-    box = IncludeBox(header, libbpf_headers(), BPF_INCLUDE_DIR / "schedagent")
-    started = time.monotonic()
-    build_object(text, source, obj, flags, box, limits)
-    return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
+    return _cached_build(source, flags, [_project_headers_digest().encode()], header, limits)
 
 
 OBSERVER_SOURCE = BPF_INCLUDE_DIR / "observer" / "schedobs.bpf.c"
@@ -250,10 +230,20 @@ def compile_observer(source: Path = OBSERVER_SOURCE) -> BuiltObject:
     relocates them against the running kernel), so no ``bpftool`` is needed and the
     compile takes about a second. It still compiles in the same box and limits.
     """
-    flags = list(CFLAGS)
+    empty = cache_dir() / "observer" / "vmlinux.h"  # the box wants one; none is included
+    if not empty.exists():
+        empty.parent.mkdir(parents=True, exist_ok=True)
+        empty.write_text("")
+    return _cached_build(source, list(CFLAGS), [], empty, DEFAULT_LIMITS)
+
+
+def _cached_build(
+    source: Path, flags: list[str], key_parts: list[bytes], header: Path, limits: CompileLimits
+) -> BuiltObject:
+    """The cached object for this source, flags and kernel, else compiled into the cache."""
     text = source.read_bytes()
     key = hashlib.sha256(
-        b"\0".join([text, " ".join(flags).encode(), kernel_build_id().encode()])
+        b"\0".join([text, *key_parts, " ".join(flags).encode(), kernel_build_id().encode()])
     ).hexdigest()
     rel = Path("objects") / f"{source.stem}-{key[:20]}.bpf.o"
     found = find_cached(rel)
@@ -261,12 +251,9 @@ def compile_observer(source: Path = OBSERVER_SOURCE) -> BuiltObject:
         return BuiltObject(found, key, cached=True)
     obj = cache_dir() / rel
     obj.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="schedagent-obs-") as tmp:
-        empty = Path(tmp) / "vmlinux.h"  # the box wants one; the observer includes none
-        empty.write_text("")
-        box = IncludeBox(empty, libbpf_headers(), BPF_INCLUDE_DIR / "schedagent")
-        started = time.monotonic()
-        build_object(text, source, obj, flags, box)
+    box = IncludeBox(header, libbpf_headers(), BPF_INCLUDE_DIR / "schedagent")
+    started = time.monotonic()
+    build_object(text, source, obj, flags, box, limits)
     return BuiltObject(obj, key, cached=False, compile_s=time.monotonic() - started)
 
 
@@ -478,4 +465,9 @@ def prebuild(sources: list[Path], progress: Callable[[str], None] | None = None)
             continue
         report.objects[name] = built.compile_s
         say(f"{name}: {'cached' if built.cached else f'compiled in {built.compile_s:.1f} s'}")
+    try:  # the observer too: a daemon's first window then waits on no compile
+        built = compile_observer()
+        report.objects["observer"] = built.compile_s
+    except (CompileError, ToolMissing) as err:
+        report.failed["observer"] = str(err).splitlines()[0]
     return report
