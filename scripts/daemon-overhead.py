@@ -43,7 +43,7 @@ def config(n: int) -> str:
         "targets:",
     ]
     for i in range(n):
-        lines += [f"  - name: t{i:03d}", f'    match: {{command: "obsbench-{i:03d}"}}']
+        lines += [f"  - name: t{i:03d}", f'    match: {{command: "obsbench-{i:03d}", user: root}}']
     return "\n".join(lines) + "\n"
 
 
@@ -80,7 +80,13 @@ def run(n: int, observer: str, seconds: float, guard: bool) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"targets": n, "observer": observer, "window_s": seconds}
     try:
-        wait_for("the daemon's socket", (tmp / "d.sock").exists, 300)
+        wait_for(
+            "the daemon's socket",
+            lambda: (tmp / "d.sock").exists() or daemon.poll() is not None,
+            300,
+        )
+        if daemon.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {daemon.returncode} before it listened")
         api = ApiClient(tmp / "d.sock")
 
         def observed() -> bool:

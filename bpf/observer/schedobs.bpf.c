@@ -115,8 +115,9 @@ struct ghist {
 
 struct tstore {
 	__u64 since;		/* runnable since (ns), 0 while running or sleeping */
+	__u64 gen;		/* `generation` + 1 when group1 was looked up; 0: never */
 	__u32 kind;		/* 0: woken, 1: preempted */
-	__u32 pad;
+	__u32 group1;		/* its tgid's group + 1, 0 unwatched (as of gen) */
 };
 
 struct worst {
@@ -158,6 +159,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct worst);
 } worst SEC(".maps");
+
+/* 0: bumped by user space after every change to `groups`, so each task's cached
+ * watched-or-not answer (in its task storage) is looked up again; the hot path of an
+ * unwatched task then does no hash lookup at all */
+struct {
+	__uint(type, MAP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} generation SEC(".maps");
 
 /* 0: thread entries that did not fit in `threads` */
 struct {
@@ -213,22 +224,35 @@ static __always_inline void snap(struct tstat *t, struct task_struct *p)
 	t->involuntary = p->nivcsw;
 }
 
-/* the counters of a watched thread, created at its first event; NULL when unwatched */
-static __always_inline struct tstat *watched(struct task_struct *p, __u64 now)
+/* the counters of a watched thread, created at its first event; NULL when unwatched.
+ * Whether its tgid is watched is cached in its task storage `s` (when there is one)
+ * until user space changes the groups. */
+static __always_inline struct tstat *watched(struct task_struct *p, struct tstore *s, __u64 now)
 {
-	__u32 tgid = p->tgid, tid = p->pid, *group, zero = 0;
+	__u32 tgid = p->tgid, tid = p->pid, group, *found, zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&generation, &zero), *lost;
 	struct tstat *t, fresh = {};
-	__u64 *lost;
 
-	group = bpf_map_lookup_elem(&groups, &tgid);
-	if (!group)
-		return NULL;
+	if (s && gen && s->gen == *gen + 1) {
+		if (!s->group1)
+			return NULL;
+		group = s->group1 - 1;
+	} else {
+		found = bpf_map_lookup_elem(&groups, &tgid);
+		if (s && gen) {
+			s->gen = *gen + 1;
+			s->group1 = found ? *found + 1 : 0;
+		}
+		if (!found)
+			return NULL;
+		group = *found;
+	}
 	t = bpf_map_lookup_elem(&threads, &tid);
-	if (t && t->tgid == tgid && t->group == *group)
+	if (t && t->tgid == tgid && t->group == group)
 		return t;
 	/* a new thread, a recycled tid, or a process moved to another group */
 	fresh.tgid = tgid;
-	fresh.group = *group;
+	fresh.group = group;
 	fresh.first_ns = now;
 	snap(&fresh, p);
 	if (bpf_map_update_elem(&threads, &tid, &fresh, 0)) {
@@ -253,7 +277,7 @@ static __always_inline int on_wakeup(struct task_struct *p)
 		s->since = now;
 		s->kind = 0;
 	}
-	t = watched(p, now);
+	t = watched(p, s, now);
 	if (t)
 		__sync_fetch_and_add(&t->wakeups, 1);
 	return 0;
@@ -285,7 +309,7 @@ int obs_switch(__u64 *ctx)
 
 	if (prev->pid) {
 		s = bpf_task_storage_get(&since, prev, 0, STORAGE_CREATE);
-		t = watched(prev, now);
+		t = watched(prev, s, now);
 		if (t) {
 			snap(t, prev);
 			t->on_cpu_ns = 0;
@@ -301,7 +325,7 @@ int obs_switch(__u64 *ctx)
 	s = bpf_task_storage_get(&since, next, 0, STORAGE_CREATE);
 	if (!s)
 		return 0;
-	t = watched(next, now);
+	t = watched(next, s, now);
 	if (s->since && now > s->since) {
 		wait = now - s->since;
 		w = bpf_map_lookup_elem(&worst, &zero);
@@ -326,7 +350,9 @@ int obs_switch(__u64 *ctx)
 SEC("tp_btf/sched_migrate_task")
 int obs_migrate(__u64 *ctx)
 {
-	struct tstat *t = watched((struct task_struct *)ctx[0], bpf_ktime_get_ns());
+	struct task_struct *p = (struct task_struct *)ctx[0];
+	struct tstore *s = bpf_task_storage_get(&since, p, 0, 0);
+	struct tstat *t = watched(p, s, bpf_ktime_get_ns());
 
 	if (t)
 		__sync_fetch_and_add(&t->migrations, 1);
@@ -355,7 +381,7 @@ int obs_exit(__u64 *ctx)
 	__u64 now = bpf_ktime_get_ns();
 	struct tstat *t;
 
-	t = watched(p, now);
+	t = watched(p, bpf_task_storage_get(&since, p, 0, 0), now);
 	if (!t)
 		return 0;
 	snap(t, p);

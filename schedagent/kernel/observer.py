@@ -158,7 +158,7 @@ class Observer:
             self._attach_all()
             self._fd = {
                 name: self._map_fd(name)
-                for name in ("groups", "threads", "hist", "worst", "dropped")
+                for name in ("groups", "threads", "hist", "worst", "dropped", "generation")
             }
             # kernel-kept run time per program, for as long as this fd is open
             self._stats_fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
@@ -231,6 +231,8 @@ class Observer:
             for tgid in have - want:
                 self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
             self._tgids[group] = want
+            if want != have:
+                self._bump()
             if want - have:
                 # their threads start counting now, a thread on a CPU included
                 self._read_iter(self._sync_link)
@@ -245,6 +247,7 @@ class Observer:
             _key, group = self._groups.popitem(last=False)
             for tgid in self._tgids.pop(group, set()):
                 self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
+            self._bump()
         # a reused group starts with empty histograms
         self._update(self._fd["hist"], ctypes.c_uint32(group), _GHist())
         return group
@@ -257,10 +260,18 @@ class Observer:
                 return
             for tgid in self._tgids.pop(group, set()):
                 self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
+            self._bump()
 
     def groups_watched(self) -> int:
         with self._lock:
             return len(self._groups)
+
+    def _bump(self) -> None:
+        """Tell the program the groups changed: every task looks its tgid up again."""
+        gen = _U64()
+        self._lookup(self._fd["generation"], ctypes.c_uint32(0), gen)
+        gen.value += 1
+        self._update(self._fd["generation"], ctypes.c_uint32(0), gen)
 
     # --- reading -------------------------------------------------------------------------
 

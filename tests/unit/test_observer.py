@@ -182,3 +182,23 @@ def test_switched_off_it_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(observer.OFF_ENV, "off")
     assert observer.shared() is None
     assert "switched off" in str(observer.unavailable())
+
+
+def test_a_forgotten_target_stops_counting_at_once(obs: observer.Observer, spawn: list) -> None:
+    """Each task caches whether it is watched; forgetting a target must reach that cache
+    (a generation bump), or its threads would go on counting."""
+    pid = _py(spawn, SLEEPY)
+    time.sleep(0.2)
+    group = obs.watch("sleepy", [pid])
+    time.sleep(0.5)
+    counting = obs.threads(group)[pid].voluntary
+    assert counting > 50
+    obs.forget("sleepy")
+    stopped = obs.threads()[pid].voluntary
+    time.sleep(0.5)
+    assert obs.threads()[pid].voluntary - stopped <= 1  # a switch in flight at most
+    # watched again, it counts again
+    group = obs.watch("sleepy", [pid])
+    before = obs.threads(group)[pid].voluntary
+    time.sleep(0.5)
+    assert obs.threads(group)[pid].voluntary - before > 50
