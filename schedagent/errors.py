@@ -222,6 +222,18 @@ class SchedulerExited(KernelError):
         self.reason, self.message = reason, message
 
 
+class ObserverBusy(KernelError):
+    """Every group of the observer is being read by a window right now."""
+
+    exit_code = 26
+
+    def __init__(self, groups: int) -> None:
+        super().__init__(
+            f"the observer watches {groups} targets and a window is reading every one of "
+            "them; try again when one ends, or watch fewer targets at once"
+        )
+
+
 class TargetGone(KernelError):
     """The target process does not exist or exited."""
 

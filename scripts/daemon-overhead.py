@@ -9,6 +9,10 @@ every target has been profiled. With ``--guard`` it then attaches the ``target``
 policy to the first target through the daemon's API and measures the daemon while it
 guards that policy (and still watches the others).
 
+With ``--mixed`` the one target is instead the mixed workload's server (4 workers at
+400 requests/s of 3 ms) beside 4 CPU hogs: the busy, loaded case the first figure
+(34% of a core with procfs polling) was measured on.
+
 Prints one JSON object: percent of one core per configuration, with the observer's
 own cost (kernel BPF statistics) as the daemon reports it.
 """
@@ -28,20 +32,36 @@ from typing import Any
 
 import psutil
 
+from schedagent.bench import workload
 from schedagent.daemon.socketapi import ApiClient
 
 SERVER = "import time\nwhile True: time.sleep(0.02)"
 
 
-def config(n: int) -> str:
+MIXED_ARGS = ["-w", "4", "-n", "1000000", "-r", "400", "-b", "3000"]
+
+
+def config(n: int, mixed: bool = False) -> str:
     lines = [
         "mode: observe",
         "settle_s: 1",
         "poll_interval_s: 5",
-        "guard: {window_s: 2, check_interval_s: 5}",
+        # the cost of guarding is measured, not its verdicts: a regression never rolls back
+        "guard: {window_s: 2, check_interval_s: 5, regression_ratio: 100, regression_windows: 20}",
         "budgets: {observe_s: 2, window_s: 2, rounds: 3}",
         "targets:",
     ]
+    if mixed:
+        return (
+            "\n".join(
+                [
+                    *lines,
+                    "  - name: t000",
+                    '    match: {command: "-w 4 -n 1000000 -r 400", user: root}',
+                ]
+            )
+            + "\n"
+        )
     for i in range(n):
         lines += [f"  - name: t{i:03d}", f'    match: {{command: "obsbench-{i:03d}", user: root}}']
     return "\n".join(lines) + "\n"
@@ -62,23 +82,34 @@ def wait_for(what: str, check: Any, timeout_s: float) -> None:
         time.sleep(1)
 
 
-def run(n: int, observer: str, seconds: float, guard: bool) -> dict[str, Any]:
+def run(n: int, observer: str, seconds: float, guard: bool, mixed: bool) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "config.yaml").write_text(config(n))
+    (tmp / "config.yaml").write_text(config(n, mixed))
     env = {
         **os.environ,
         "SCHEDAGENT_STATE_DIR": str(tmp / "state"),
         "SCHEDAGENT_SOCKET": str(tmp / "d.sock"),
         "SCHEDAGENT_OBSERVER": observer,
     }
-    servers = [
-        subprocess.Popen([sys.executable, "-c", SERVER, f"obsbench-{i:03d}"]) for i in range(n)
-    ]
+    if mixed:
+        binary = workload.build(workload.resolve("mixed"))
+        servers = [
+            subprocess.Popen(["stress-ng", "--cpu", "4", "--timeout", "3600s", "-q"]),
+            subprocess.Popen([str(binary), *MIXED_ARGS], stdout=subprocess.DEVNULL),
+        ]
+    else:
+        servers = [
+            subprocess.Popen([sys.executable, "-c", SERVER, f"obsbench-{i:03d}"]) for i in range(n)
+        ]
     daemon = subprocess.Popen(
         [sys.executable, "-m", "schedagent", "daemon", "--config", str(tmp / "config.yaml")],
         env=env,
     )
-    out: dict[str, Any] = {"targets": n, "observer": observer, "window_s": seconds}
+    out: dict[str, Any] = {
+        "targets": "mixed server beside 4 hogs" if mixed else n,
+        "observer": observer,
+        "window_s": seconds,
+    }
     try:
         wait_for(
             "the daemon's socket",
@@ -103,6 +134,11 @@ def run(n: int, observer: str, seconds: float, guard: bool) -> dict[str, Any]:
             api.call("apply", {"target": "t000", "policy": art["artifact_id"]})
             out["cpu_pct_guarding_target"] = cpu_pct(daemon.pid, seconds)
             out["guarded_policy"] = api.call("daemon_status", {})["targets"]["t000"]["policy"]
+            out["t000_actions"] = [
+                r["action"]
+                for r in api.call("history", {"limit": 50})["audit"]
+                if r.get("target") == "t000"
+            ]
         daemon.send_signal(signal.SIGTERM)
         out["exit_code"] = daemon.wait(timeout=120)
     finally:
@@ -119,11 +155,12 @@ def main() -> None:
     ap.add_argument("--observer", nargs="+", choices=["on", "off"], default=["on", "off"])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--guard", action="store_true", help="also measure guarding `target`")
+    ap.add_argument("--mixed", action="store_true", help="one target: the mixed server")
     args = ap.parse_args()
     results = []
     for observer in args.observer:
-        for n in args.targets:
-            result = run(n, observer, args.seconds, args.guard)
+        for n in [1] if args.mixed else args.targets:
+            result = run(n, observer, args.seconds, args.guard, args.mixed)
             print(json.dumps(result), file=sys.stderr, flush=True)
             results.append(result)
     print(json.dumps({"runs": results}))

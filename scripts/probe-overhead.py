@@ -46,6 +46,7 @@ def messaging(probe: str | None) -> tuple[float, float | None]:
             subprocess.run(CMD, capture_output=True, text=True, check=True).stdout
         ), None
     if probe == "observer":
+        observer.report_cost()
         obs = observer.shared()
         assert obs is not None, observer.unavailable()
         try:

@@ -107,6 +107,13 @@ struct tstat {
 	__u64 first_ns;		/* bpf_ktime (CLOCK_MONOTONIC) of its first event */
 	__u64 exited_ns;	/* when it exited; 0 while it lives */
 	__u64 on_cpu_ns;	/* got the CPU at; 0 off CPU (a reader adds the slice so far) */
+	/* the kernel's counters when this entry was made: a thread that joined a watched
+	 * process (or cgroup) mid-window counts from here, not from its birth */
+	__u64 base_run_ns;
+	__u64 base_wait_ns;
+	__u64 base_slices;
+	__u64 base_voluntary;
+	__u64 base_involuntary;
 };
 
 struct ghist {
@@ -118,6 +125,8 @@ struct tstore {
 	__u64 gen;		/* `generation` + 1 when group1 was looked up; 0: never */
 	__u32 kind;		/* 0: woken, 1: preempted */
 	__u32 group1;		/* its tgid's group + 1, 0 unwatched (as of gen) */
+	__u32 running;		/* on a CPU (from its switch in to its switch out) */
+	__u32 pad;
 };
 
 struct worst {
@@ -224,23 +233,40 @@ static __always_inline void snap(struct tstat *t, struct task_struct *p)
 	t->involuntary = p->nivcsw;
 }
 
+static __always_inline void fresh_entry(struct tstat *t, struct task_struct *p, __u32 tgid,
+					__u32 group, __u64 now)
+{
+	t->tgid = tgid;
+	t->group = group;
+	t->first_ns = now;
+	snap(t, p);
+	t->base_run_ns = t->run_ns;
+	t->base_wait_ns = t->wait_ns;
+	t->base_slices = t->slices;
+	t->base_voluntary = t->voluntary;
+	t->base_involuntary = t->involuntary;
+}
+
 /* the counters of a watched thread, created at its first event; NULL when unwatched.
  * Whether its tgid is watched is cached in its task storage `s` (when there is one)
  * until user space changes the groups. */
 static __always_inline struct tstat *watched(struct task_struct *p, struct tstore *s, __u64 now)
 {
 	__u32 tgid = p->tgid, tid = p->pid, group, *found, zero = 0;
-	__u64 *gen = bpf_map_lookup_elem(&generation, &zero), *lost;
+	__u64 *genp = bpf_map_lookup_elem(&generation, &zero), *lost, gen;
 	struct tstat *t, fresh = {};
 
-	if (s && gen && s->gen == *gen + 1) {
+	/* read once: user space bumps it after changing `groups`, and a task that cached
+	 * an answer looked up before the change must not keep it past the bump */
+	gen = genp ? *genp + 1 : 0;
+	if (s && gen && s->gen == gen) {
 		if (!s->group1)
 			return NULL;
 		group = s->group1 - 1;
 	} else {
 		found = bpf_map_lookup_elem(&groups, &tgid);
 		if (s && gen) {
-			s->gen = *gen + 1;
+			s->gen = gen;
 			s->group1 = found ? *found + 1 : 0;
 		}
 		if (!found)
@@ -251,10 +277,7 @@ static __always_inline struct tstat *watched(struct task_struct *p, struct tstor
 	if (t && t->tgid == tgid && t->group == group)
 		return t;
 	/* a new thread, a recycled tid, or a process moved to another group */
-	fresh.tgid = tgid;
-	fresh.group = group;
-	fresh.first_ns = now;
-	snap(&fresh, p);
+	fresh_entry(&fresh, p, tgid, group, now);
 	if (bpf_map_update_elem(&threads, &tid, &fresh, 0)) {
 		lost = bpf_map_lookup_elem(&dropped, &zero);
 		if (lost)
@@ -273,7 +296,9 @@ static __always_inline int on_wakeup(struct task_struct *p)
 	if (!p->pid)
 		return 0;
 	s = bpf_task_storage_get(&since, p, 0, STORAGE_CREATE);
-	if (s) {
+	/* a task woken while still on its CPU (woken before it got to schedule()), or
+	 * already queued, is not starting a wait */
+	if (s && !s->running && !s->since) {
 		s->since = now;
 		s->kind = 0;
 	}
@@ -301,6 +326,7 @@ int obs_switch(__u64 *ctx)
 	struct task_struct *prev = (struct task_struct *)ctx[1];
 	struct task_struct *next = (struct task_struct *)ctx[2];
 	__u32 prev_state = (__u32)ctx[3], zero = 0, slot, kind;
+	bool preempted = ctx[0] || prev_state == 0;
 	__u64 now = bpf_ktime_get_ns(), wait;
 	struct tstore *s;
 	struct tstat *t;
@@ -311,13 +337,16 @@ int obs_switch(__u64 *ctx)
 		s = bpf_task_storage_get(&since, prev, 0, STORAGE_CREATE);
 		t = watched(prev, s, now);
 		if (t) {
-			snap(t, prev);
+			/* first: a reader that sees the new counters never adds the slice too */
 			t->on_cpu_ns = 0;
+			snap(t, prev);
 		}
 		if (s) {
-			/* preempted: runnable from now; otherwise a stale wakeup stamp goes */
-			s->since = prev_state == 0 ? now : 0;
+			/* preempted (still queued): runnable from now; otherwise a stale
+			 * wakeup stamp goes */
+			s->since = preempted ? now : 0;
 			s->kind = 1;
+			s->running = 0;
 		}
 	}
 	if (!next->pid)
@@ -344,6 +373,7 @@ int obs_switch(__u64 *ctx)
 	if (t)
 		t->on_cpu_ns = now;	/* a reader adds the slice in progress */
 	s->since = 0;
+	s->running = 1;
 	return 0;
 }
 
@@ -379,14 +409,19 @@ int obs_exit(__u64 *ctx)
 {
 	struct task_struct *p = (struct task_struct *)ctx[0];
 	__u64 now = bpf_ktime_get_ns();
+	__u32 tgid = p->tgid;
 	struct tstat *t;
 
 	t = watched(p, bpf_task_storage_get(&since, p, 0, 0), now);
 	if (!t)
 		return 0;
-	snap(t, p);
 	t->on_cpu_ns = 0;
+	snap(t, p);
 	t->exited_ns = now;
+	/* a child that joined at fork is not known to user space: its entry in `groups`
+	 * goes with its leader (user space keeps and removes the tgids it wrote) */
+	if (p->pid == p->tgid)
+		bpf_map_delete_elem(&groups, &tgid);
 	return 0;
 }
 
@@ -401,7 +436,7 @@ int obs_waiting(struct bpf_iter__task *ctx)
 	if (!task)
 		return 0;
 	s = bpf_task_storage_get(&since, task, 0, 0);
-	if (!s || !s->since)
+	if (!s || !s->since || s->running)
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now <= s->since || now - s->since < report_wait_ns)
@@ -417,7 +452,7 @@ SEC("iter/task")
 int obs_sync(struct bpf_iter__task *ctx)
 {
 	struct task_struct *task = ctx->task;
-	struct tstat fresh = {};
+	struct tstat fresh = {}, *t;
 	__u32 tgid, tid, *group;
 	__u64 now;
 
@@ -426,16 +461,16 @@ int obs_sync(struct bpf_iter__task *ctx)
 	tgid = task->tgid;
 	tid = task->pid;
 	group = bpf_map_lookup_elem(&groups, &tgid);
-	if (!group || bpf_map_lookup_elem(&threads, &tid))
+	if (!group)
+		return 0;
+	t = bpf_map_lookup_elem(&threads, &tid);
+	if (t && t->tgid == tgid && t->group == *group)
 		return 0;
 	now = bpf_ktime_get_ns();
-	fresh.tgid = tgid;
-	fresh.group = *group;
-	fresh.first_ns = now;
+	fresh_entry(&fresh, task, tgid, *group, now);
 	/* on_cpu's type has changed across kernels (an int, lately narrower): read it by
 	 * its relocated size rather than as the int declared here */
 	fresh.on_cpu_ns = BPF_CORE_READ_BITFIELD_PROBED(task, on_cpu) ? now : 0;
-	snap(&fresh, task);
-	bpf_map_update_elem(&threads, &tid, &fresh, NOEXIST);
+	bpf_map_update_elem(&threads, &tid, &fresh, 0);
 	return 0;
 }

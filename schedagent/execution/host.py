@@ -73,7 +73,9 @@ def allowed_wait_ms(limit_ms: float, nice: int) -> float:
 
 
 def observer_start() -> str | None:
-    """Compile (once per kernel) and attach this process's observer; why not, or None."""
+    """Compile (once per kernel) and attach this process's observer with its cost
+    measured (the daemon reports it); why not, or None."""
+    observer.report_cost()
     return None if observer.shared() is not None else observer.unavailable()
 
 
@@ -86,6 +88,7 @@ def observer_status() -> dict[str, object]:
     cost = obs.cost()
     return {
         "attached": True,
+        "cost_measured": cost.measured,
         "cpu_pct_of_one_core": round(cost.cpu_pct, 4),
         "run_ns": cost.run_ns,
         "events": cost.events,

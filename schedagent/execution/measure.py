@@ -357,6 +357,8 @@ class Meter:
             if hist.total >= MIN_WAKEUPS
             else f"{hist.total} wakeups in the window, fewer than {MIN_WAKEUPS}"
         )
+        if min(hist.counts) < 0:  # the group was taken for another target meanwhile
+            invalid = "the wait histogram was reset during the window"
         invalid = invalid or physical_problem(self.metric, p99, feats)
         return Sample(p99, feats, window.target_exited, invalid)
 

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 
 from schedagent.errors import SchedagentError
-from schedagent.kernel import btf, libbpf, observer, scx
+from schedagent.kernel import btf, libbpf, observer, scx, toolchain
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,19 +122,20 @@ def check_root() -> Check:
 
 
 def check_observer() -> Check:
-    """The always-on observer loads and attaches here (it is detached again at once
-    unless this process already used it)."""
-    had = observer.current()
-    obs = observer.shared()
-    if obs is None:
+    """The always-on observer compiles, passes the verifier and attaches here (a
+    separate instance, detached at once: this process's own is left alone)."""
+    if os.environ.get(observer.OFF_ENV, "").lower() in ("off", "0", "no", "false"):
+        return Check("observer", True, f"switched off ({observer.OFF_ENV}); windows poll procfs")
+    try:
+        probe = observer.Observer(toolchain.compile_observer().path)
+    except (SchedagentError, OSError) as err:
         return Check(
             "observer",
             False,
-            f"not available: {observer.unavailable()}; windows poll procfs instead",
+            f"not available: {str(err).splitlines()[0][:300]}; windows poll procfs instead",
             "run as root on a kernel with BTF, with clang and libbpf-dev installed",
         )
-    if had is None:
-        observer.reset_shared()
+    probe.close()
     return Check("observer", True, "BPF observer compiled, verified and attached")
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 from schedagent.errors import (
     CompileError,
     FeatureMissing,
+    KernelError,
+    ObserverBusy,
     SchedagentError,
     TargetGone,
     ToolMissing,
@@ -72,6 +74,11 @@ class TStat(ctypes.Structure):
         ("first_ns", _U64),
         ("exited_ns", _U64),
         ("on_cpu_ns", _U64),
+        ("base_run_ns", _U64),
+        ("base_wait_ns", _U64),
+        ("base_slices", _U64),
+        ("base_voluntary", _U64),
+        ("base_involuntary", _U64),
     ]
 
 
@@ -103,6 +110,8 @@ class ThreadCounters:
     #: CLOCK_MONOTONIC seconds (``time.monotonic()``) of its first event, and of its exit
     first_s: float
     exited_s: float | None
+    #: its counters when the observer first saw it (run, wait, slices, vol, invol)
+    base: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +124,8 @@ class ObserverCost:
     programs: int
     #: watched thread entries that did not fit in the map since attach
     dropped: int
+    #: whether the kernel's BPF statistics were on (else run_ns and events are 0)
+    measured: bool = True
 
     @property
     def cpu_pct(self) -> float:
@@ -138,7 +149,7 @@ class LongWait:
 class Observer:
     """The attached observer program and its maps. Thread-safe; one per process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, cost_stats: bool = False) -> None:
         lib = libbpf.lib_at_least(libbpf.OBSERVER_MIN_VERSION)
         self._lib = lib
         self._lock = threading.RLock()
@@ -160,14 +171,22 @@ class Observer:
                 name: self._map_fd(name)
                 for name in ("groups", "threads", "hist", "worst", "dropped", "generation")
             }
-            # kernel-kept run time per program, for as long as this fd is open
-            self._stats_fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
+            if cost_stats:
+                # kernel-kept run time per program, for as long as this fd is open. It is
+                # system-wide: every BPF program, a sched_ext candidate's too, then pays
+                # two clock reads per run, so only a process that reports the cost
+                # (the daemon, the overhead benchmark) asks for it
+                self._stats_fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
         except BaseException:
             self.close()
             raise
         self.attached_at = time.monotonic()
         self._groups: OrderedDict[Hashable, int] = OrderedDict()
         self._tgids: dict[int, set[int]] = {}
+        #: groups a window is reading now: never taken for another key meanwhile
+        self._pinned: dict[int, int] = {}
+        #: per window in progress, when it began (ns): its exited threads are kept
+        self._reading_since: dict[int, int] = {}
         self._ncpus = max(1, lib.libbpf_num_possible_cpus())
         self._batch = (ctypes.c_uint32 * MAX_THREADS)(), (TStat * MAX_THREADS)()
 
@@ -215,8 +234,10 @@ class Observer:
     def watch(self, key: Hashable, tgids: Iterable[int]) -> int:
         """Watch these processes (and every child they start) as group ``key``.
 
-        Returns the group's number. Processes no longer listed leave the group; a new
-        key past the map's 256 groups takes the place of the longest unused one.
+        Returns the group's number. Every listed process is (re)claimed for the group,
+        so one that another key took meanwhile comes back, and processes no longer
+        listed leave it. A new key past the map's 256 groups takes the place of the
+        longest unused one that no window is reading (``ObserverBusy`` when none).
         """
         with self._lock:
             group = self._groups.get(key)
@@ -226,14 +247,22 @@ class Observer:
             self._groups.move_to_end(key)
             want = set(tgids)
             have = self._tgids.setdefault(group, set())
-            for tgid in want - have:
-                self._update(self._fd["groups"], ctypes.c_uint32(tgid), ctypes.c_uint32(group))
+            changed = False
+            value = ctypes.c_uint32()
+            for tgid in want:
+                ret = self._lib.bpf_map_lookup_elem(
+                    self._fd["groups"], ctypes.byref(ctypes.c_uint32(tgid)), ctypes.byref(value)
+                )
+                if ret or value.value != group:
+                    self._update(self._fd["groups"], ctypes.c_uint32(tgid), ctypes.c_uint32(group))
+                    have.add(tgid)
+                    changed = True
             for tgid in have - want:
                 self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
+                changed = True
             self._tgids[group] = want
-            if want != have:
+            if changed:
                 self._bump()
-            if want - have:
                 # their threads start counting now, a thread on a CPU included
                 self._read_iter(self._sync_link)
             return group
@@ -244,23 +273,34 @@ class Observer:
         if free:
             group = free[0]
         else:
-            _key, group = self._groups.popitem(last=False)
-            for tgid in self._tgids.pop(group, set()):
-                self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
-            self._bump()
+            # the longest unused group that no window is reading right now
+            key = next((k for k, g in self._groups.items() if not self._pinned.get(g)), None)
+            if key is None:
+                raise ObserverBusy(MAX_GROUPS)
+            group = self._groups[key]
+            self._release(key)
         # a reused group starts with empty histograms
         self._update(self._fd["hist"], ctypes.c_uint32(group), _GHist())
         return group
 
     def forget(self, key: Hashable) -> None:
-        """Stop watching group ``key`` (its processes' children stay unwatched too)."""
+        """Stop watching group ``key``: its processes, its children and their counters."""
         with self._lock:
-            group = self._groups.pop(key, None)
-            if group is None:
-                return
-            for tgid in self._tgids.pop(group, set()):
-                self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
-            self._bump()
+            self._release(key)
+
+    def _release(self, key: Hashable) -> None:
+        group = self._groups.pop(key, None)
+        if group is None:
+            return
+        for tgid in self._tgids.pop(group, set()):
+            self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
+        # children that joined at fork are known only to the map: found by their group
+        keys, values = self._batch
+        for i in range(self._dump(keys, values)):
+            if values[i].group == group:
+                self._delete(self._fd["groups"], ctypes.c_uint32(values[i].tgid))
+                self._delete(self._fd["threads"], ctypes.c_uint32(keys[i]))
+        self._bump()
 
     def groups_watched(self) -> int:
         with self._lock:
@@ -284,11 +324,13 @@ class Observer:
             keys, values = self._batch
             count = self._dump(keys, values)
             now_ns = time.monotonic_ns()
+            # what exited before a window in progress began is still that window's
+            keep_after = min([now_ns - KEEP_EXITED_S * 1e9, *self._reading_since.values()])
             out: dict[int, ThreadCounters] = {}
             stale: list[int] = []
             for i in range(count):
                 tid, t = int(keys[i]), values[i]
-                if t.exited_ns and now_ns - t.exited_ns > KEEP_EXITED_S * 1e9:
+                if t.exited_ns and t.exited_ns < keep_after:
                     stale.append(tid)
                     continue
                 if group is not None and t.group != group:
@@ -307,6 +349,13 @@ class Observer:
                     t.migrations,
                     t.first_ns / 1e9,
                     t.exited_ns / 1e9 if t.exited_ns else None,
+                    (
+                        t.base_run_ns,
+                        t.base_wait_ns,
+                        t.base_slices,
+                        t.base_voluntary,
+                        t.base_involuntary,
+                    ),
                 )
             for tid in stale:
                 self._delete(self._fd["threads"], ctypes.c_uint32(tid))
@@ -385,6 +434,7 @@ class Observer:
             time.monotonic() - self.attached_at,
             len(self._prog_fds),
             int(lost.value),
+            self._stats_fd >= 0,
         )
 
     def _read_iter(self, link: int | None) -> bytes:
@@ -413,7 +463,11 @@ class Observer:
     def _update(self, fd: int, key: ctypes._CData, value: ctypes._CData) -> None:
         ret = self._lib.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0)
         if ret:
-            raise OSError(libbpf.last_errno(ret), "writing an observer map failed")
+            # E2BIG: a map is full (16384 watched processes); the caller gets a clear error
+            raise KernelError(
+                f"the observer could not record a watched process: "
+                f"{libbpf.errno_text(libbpf.last_errno(ret))}; watch fewer or smaller targets"
+            )
 
     def _delete(self, fd: int, key: ctypes._CData) -> None:
         self._lib.bpf_map_delete_elem(fd, ctypes.byref(key))  # gone already is fine
@@ -426,43 +480,53 @@ class Observer:
         pairs = partial.target_threads(target)  # discovery; raises TargetGone
         if not pairs:
             raise TargetGone(target.pid or 0)
-        group = self.watch(target, {tgid for tgid, _ in pairs})
-        window = Window(duration_s, system_start=procstat.read_system())
-        started = time.monotonic()
-        first = self.threads(group)
-        deadline = started + duration_s
-        while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, _PRESENCE_S))
-            if target.pid is not None and _gone(target.pid):
-                window.target_exited = True
-                break
-        last = self.threads(group)
+        with self._lock:
+            group = self.watch(target, {tgid for tgid, _ in pairs})
+            self._pinned[group] = self._pinned.get(group, 0) + 1
+            token = object()
+            self._reading_since[id(token)] = time.monotonic_ns()
+        try:
+            window = Window(duration_s, system_start=procstat.read_system())
+            started = time.monotonic()
+            first = self.threads(group)
+            deadline = started + duration_s
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(left, _PRESENCE_S))
+                if target.pid is not None and _gone(target.pid):
+                    window.target_exited = True
+                    break
+            last = self.threads(group)
+        finally:
+            with self._lock:
+                self._pinned[group] -= 1
+                del self._reading_since[id(token)]
         ended = time.monotonic()
         window.duration_s = max(ended - started, 1e-3)
         window.system_end = procstat.read_system()
-        live_at_start = {tid for _, tid in pairs}
-        alive_end: dict[int, int] = {}
+        spans: list[tuple[float, int]] = []  # (time, +1 born / -1 ended): the most at once
+        exited_inside: set[int] = set()
         for tid, t in last.items():
             if t.exited_s is not None and t.exited_s < started:
                 continue  # ended before the window: nothing of it is in here
             before = first.get(tid)
             if before is None or before.tgid != t.tgid:
-                # its first event came inside the window: everything it counted is too
+                # first seen inside the window: it counts from where the observer first
+                # saw it (its birth, or when its process joined the target)
                 at = max(started, min(t.first_s, ended))
-                window.first[tid] = ThreadSample(tid, t.tgid, 0, 0, 0, 0, 0, at)
+                window.first[tid] = ThreadSample(tid, t.tgid, *t.base, at)
             else:
                 window.first[tid] = _sample(before, started)
-            window.last[tid] = _sample(t, t.exited_s if t.exited_s is not None else ended)
+            end_s = t.exited_s if t.exited_s is not None else ended
+            window.last[tid] = _sample(t, end_s)
             window.tids_seen.add(tid)
             window.tgids_seen.add(t.tgid)
-            if t.exited_s is None:
-                alive_end[tid] = t.tgid
-        window.tgids_seen |= {tgid for tgid, _ in pairs}
-        window.tgids_last = set(alive_end.values()) | {
-            tgid for tgid, tid in pairs if tid not in last and os.path.exists(f"/proc/{tgid}")
-        }
-        window.tgids_exited = window.tgids_seen - window.tgids_last
-        window.max_threads = max(len(live_at_start), len(alive_end))
+            spans += [(window.first[tid].at, 1), (end_s, -1)]
+            if t.exited_s is not None:
+                exited_inside.add(t.tgid)
+        alive_end = {t.tgid for tid, t in last.items() if tid in window.last and t.exited_s is None}
+        window.tgids_last = alive_end
+        window.tgids_exited = exited_inside - alive_end
+        window.max_threads = _most_at_once(spans)
         return window
 
 
@@ -470,6 +534,15 @@ def _gone(pid: int) -> bool:
     """Whether a process has exited (a zombie not yet reaped has)."""
     proc = procstat.read_process(pid)
     return proc is None or proc[0] == "Z"
+
+
+def _most_at_once(spans: list[tuple[float, int]]) -> int:
+    """The most threads alive at once, from their (time, +1 or -1) births and ends."""
+    most = alive = 0
+    for _at, step in sorted(spans, key=lambda e: (e[0], -e[1])):
+        alive += step
+        most = max(most, alive)
+    return most
 
 
 def _sample(t: ThreadCounters, at: float) -> ThreadSample:
@@ -493,6 +566,15 @@ def _load_error(what: str, err: int) -> FeatureMissing:
 _shared_lock = threading.Lock()
 _shared: Observer | None = None
 _why_not: str | None = None
+_cost_stats = False
+
+
+def report_cost() -> None:
+    """Have this process's observer keep the kernel's BPF statistics on, so its cost can
+    be reported (the daemon's status and metrics, the overhead benchmark). Call before
+    the first :func:`shared`."""
+    global _cost_stats
+    _cost_stats = True
 
 
 def shared() -> Observer | None:
@@ -506,7 +588,7 @@ def shared() -> Observer | None:
             return _shared
         try:
             built = toolchain.compile_observer()
-            _shared = Observer(built.path)
+            _shared = Observer(built.path, cost_stats=_cost_stats)
             log.info(
                 "observer attached (%s)",
                 "cached object" if built.cached else f"compiled in {built.compile_s:.1f} s",

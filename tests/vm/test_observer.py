@@ -25,7 +25,8 @@ SLEEPY = "import time\nwhile True: time.sleep(0.002)"
 
 
 @pytest.fixture
-def obs() -> Iterator[observer.Observer]:
+def obs(monkeypatch: pytest.MonkeyPatch) -> Iterator[observer.Observer]:
+    monkeypatch.setattr(observer, "_cost_stats", True)  # the cost is read below
     observer.reset_shared()
     got = observer.shared()
     assert got is not None, f"the observer must load in the testbed: {observer.unavailable()}"
