@@ -477,7 +477,15 @@ class Observer:
     def window(self, target: Target, duration_s: float) -> Window:
         """Watch ``target`` for ``duration_s``: the same ``Window`` procfs polling gives,
         from two reads of the thread map. TargetGone if it is gone at the start."""
-        pairs = partial.target_threads(target)  # discovery; raises TargetGone
+        try:
+            pairs = partial.target_threads(target)  # discovery; raises TargetGone
+        except TargetGone:
+            if target.pid is None or not os.path.exists(f"/proc/{target.pid}"):
+                raise
+            # a zombie (exited, not reaped yet): an empty window that says it exited,
+            # as procfs polling reports it
+            now = procstat.read_system()
+            return Window(1e-3, target_exited=True, system_start=now, system_end=now)
         if not pairs:
             raise TargetGone(target.pid or 0)
         with self._lock:
@@ -628,6 +636,8 @@ def observe(target: Target, duration_s: float) -> Window:
     obs = shared()
     if obs is None:
         return procstat.observe(target, duration_s)
-    if target.pid is not None and _gone(target.pid):
+    if target.pid is not None and not os.path.exists(f"/proc/{target.pid}"):
         raise TargetGone(target.pid)
+    # a zombie (exited, not yet reaped) is still found: its window ends at once, with
+    # target_exited set, as procfs polling reports it
     return obs.window(target, duration_s)

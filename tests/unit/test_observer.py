@@ -253,3 +253,15 @@ def test_a_group_a_window_reads_is_never_taken_for_another_target(
     reader.join()
     assert done and pid in done[0].last  # the window read its own group to the end
     assert obs.watch("one too many", []) == mine  # its window over, the group is free
+
+
+def test_a_zombie_target_ends_its_window_at_once(obs: observer.Observer, spawn: list) -> None:
+    """A pid that exited but is not reaped yet is reported as exited, not as missing:
+    the same answer procfs polling gives."""
+    pid = _py(spawn, "pass")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    window = observer.observe(Target(pid=pid), 5.0)
+    assert window.target_exited and window.duration_s < 2.0

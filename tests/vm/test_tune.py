@@ -145,7 +145,7 @@ def test_tune_of_a_pid_that_exits_mid_run_restores_eevdf_and_keeps_the_record(
 ) -> None:
     # it outlives the start (imports, the observer attach: seconds under emulation) and
     # the first profile, and exits long before 20 rounds of windows are done
-    proc = subprocess.Popen(["stress-ng", "--cpu", "1", "--timeout", "25s", "-q"])
+    proc = subprocess.Popen(["stress-ng", "--cpu", "1", "--timeout", "60s", "-q"])
     out = subprocess.run(
         [
             sys.executable,
