@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS active (
     stats TEXT NOT NULL DEFAULT '[]', stats_ts REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS switched (
     tid INTEGER PRIMARY KEY, policy INTEGER NOT NULL, priority INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS knobs (
+    tid INTEGER PRIMARY KEY, owner_pid INTEGER NOT NULL, knob TEXT NOT NULL,
+    before TEXT NOT NULL, after TEXT NOT NULL, ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
     policy TEXT, detail TEXT NOT NULL);
@@ -77,6 +80,18 @@ class Event:
     kind: str
     policy: str | None
     detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class KnobEntry:
+    """A thread an EEVDF knob changed: what it had, and what the knob made it."""
+
+    tid: int
+    owner_pid: int
+    knob: str
+    before: dict[str, int]
+    after: dict[str, int]
+    ts: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +230,33 @@ class Store:
         """Forget the journal (after restoring)."""
         with self._tx() as db:
             db.execute("DELETE FROM switched")
+
+    # --- EEVDF knob journal -------------------------------------------------------------
+
+    def record_knob(
+        self, tid: int, knob: str, before: dict[str, int], after: dict[str, int]
+    ) -> None:
+        """Journal a thread's scheduling state before this process changes it with ``knob``
+        (``after``: what the knob makes it), so a crash still gets it back."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO knobs VALUES (?, ?, ?, ?, ?, ?)",
+                (tid, os.getpid(), knob, json.dumps(before), json.dumps(after), time.time()),
+            )
+
+    def knob_journal(self) -> list[KnobEntry]:
+        """Every thread still journaled as changed by a knob, by any process."""
+        rows = self._db.execute("SELECT tid, owner_pid, knob, before, after, ts FROM knobs")
+        return [KnobEntry(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
+
+    def clear_knobs(self, tids: list[int], owner_pid: int | None = None) -> None:
+        """Forget these threads' entries (after restoring them); only ``owner_pid``'s
+        (default: this process's)."""
+        owner = os.getpid() if owner_pid is None else owner_pid
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM knobs WHERE tid = ? AND owner_pid = ?", [(t, owner) for t in tids]
+            )
 
     # --- events, quarantine, audit ----------------------------------------------------
 

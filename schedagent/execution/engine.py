@@ -28,7 +28,7 @@ from schedagent.errors import (
     SchedulerLoadError,
 )
 from schedagent.kernel import btf as kbtf
-from schedagent.kernel import emergency, partial, scx, toolchain, topology
+from schedagent.kernel import emergency, knobs, partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
 from schedagent.kernel.kmsg import KmsgReader
 from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, attach
@@ -168,7 +168,18 @@ def recover(store: Store) -> str | None:
         restored = partial.restore([partial.SwitchedTask(*t) for t in leftovers])
         store.clear_switched()
         store.add_event("restored-threads", rec.policy if rec else None, restored=restored)
+    recover_knobs(store)
     return note
+
+
+def recover_knobs(store: Store) -> int:
+    """Put back the threads a dead process left under an EEVDF knob (``knobs.recover``);
+    returns how many were restored. Each owner's entries are cleared once handled."""
+    done, restored = knobs.recover(list(store.knob_journal()), pid_alive)
+    for owner, tids in done.items():
+        store.clear_knobs(tids, owner)
+        store.add_event("restored-knobs", None, owner_pid=owner, threads=len(tids))
+    return restored
 
 
 @dataclass(frozen=True, slots=True)

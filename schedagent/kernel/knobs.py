@@ -18,8 +18,10 @@ import ctypes
 import errno
 import logging
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from schedagent.errors import ConfigError, TargetGone
 from schedagent.kernel import partial
@@ -145,6 +147,82 @@ def check_allowed(knob: Knob) -> None:
             )
 
 
+class Journal(Protocol):
+    """Where a thread's state is written before a knob changes it (``Store``)."""
+
+    def record_knob(
+        self, tid: int, knob: str, before: dict[str, int], after: dict[str, int]
+    ) -> None: ...
+
+    def clear_knobs(self, tids: list[int], owner_pid: int | None = None) -> None: ...
+
+
+class JournalEntry(Protocol):
+    """One journaled thread (``store.KnobEntry``)."""
+
+    @property
+    def tid(self) -> int: ...
+    @property
+    def owner_pid(self) -> int: ...
+    @property
+    def knob(self) -> str: ...
+    @property
+    def before(self) -> dict[str, int]: ...
+    @property
+    def after(self) -> dict[str, int]: ...
+
+
+def _attr(tid: int, fields: dict[str, int]) -> ThreadAttr:
+    return ThreadAttr(
+        tid,
+        int(fields["policy"]),
+        int(fields["nice"]),
+        int(fields["priority"]),
+        int(fields["runtime_ns"]),
+        bool(fields.get("custom_slice", False)),
+    )
+
+
+def _fields(attr: ThreadAttr) -> dict[str, int]:
+    out = asdict(attr)
+    del out["tid"]
+    return {k: int(v) for k, v in out.items()}
+
+
+def _same(a: ThreadAttr, b: ThreadAttr) -> bool:
+    """The same scheduling state (the slice only where it is a custom one)."""
+    key = (a.policy, a.nice, a.priority, a.custom_slice)
+    if key != (b.policy, b.nice, b.priority, b.custom_slice):
+        return False
+    return not a.custom_slice or a.runtime_ns == b.runtime_ns
+
+
+def recover(
+    entries: list[JournalEntry], alive: Callable[[int], bool]
+) -> tuple[dict[int, list[int]], int]:
+    """Put back the threads a dead process left under a knob (it was SIGKILLed, or the
+    machine's daemon crashed). A thread is written back only while it still has exactly
+    the state the knob gave it: one that changed since (the program set its own, or the
+    tid now names another thread) is left as it is. Returns the entries done with, as
+    tids by owner (to clear), and how many threads were restored."""
+    done: dict[int, list[int]] = {}
+    restored = 0
+    for entry in entries:
+        if alive(entry.owner_pid):
+            continue
+        done.setdefault(entry.owner_pid, []).append(entry.tid)
+        try:
+            now = read_attr(entry.tid)
+            if _same(now, _attr(entry.tid, entry.after)):
+                write_attr(_attr(entry.tid, entry.before))
+                restored += 1
+        except TargetGone:
+            continue
+        except OSError as err:
+            log.warning("could not restore thread %d after %s: %s", entry.tid, entry.knob, err)
+    return done, restored
+
+
 class KnobSession:
     """One knob held on a set of threads for a while, then every thread put back.
 
@@ -153,11 +231,16 @@ class KnobSession:
     writes back exactly what it had, also when the knob failed half-way. A thread born
     under the knob inherited it from its creator: what it is restored to is what its
     process (else the first process) had before the knob, unless it already differs
-    from the knobbed state (the program set its own)."""
+    from the knobbed state (the program set its own).
 
-    def __init__(self, knob: Knob) -> None:
+    With a ``journal``, each thread's state is written there before it is changed and
+    cleared once it is restored, so ``recover`` can put it back if this process dies
+    holding the knob."""
+
+    def __init__(self, knob: Knob, journal: Journal | None = None) -> None:
         check_allowed(knob)
         self.knob = knob
+        self.journal = journal
         self.roots: list[int] = []
         self.before: dict[int, ThreadAttr] = {}
         #: per process, the state its first thread seen had before the knob
@@ -197,8 +280,16 @@ class KnobSession:
                 before = replace(origin, tid=tid)  # born under the knob: it inherited it
             self.origin.setdefault(tgid, before)
             self.before[tid] = before
-            write_attr(knobbed(before, self.knob))
+            after = knobbed(before, self.knob)
+            if self.journal is not None:  # journal first: a SIGKILL after this still restores
+                self.journal.record_knob(tid, self.knob.label, _fields(before), _fields(after))
+            write_attr(after)
             self.applied[tid] = read_attr(tid)
+            if self.journal is not None and not _same(self.applied[tid], after):
+                # what the kernel made of it (a slice equal to the default reads as none)
+                self.journal.record_knob(
+                    tid, self.knob.label, _fields(before), _fields(self.applied[tid])
+                )
         except TargetGone:
             return
         except OSError as err:
@@ -220,4 +311,6 @@ class KnobSession:
                 continue
             except OSError as err:
                 log.warning("could not restore thread %d after %s: %s", tid, self.knob.label, err)
+        if self.journal is not None:
+            self.journal.clear_knobs(list(self.before))
         return restored

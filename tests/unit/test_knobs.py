@@ -135,3 +135,87 @@ def test_rt_knobs_are_refused_when_the_rt_throttle_is_off(
     knobs.KnobSession(Knob.parse("nice:-5"))  # not an RT knob: allowed
     off.write_text("950000\n")
     knobs.KnobSession(Knob.parse("rr:2"))
+
+
+# a process that holds a knob on a pid, journaled in a store, until it is killed
+HOLDER = (
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from schedagent.kernel import knobs\n"
+    "from schedagent.models import Knob\n"
+    "from schedagent.store import Store\n"
+    "held = knobs.KnobSession(Knob.parse(sys.argv[2]), journal=Store(Path(sys.argv[1])))\n"
+    "held.set_targets([int(sys.argv[3])])\n"
+    "print(len(held.applied), flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize("spec", ["nice:-7", "slice:2ms", "fifo:2"])
+def test_threads_a_sigkilled_holder_left_under_a_knob_are_restored_from_its_journal(
+    child: subprocess.Popen[bytes], tmp_path: object, spec: str
+) -> None:
+    from pathlib import Path
+
+    from schedagent.execution import engine
+    from schedagent.store import Store
+
+    db = Path(str(tmp_path)) / "state.db"
+    time.sleep(0.7)  # the child's late thread exists
+    before = _attrs(child.pid)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db), spec, str(child.pid)], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and int(holder.stdout.readline()) == len(before)
+        holder.kill()
+        holder.wait()
+    finally:
+        stop_tree(holder)
+    knobbed = _attrs(child.pid)
+    assert knobbed != before  # the knob outlived its holder: the kernel keeps it
+    store = Store(db)
+    assert {e.tid for e in store.knob_journal()} == set(before)
+    assert engine.recover_knobs(store) == len(before)
+    assert _attrs(child.pid) == before  # exactly as they were
+    assert store.knob_journal() == []
+    assert [e.kind for e in store.events()].count("restored-knobs") == 1
+
+
+def test_recovery_leaves_a_thread_that_changed_since_and_a_live_holders_threads(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    import os
+    from pathlib import Path
+
+    from schedagent.execution import engine
+    from schedagent.store import Store
+
+    store = Store(Path(str(tmp_path)) / "state.db")
+    mine = knobs.KnobSession(Knob.parse("nice:5"), journal=store)
+    mine.set_targets([child.pid])
+    assert engine.recover_knobs(store) == 0  # this process holds it: not touched
+    assert all(a.nice == 5 for a in _attrs(child.pid).values())
+    # the same journal as a dead holder's, after the program set its own nice
+    dead = 2**22 + 1  # above pid_max's default: no process has it
+    with store._tx() as db:  # re-own the entries by the dead pid
+        db.execute("UPDATE knobs SET owner_pid = ?", (dead,))
+    os.setpriority(os.PRIO_PROCESS, child.pid, 3)
+    assert engine.recover_knobs(store) == 0
+    assert knobs.read_attr(child.pid).nice == 3  # the program's own setting stands
+    assert store.knob_journal() == []
+
+
+def test_a_normal_restore_clears_the_journal(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from schedagent.store import Store
+
+    store = Store(Path(str(tmp_path)) / "state.db")
+    held = knobs.KnobSession(Knob.parse("nice:-3"), journal=store)
+    held.set_targets([child.pid])
+    assert {e.tid for e in store.knob_journal()} == set(held.before)
+    held.restore()
+    assert store.knob_journal() == []
