@@ -258,6 +258,34 @@ class TargetRefused(GuardrailViolation):
         self.kind, self.value, self.expected, self.fix = kind, value, expected, fix
 
 
+class HostControlsUnsupported(GuardrailViolation):
+    """A whole-system policy would override cgroup CPU controls it does not implement."""
+
+    exit_code = 32
+
+    def __init__(
+        self, policy: str, controls: list[str], needed: list[str], supported: list[str]
+    ) -> None:
+        shown = "; ".join(controls[:5]) + (
+            f"; and {len(controls) - 5} more" if controls[5:] else ""
+        )
+        super().__init__(
+            f"{policy} was refused for the whole system: {shown}, and under sched_ext only the "
+            f"BPF scheduler enforces them. Expected a policy that declares and implements "
+            f"cgroup support for {', '.join(needed)} (policy.yaml `cgroup: [...]` and "
+            f"sched_ext's cgroup ops); {policy} supports {', '.join(supported) or 'none'}. "
+            "Fix: give a target (pid or cgroup) to run it in partial mode on that target only, "
+            "pick a policy with that support (`schedagent policies list`; vtime honours "
+            "cpu.weight), or clear the limits (cpu.max 'max', cpu.weight 100)"
+        )
+        self.policy, self.controls, self.needed, self.supported = (
+            policy,
+            controls,
+            needed,
+            supported,
+        )
+
+
 class StoreUnavailable(SchedagentError):
     """The SQLite store cannot be opened or written (missing, corrupted, read-only)."""
 

@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 
 from schedagent.errors import (
     FeatureMissing,
+    HostControlsUnsupported,
     KernelError,
     Quarantined,
     SchedExtBusy,
     SchedulerExited,
     SchedulerLoadError,
 )
+from schedagent.execution import hostcontrols
 from schedagent.kernel import btf as kbtf
-from schedagent.kernel import emergency, knobs, partial, scx, toolchain, topology
+from schedagent.kernel import cgroupfs, emergency, knobs, partial, scx, toolchain, topology
 from schedagent.kernel.guard import Guard, GuardEvent, GuardEventKind, RollbackReport, rollback
 from schedagent.kernel.kmsg import KmsgReader
 from schedagent.kernel.loader import AttachedScheduler, BpfObject, LoadOptions, attach
@@ -57,6 +59,9 @@ class RunOutcome:
     restored_threads: int = 0
     ran_s: float = 0.0
     final_state: str = "unknown"
+    #: why a whole-system request ran in partial mode on its target instead (the host's
+    #: cgroup controls the policy does not honour, issue 17); empty when it was not confined
+    confined: str = ""
 
     @property
     def ok(self) -> bool:
@@ -66,9 +71,20 @@ class RunOutcome:
         )
 
 
-def _prepare(
-    spec: str, overrides: dict[str, int], store: Store | None
-) -> tuple[PolicySource, gate.GateReport, toolchain.BuiltObject, BpfObject, dict[str, int]]:
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A policy through the gates, its object opened with the tunables written."""
+
+    policy: PolicySource
+    report: gate.GateReport
+    built: toolchain.BuiltObject
+    obj: BpfObject
+    tunables: dict[str, int]
+    #: the sched_ext_ops members the object sets (what it implements)
+    ops_members: tuple[str, ...]
+
+
+def _prepare(spec: str, overrides: dict[str, int], store: Store | None) -> Prepared:
     policy = resolve(spec)
     tunables = policy.resolve_tunables(overrides)
     _check_requires(policy)
@@ -80,7 +96,7 @@ def _prepare(
             raise Quarantined(policy.name, entry.reason)
     built = toolchain.compile_source(policy.source)
     # the security boundary: what clang produced, not what the text looked like
-    objcheck.check_object(
+    checked = objcheck.check_object(
         built.path, str(policy.source), objcheck.KernelView.from_index(kbtf.load())
     )
     obj = BpfObject(built.path, policy.name)
@@ -89,7 +105,7 @@ def _prepare(
     except BaseException:
         obj.close()
         raise
-    return policy, report, built, obj, tunables
+    return Prepared(policy, report, built, obj, tunables, checked.ops_members)
 
 
 def _check_requires(policy: PolicySource) -> None:
@@ -132,20 +148,21 @@ def verify(spec: str, overrides: dict[str, int], store: Store | None = None) -> 
     """Run the gates up to the kernel verifier (load without attach)."""
     resolve(spec)  # an unknown name is reported before anything about the kernel
     _require_sched_ext()
-    policy, report, built, obj, tunables = _prepare(spec, overrides, store)
+    prep = _prepare(spec, overrides, store)
+    policy = prep.policy
     try:
-        obj.load()
-        rodata = obj.rodata_names()
+        prep.obj.load()
+        rodata = prep.obj.rodata_names()
     finally:
-        obj.close()
+        prep.obj.close()
     return VerifyResult(
         policy.name,
-        report.ops_name,
+        prep.report.ops_name,
         str(policy.source),
         policy.source_hash(),
-        str(built.path),
-        built.cached,
-        tunables,
+        str(prep.built.path),
+        prep.built.cached,
+        prep.tunables,
         rodata,
         ["static gate", "clang", "object check", "kernel verifier"],
     )
@@ -266,7 +283,18 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
     recover(store)
     if snap.state != "disabled":
         raise SchedExtBusy(snap.ops)
-    policy, _report, _built, obj, tunables = _prepare(req.spec, req.overrides, store)
+    prep = _prepare(req.spec, req.overrides, store)
+    policy, obj, tunables = prep.policy, prep.obj, prep.tunables
+    confined = ""
+    if not canary:
+        try:
+            confined = _place_whole_system(req, prep)
+        except BaseException as err:
+            obj.close()
+            if isinstance(err, HostControlsUnsupported):
+                store.add_event("refused", policy.name, error=str(err), actor=req.actor)
+            raise
+        canary = bool(confined)
     target_text = req.target.describe() if req.target else None
     tids = partial.target_tids(req.target) if req.target and canary else []
     options = LoadOptions(tunables, partial=canary, timeout_ms=req.timeout_ms)
@@ -292,6 +320,7 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         kernel_log.close()
         raise
     outcome = RunOutcome(policy.name, sched.name, tunables, target_text, sched.enable_seq)
+    outcome.confined = confined
     try:
         store.set_active(
             ActiveRecord(
@@ -311,6 +340,7 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
             target=target_text,
             tunables=tunables,
             actor=req.actor,
+            **({"confined": confined} if confined else {}),
         )
         guard = Guard(sched, kmsg=kernel_log).start()
     except BaseException:
@@ -330,6 +360,18 @@ def session(req: RunRequest, store: Store) -> Iterator[Session]:
         yield Session(obj, guard, outcome)
     finally:
         _teardown(outcome, obj, sched, guard, switched, store, policy.source_hash(), started)
+
+
+def _place_whole_system(req: RunRequest, prep: Prepared) -> str:
+    """Before every task moves to the policy: the host's cgroup CPU controls it does not
+    honour confine it to the target's threads (the returned note says why) or refuse it
+    (``HostControlsUnsupported``); "" when it may run on the whole system."""
+    placement = hostcontrols.place(
+        prep.policy, prep.ops_members, cgroupfs.scan_controls(), req.target is not None
+    )
+    if placement.confined and req.target is not None and req.target.pid is not None:
+        partial.check_pid(req.target.pid, canary=True)  # now its threads will be switched
+    return placement.note
 
 
 def _detach_unguarded(obj: BpfObject, sched: AttachedScheduler, kernel_log: KmsgReader) -> None:

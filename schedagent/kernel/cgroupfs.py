@@ -1,4 +1,5 @@
-"""Confined reads of cgroup v2 id lists (``cgroup.procs``, ``cgroup.threads``).
+"""Confined reads of cgroup v2 id lists (``cgroup.procs``, ``cgroup.threads``) and of
+the host's CPU controls (``cpu.max``, ``cpu.weight``: :func:`scan_controls`).
 
 A cgroup path arrives from untrusted callers (MCP, the daemon socket), and root
 reads it. So the path is checked as a sequence of names, not as text: no empty,
@@ -13,11 +14,15 @@ cgroup under the root", so they do not reveal what exists elsewhere.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schedagent.errors import TargetRefused
+
+log = logging.getLogger(__name__)
 
 #: The cgroup v2 mount. Tests point it at a tmp tree (``root=`` or monkeypatch).
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -113,3 +118,162 @@ def read_ids(cgroup: str, filename: str = "cgroup.procs", root: Path | None = No
         return sorted({int(t) for t in data.split()})
     except ValueError as err:  # never quote the content: it may be a file it should not be
         raise TargetRefused("cgroup", cgroup, f"{filename} to hold a list of ids", _HINT) from err
+
+
+# ---- the host's CPU controls: cgroups with cpu.max limits or non-default cpu.weight ----
+
+#: cgroup v2's default ``cpu.weight`` (CGROUP_WEIGHT_DFL).
+DEFAULT_WEIGHT = 100
+#: How deep and how many cgroups :func:`scan_controls` walks at most (a host with tens of
+#: thousands of cgroups is scanned in part, and says so).
+MAX_SCAN_DEPTH = 32
+MAX_SCAN_CGROUPS = 20000
+#: Bytes read from one control file at most (cpu.max is two numbers).
+_MAX_CONTROL_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupControl:
+    """One populated cgroup whose CPU controls a whole-system scheduler must honour."""
+
+    #: path relative to the cgroup root, e.g. ``system.slice/db.service``
+    cgroup: str
+    #: ``cpu.max`` quota per period (µs), None when the first field is ``max``
+    quota_us: int | None
+    period_us: int
+    #: ``cpu.weight`` (1..10000; 100 is the default)
+    weight: int
+
+    @property
+    def is_limited(self) -> bool:
+        """Whether ``cpu.max`` caps this cgroup (it needs bandwidth support)."""
+        return self.quota_us is not None
+
+    @property
+    def is_weighted(self) -> bool:
+        """Whether ``cpu.weight`` differs from the default (it needs weight support)."""
+        return self.weight != DEFAULT_WEIGHT
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The cgroup support a policy must have to honour this cgroup: weight, bandwidth."""
+        return frozenset(
+            name
+            for name, wanted in (("bandwidth", self.is_limited), ("weight", self.is_weighted))
+            if wanted
+        )
+
+    def describe(self) -> str:
+        """``cgroup 'a/b' has cpu.max 50000 100000`` (parsed numbers, never file text)."""
+        parts = []
+        if self.is_limited:
+            parts.append(f"cpu.max {self.quota_us} {self.period_us}")
+        if self.is_weighted:
+            parts.append(f"cpu.weight {self.weight}")
+        return f"cgroup {self.cgroup!r} has {' and '.join(parts)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlScan:
+    """What :func:`scan_controls` found."""
+
+    controls: tuple[CgroupControl, ...]
+    #: cgroups looked at
+    scanned: int
+    #: True when MAX_SCAN_DEPTH or MAX_SCAN_CGROUPS cut the walk short
+    truncated: bool = False
+
+
+def scan_controls(root: Path | None = None) -> ControlScan:
+    """Populated cgroups under ``root`` with a ``cpu.max`` limit or a non-default
+    ``cpu.weight``; a cgroup without the cpu controller has neither file and is skipped.
+
+    "Populated" is ``cgroup.events``' ``populated 1``: some process lives in the cgroup or
+    below it, which is where both controls act (cpu.max caps the whole subtree). The
+    walk opens every directory relative to its parent with ``O_NOFOLLOW`` and stays on
+    the root's filesystem; a host without cgroup v2 at ``root`` has nothing to report.
+    """
+    base = root if root is not None else CGROUP_ROOT
+    try:
+        fd = os.open(base, _DIR_FLAGS)
+    except OSError:
+        return ControlScan((), 0)
+    walk = _Walk(os.fstat(fd).st_dev)
+    try:
+        walk.visit(fd, "", 0)
+    finally:
+        os.close(fd)
+    return ControlScan(tuple(walk.found), walk.scanned, walk.truncated)
+
+
+@dataclass(slots=True)
+class _Walk:
+    device: int
+    found: list[CgroupControl] = field(default_factory=list)
+    scanned: int = 0
+    truncated: bool = False
+
+    def visit(self, fd: int, path: str, depth: int) -> None:
+        self.scanned += 1
+        control = _control(fd, path) if path else None  # the root has no cpu.max/cpu.weight
+        if control is not None:
+            self.found.append(control)
+        try:
+            with os.scandir(fd) as entries:
+                names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            return
+        for name in names:
+            if depth + 1 > MAX_SCAN_DEPTH or self.scanned >= MAX_SCAN_CGROUPS:
+                self.truncated = True
+                return
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError:  # removed meanwhile, or a symlink: not a cgroup to scan
+                continue
+            try:
+                if os.fstat(child).st_dev == self.device:  # a mount point is not the cgroup fs
+                    self.visit(child, f"{path}/{name}" if path else name, depth + 1)
+            finally:
+                os.close(child)
+
+
+def _control(fd: int, path: str) -> CgroupControl | None:
+    """The cgroup's controls if it is populated and either one is set; None otherwise
+    (also when a file is absent or does not parse: its content is never reported)."""
+    cpu_max, weight_text = _read_small(fd, "cpu.max"), _read_small(fd, "cpu.weight")
+    if cpu_max is None or weight_text is None:
+        return None
+    try:
+        quota_text, period_text = cpu_max.split()
+        quota = None if quota_text == "max" else int(quota_text)
+        period, weight = int(period_text), int(weight_text.strip())
+    except ValueError:
+        log.debug("cgroup %r: cpu.max or cpu.weight does not parse; skipped", path)
+        return None
+    control = CgroupControl(path, quota, period, weight)
+    if not control.needs:
+        return None
+    events = _read_small(fd, "cgroup.events") or ""
+    if "populated 1" not in events.splitlines():
+        return None
+    return control
+
+
+def _read_small(dir_fd: int, name: str) -> str | None:
+    """A small regular file of this directory on the cgroup fs, or None."""
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_CONTROL_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_CONTROL_BYTES:
+        return None
+    return data.decode("ascii", errors="replace")

@@ -156,6 +156,11 @@ def compat_defines() -> list[str]:
     for const in ("SCX_OPS_SWITCH_PARTIAL", "SCX_OPS_ENQ_LAST", "SCX_OPS_KEEP_BUILTIN_IDLE"):
         if const in index.enums:
             flags.append(f"-DSA_HAVE_{const}=1")
+    if index.ops_layout and "cgroup_set_weight" not in index.ops_layout:
+        # sched_ext's cgroup ops exist only with CONFIG_EXT_GROUP_SCHED. Said by absence,
+        # so kernels that have them (all the prebuilt objects' kernels) keep their flags
+        # and with them their objects' cache keys.
+        flags.append("-DSA_NO_CGROUP_OPS=1")
     return flags
 
 

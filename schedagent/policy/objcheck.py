@@ -180,6 +180,8 @@ class ObjectReport:
     helpers: tuple[str, ...]
     kfuncs: tuple[str, ...]
     maps: tuple[str, ...]
+    #: the ``struct sched_ext_ops`` callbacks the object sets (``enqueue``, ``cgroup_init``...)
+    ops_members: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -203,6 +205,7 @@ def check_object(path: Path, source: str, kernel: KernelView | None) -> ObjectRe
         elf = _read(ELFFile(io.BytesIO(path.read_bytes())), source)
         ops_var = _check_struct_ops(elf, kernel)
         programs = _check_programs(elf)
+        members = _ops_members(elf)
         maps = _check_maps(elf)
         helpers, called = _check_code(elf, kernel)
         kfuncs = _check_externs(elf, kernel, called)
@@ -222,7 +225,9 @@ def check_object(path: Path, source: str, kernel: KernelView | None) -> ObjectRe
             f"an ELF or BTF that cannot be read ({type(err).__name__})",
             "clang's BPF output",
         ) from err
-    return ObjectReport(ops_var, programs, tuple(sorted(helpers)), tuple(sorted(kfuncs)), maps)
+    return ObjectReport(
+        ops_var, programs, tuple(sorted(helpers)), tuple(sorted(kfuncs)), maps, members
+    )
 
 
 def _read(elf: ELFFile, source: str) -> _Elf:
@@ -372,6 +377,23 @@ def _check_layout(
                 f"sched_ext_ops.{member} at offset {offset} size {msize} (struct size {size})",
                 f"the running kernel's {expected}",
             )
+
+
+def _ops_members(elf: _Elf) -> tuple[str, ...]:
+    """The ops members holding a program: the relocations of ``.struct_ops.link`` at each
+    member's offset (the one variable's offset in the section plus the member's)."""
+    types = elf.types
+    sec_id = types.find(".struct_ops.link", kbtf.KIND_DATASEC)
+    var = types.members(sec_id)[0]  # _check_struct_ops made sure there is exactly one
+    type_id = types.skip_mods(types.get(var.type_id).size_or_type)
+    link_idx = next(i for i, s in enumerate(elf.sections) if s.name == ".struct_ops.link")
+    relocated = elf.relocs.get(link_idx, {})
+    base = var.bit_offset // 8
+    return tuple(
+        sorted(
+            m for m, (offset, _size) in types.layout(type_id).items() if base + offset in relocated
+        )
+    )
 
 
 def _functions(elf: _Elf, section_idx: int) -> list[Symbol]:

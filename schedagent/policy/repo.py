@@ -51,6 +51,10 @@ class Provenance(BaseModel):
     date: dt.date | None = None
 
 
+#: What a policy may declare it does with cgroup CPU controls (``cgroup:`` in policy.yaml).
+CgroupSupport = Literal["weight", "bandwidth"]
+
+
 class PolicyMeta(BaseModel):
     """The schema of ``policy.yaml``."""
 
@@ -64,6 +68,15 @@ class PolicyMeta(BaseModel):
     #: names of the sa_stats counter slots, in enum order
     stats: list[str] = []
     requires: list[str] = []
+    #: cgroup CPU controls the policy honours, each backed by sched_ext's cgroup ops in its
+    #: source: ``weight`` (cpu.weight: ops.cgroup_init + ops.cgroup_set_weight) and
+    #: ``bandwidth`` (cpu.max: ops.cgroup_set_bandwidth). The engine runs a policy on the
+    #: whole system only when it honours every control set on a populated cgroup (issue 17).
+    cgroup: list[CgroupSupport] = Field(
+        default=[],
+        description="cgroup controls the policy implements: weight (cpu.weight), "
+        "bandwidth (cpu.max)",
+    )
     status: Literal["experimental", "stable"] = "experimental"
     provenance: Provenance = Provenance()
 

@@ -123,6 +123,8 @@ def test_honest_scheduler_passes_every_gate(tmp_path: Path, kernel: objcheck.Ker
         "honest_exit",
     }
     assert "scx_bpf_dsq_insert" in report.kfuncs and report.maps == ("sa_stats",)
+    # the ops members set, read from the link section's relocations (issue 17)
+    assert report.ops_members == ("dispatch", "enqueue", "exit", "init", "select_cpu")
 
 
 @needs_clang

@@ -555,7 +555,10 @@ def test_a_store_failure_after_attach_detaches(
     monkeypatch.setattr(
         engine, "_require_sched_ext", lambda: scx.ScxState(True, "disabled", None, 6, False, 0)
     )
-    monkeypatch.setattr(engine, "_prepare", lambda *a: (policy, None, None, obj, {}))
+    # fakes stand in for the gate report, the build and the kernel object
+    prepared = engine.Prepared(policy, None, None, obj, {}, ())  # type: ignore[arg-type]
+    monkeypatch.setattr(engine, "_prepare", lambda *a: prepared)
+    monkeypatch.setattr(cgroupfs, "CGROUP_ROOT", tmp_path / "no-cgroup-fs")  # no host controls
     monkeypatch.setattr(engine, "attach", lambda o, opts, fill: _FakeSched(obj))
     monkeypatch.setattr(
         engine,
