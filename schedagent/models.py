@@ -207,13 +207,19 @@ class TuneBudget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     budget_s: float = Field(default=600.0, ge=10, le=86_400, description="Wall-time budget (s).")
-    max_evals: int = Field(default=24, ge=1, le=1000, description="Most candidate windows.")
+    max_evals: int = Field(default=36, ge=1, le=1000, description="Most candidate windows.")
     observe_s: float = Field(default=5.0, ge=0.5, le=600, description="Seconds of profiling.")
     window_s: float = Field(default=2.0, ge=0.5, le=600, description="Seconds per A/B window.")
     rounds: int = Field(default=4, ge=2, le=50, description="A/B window pairs per candidate.")
     canary_s: float = Field(default=1.0, ge=0, le=60, description="Seconds of partial-mode canary.")
     max_candidates: int = Field(
         default=3, ge=1, le=10, description="Repository policies the planner proposes."
+    )
+    max_knobs: int = Field(
+        default=3,
+        ge=0,
+        le=6,
+        description="EEVDF knobs (nice, slice, SCHED_FIFO) tried before the policies; 0: none.",
     )
 
 
@@ -443,6 +449,15 @@ class Knob:
         return f"{self.kind}:{self.value}"
 
     @staticmethod
+    def is_label(spec: str) -> bool:
+        """Whether ``spec`` names an EEVDF knob (``nice:-10``), not a policy (``fifo``)."""
+        try:
+            Knob.parse(spec)
+        except ConfigError:
+            return False
+        return True
+
+    @staticmethod
     def parse(spec: str) -> Knob:
         """``nice:-10`` -> Knob("nice", -10); a ConfigError says what was expected."""
         match = _KNOB.match(spec.strip())
@@ -462,6 +477,22 @@ class Knob:
             raise ConfigError(f"knob {spec!r}: {kind} must be in [{lo}, {hi}]; {KNOB_HELP}")
         return Knob(kind, value)
 
+
+#: how intrusive each kind of intervention is, least first. A knob changes one service's
+#: threads and survives a daemon crash; the background knobs change others' threads; an RT
+#: class can take all but the RT throttle's 5% from everyone else; a sched_ext policy in
+#: partial mode moves the target's threads to BPF; one for the whole system replaces the
+#: scheduler of every task.
+INTRUSIVENESS: dict[str, int] = {
+    "nice": 1,
+    "slice": 1,
+    "others-batch": 2,
+    "others-idle": 2,
+    "fifo": 3,
+    "rr": 3,
+    "partial": 4,
+    "policy": 5,
+}
 
 _EXAMPLE = {"nice": "nice:-10", "slice": "slice:1ms", "fifo": "fifo:1", "rr": "rr:1"}
 _KNOB_RANGE = {

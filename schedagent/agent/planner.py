@@ -5,13 +5,20 @@ class; the machine's own history (A/B verdicts recorded by ``bench`` and
 ``tune`` for the same class) reorders them, so what won here before is tried
 first and what lost is tried last. Tunable variants of the leading policy are
 generated inside each tunable's declared bounds, never outside them.
+
+Candidates are interventions, not only policies: EEVDF's own knobs on the target
+(nice, a custom slice, SCHED_FIFO) are proposed beside the policies for the classes
+where a service competes with other work. Each kind has an intrusiveness rank; tune
+keeps the least intrusive one that screened ``better`` and reached the SLO
+(``report.choose``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from schedagent.models import WorkloadClass, WorkloadProfile
+from schedagent.models import INTRUSIVENESS, Knob, WorkloadClass, WorkloadProfile
 from schedagent.policy import repo
 
 #: which policies to try first for each class (ideas, in order of expected fit)
@@ -28,6 +35,30 @@ RULES: dict[WorkloadClass, list[str]] = {
 #: policies that only make sense with a target to serve
 NEEDS_TARGET = {"target"}
 
+#: EEVDF knobs to try on the target, by class, least intrusive first: what an
+#: administrator would do before reaching for a BPF scheduler. Classes whose target is
+#: the whole machine's work (throughput, batch) get none: raising all of it changes
+#: nothing relative to itself.
+KNOB_RULES: dict[WorkloadClass, list[str]] = {
+    "mixed": ["nice:-10", "slice:1ms", "fifo:1"],
+    "latency-critical": ["nice:-10", "slice:1ms", "fifo:1"],
+    "interactive": ["nice:-10", "slice:1ms"],
+    "io-bound": ["nice:-10"],
+    "messaging": ["slice:1ms"],
+}
+
+InterventionKind = Literal["knob", "policy"]
+
+#: how intrusive each kind of intervention is (``models.INTRUSIVENESS``)
+RANK = INTRUSIVENESS
+
+
+def rank_of(kind: str, spec: str) -> int:
+    """The intrusiveness rank of an intervention (1: least)."""
+    if kind == "knob":
+        return RANK[Knob.parse(spec).kind]
+    return RANK["policy"]
+
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
@@ -36,6 +67,8 @@ class Candidate:
     policy: str
     overrides: dict[str, int] = field(default_factory=dict)
     reason: str = ""
+    #: ``knob``: ``policy`` is an EEVDF knob's label (``nice:-10``)
+    kind: InterventionKind = "policy"
 
     @property
     def label(self) -> str:
@@ -72,8 +105,26 @@ def rank(
     return out
 
 
+def knobs(profile: WorkloadProfile, limit: int = 3) -> list[Candidate]:
+    """Up to ``limit`` EEVDF knobs on the target for this profile, least intrusive first."""
+    cls = profile.workload_class
+    specs = sorted(KNOB_RULES.get(cls, []), key=lambda spec: rank_of("knob", spec))
+    return [
+        Candidate(
+            spec,
+            {},
+            f"EEVDF knob: what an administrator tries first for {cls} work "
+            f"(intrusiveness {rank_of('knob', spec)} of {RANK['policy']}, no BPF)",
+            "knob",
+        )
+        for spec in specs[:limit]
+    ]
+
+
 def variants(cand: Candidate, limit: int = 2) -> list[Candidate]:
     """Tunable variants of a candidate: its main time knob halved and doubled, in bounds."""
+    if cand.kind == "knob":
+        return []
     meta = repo.resolve(cand.policy).meta
     if meta is None or not meta.tunables:
         return []

@@ -3,7 +3,8 @@
 Reasoning proposes, execution disposes. ``agent/tune.py`` and ``agent/llm.py`` decide
 what to try and judge what was measured; every action on the system (compiling and
 verifying a candidate, attaching it, measuring a window, raising priority, reading the
-target's command lines, staging a synthesized policy) goes through an ``Executor``.
+target's command lines, staging a synthesized policy, holding an EEVDF knob) goes
+through an ``Executor``.
 The real one is ``schedagent.execution.port.LiveExecutor``; tests pass fakes.
 
 Values cross the port as the frozen types of ``schedagent.models`` (``LiveMetric``,
@@ -69,6 +70,16 @@ class Executor(Protocol):
         """Attach a candidate with the guard on for a ``with`` block; the previous
         scheduler (EEVDF) is back when it ends. ``canary``: only the target's threads
         move (partial mode), else every task runs on it."""
+        ...
+
+    def check_knob(self, spec: str) -> None:
+        """An EEVDF knob's gates (``nice:-10``, ``slice:1ms``, ``fifo:1``): its bounds, the
+        RT throttle, the privilege it needs. A refusal raises, with the reason."""
+        ...
+
+    def hold_knob(self, spec: str, target: Target) -> AbstractContextManager[Attached]:
+        """Apply an EEVDF knob to the target's threads for a ``with`` block (journaled
+        first); every thread is back as it was when it ends."""
         ...
 
     def meter(

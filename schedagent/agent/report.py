@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from schedagent.agent import planner
-from schedagent.models import LiveMetric, Target, WorkloadProfile
+from schedagent.models import Knob, LiveMetric, Slo, Target, WorkloadProfile
 from schedagent.store import Store
 
 Ended = Literal["complete", "dry-run", "budget", "target-exited", "phase-change"]
@@ -47,24 +47,36 @@ class Trial:
     p_value: float | None = None
     #: the leader only: its confirmation round, which alone decides whether it is kept
     confirmation: Confirmation | None = None
+    #: ``knob``: ``policy`` is an EEVDF knob's label; ``policy``: a sched_ext policy
+    kind: planner.InterventionKind = "policy"
+    #: how intrusive it is (``planner.RANK``; 1 is least), set from the kind
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        self.rank = self.rank or planner.rank_of(self.kind, self.policy)
 
     @property
     def label(self) -> str:
         """The policy and its overrides, as reports print them."""
         return planner.Candidate(self.policy, self.overrides).label
 
+    def median(self) -> float | None:
+        """The median of its screening windows (None without any)."""
+        return statistics.median(self.samples) if self.samples else None
+
 
 @dataclass(slots=True)
 class Decision:
     """What was kept, and the evidence."""
 
-    policy: str  # "eevdf" when nothing was kept
+    policy: str  # "eevdf" when nothing was kept; a knob's label for a knob
     tunables: dict[str, int]
     verdict: str
     ratio: float | None
     ci: tuple[float, float] | None
     why: str
     reapply: str | None
+    kind: planner.InterventionKind = "policy"
 
 
 @dataclass(slots=True)
@@ -93,6 +105,8 @@ class TuneReport:
     measure_s: float = 0.0
     #: seconds from the start of the run to its first measured window (profile included)
     first_window_s: float = 0.0
+    #: why the confirmed trial was picked over the others (``choose``)
+    choice: str = ""
 
     def to_json(self) -> dict[str, object]:
         """The report as JSON-ready data (``tune --json``)."""
@@ -125,6 +139,61 @@ def leader(trials: list[Trial], direction: str) -> Trial | None:
     # sorted() is stable: within one kind of evidence the better ratio stays first
     ranked = sorted(eligible, key=lambda t: _EVIDENCE.get(t.verdict or "", len(_EVIDENCE)))
     return ranked[0] if ranked else None
+
+
+def slo_reached(slo: Slo, metric: LiveMetric, value: float) -> bool | None:
+    """Whether a window median meets the SLO's threshold; None where the SLO has none
+    (minimise, maximise) or the live metric stands for it in another quantity (a mean
+    runqueue wait for a p99 SLO, bytes/s for a completion time)."""
+    if slo.target is None or slo.direction not in ("<=", ">=") or slo.unit != metric.unit:
+        return None
+    if not metric.name.startswith("p99") or "p99" not in slo.metric:
+        return None
+    return value <= slo.target if slo.direction == "<=" else value >= slo.target
+
+
+def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) -> Choice:
+    """The one trial to confirm: the least intrusive that screened ``better`` and reached
+    the SLO; if none of those reached it, the best of them, saying why it went further;
+    if none screened ``better``, the screening ``leader``. One trial is confirmed, so the
+    decision stays one test at alpha whichever rule picked it."""
+    better = [t for t in better_first(trials, direction) if t.verdict == "better"]
+    better = [t for t in better if t.status != "rejected"]
+    if not better:
+        return Choice(leader(trials, direction), "")
+    ranked = sorted(better, key=lambda t: t.rank)  # stable: the better ratio first in a rank
+    reached = [t for t in ranked if slo_reached(slo, metric, t.median() or 0.0) is not False]
+    if reached:
+        pick = reached[0]
+        skipped = [t for t in ranked if t.rank < pick.rank]
+        note = f"{pick.label} is the least intrusive intervention that screened better" + (
+            " and reached the SLO" if slo_reached(slo, metric, pick.median() or 0.0) else ""
+        )
+        if skipped:
+            note += f"; less intrusive ones missed the SLO ({slo.describe()}): " + _reached(
+                skipped, slo, metric
+            )
+        return Choice(pick, note)
+    pick = better[0]
+    return Choice(
+        pick,
+        f"nothing that screened better reached the SLO ({slo.describe()}): "
+        f"{_reached(ranked, slo, metric)}; went furthest with the best, {pick.label}",
+    )
+
+
+def _reached(trials: list[Trial], slo: Slo, metric: LiveMetric) -> str:
+    return ", ".join(
+        f"{t.label} reached {metric.name} {t.median() or 0.0:.4g} {metric.unit}" for t in trials
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The trial to confirm, and why it was picked over the others (empty: by ratio)."""
+
+    trial: Trial | None
+    note: str
 
 
 def decide(report: TuneReport, metric: LiveMetric, target: Target) -> Decision:
@@ -178,19 +247,39 @@ def decide(report: TuneReport, metric: LiveMetric, target: Target) -> Decision:
     assert conf.ratio is not None and conf.ci is not None
     sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.overrides.items()))
     where = f"--pid {target.pid}" if target.pid else f"--cgroup {shlex.quote(target.cgroup or '')}"
+    reapply = (
+        _knob_command(best.policy, target)
+        if best.kind == "knob"
+        else f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip()
+    )
+    chosen = f"{report.choice}. " if report.choice else ""
     return Decision(
         best.policy,
         best.overrides,
         "better",
         conf.ratio,
         conf.ci,
-        f"{best.label} changed {metric.name} from a median "
+        f"{chosen}{best.label} changed {metric.name} from a median "
         f"{statistics.median(conf.baseline_samples):.4g} to "
         f"{statistics.median(conf.samples):.4g} {metric.unit}{_evidence(conf)}, confirmed on "
         f"{windows} that took no part in choosing it (screening: {screened} against "
         f"{len(report.baseline_samples)} EEVDF windows)",
-        f"schedagent policies load {best.policy} {where} --switch-all {sets}".strip(),
+        reapply,
+        best.kind,
     )
+
+
+def _knob_command(label: str, target: Target) -> str | None:
+    """The shell one-liner that applies a knob to every thread of a pid target (None for
+    a cgroup, and for a custom slice, which no standard command sets)."""
+    knob = Knob.parse(label)
+    if target.pid is None:
+        return None
+    if knob.kind == "nice":
+        return f"renice -n {knob.value} -p $(ps -L -o tid= -p {target.pid})"
+    if knob.kind in ("fifo", "rr"):
+        return f"chrt --{'fifo' if knob.kind == 'fifo' else 'rr'} -a -p {knob.value} {target.pid}"
+    return None
 
 
 def _evidence(conf: Confirmation) -> str:

@@ -24,19 +24,20 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from schedagent.agent import planner
-from schedagent.agent.port import Clock, Executor, Meter, RealClock
+from schedagent.agent.port import Attached, Clock, Executor, Meter, RealClock
 from schedagent.agent.report import (
     Confirmation,
     Decision,
     Trial,
     TuneReport,
     better_first,
+    choose,
     decide,
-    leader,
     record,
 )
 from schedagent.bench import stats
@@ -145,12 +146,20 @@ class Loop:
         ):
             raise _PhaseChanged(f"the target changed under EEVDF: {change.reason}")
 
+    def _attach(self, trial: Trial, *, canary: bool) -> AbstractContextManager[Attached]:
+        """The trial held for a ``with`` block: a knob on the target's threads, or the
+        policy (the target's threads only for the canary, every task otherwise)."""
+        if trial.kind == "knob":
+            return self.executor.hold_knob(trial.policy, self.req.target)
+        return self.executor.attach(trial.policy, trial.overrides, self.req.target, canary=canary)
+
     def canary(self, trial: Trial) -> bool:
-        """A short partial-mode run: only the target's threads on the policy."""
+        """A short partial-mode run: only the target's threads on the policy. A knob has
+        none: it changes nothing but the target's own threads."""
+        if trial.kind == "knob":
+            return True
         try:
-            with self.executor.attach(
-                trial.policy, trial.overrides, self.req.target, canary=True
-            ) as sess:
+            with self._attach(trial, canary=True) as sess:
                 self.clock.sleep(self.req.budget.canary_s)
                 problem = sess.problem()
         except TargetGone:
@@ -164,9 +173,7 @@ class Loop:
 
     def candidate_window(self, trial: Trial, into: list[float] | None = None) -> None:
         """One window on the trial's policy; a valid one goes to ``into`` (its samples)."""
-        with self.executor.attach(
-            trial.policy, trial.overrides, self.req.target, canary=False
-        ) as sess:
+        with self._attach(trial, canary=False) as sess:
             self.clock.sleep(min(0.5, self.req.budget.window_s / 4))  # let queues settle on it
             sample = self.meter.measure(self.req.budget.window_s)
             problem = sess.problem()
@@ -258,6 +265,11 @@ def _gated(
     for trial in trials:
         started = time.monotonic()
         try:
+            if trial.kind == "knob":
+                executor.check_knob(trial.policy)
+                if say is not None:
+                    say(f"gates: {trial.label} allowed on this host (bounds, RT throttle)")
+                continue
             result = executor.verify(trial.policy, trial.overrides)
         except SchedagentError as err:
             trial.status, trial.error = "rejected", f"gates: {err}"
@@ -297,7 +309,7 @@ def tune(
         compiling = time.monotonic()
         with executor.priority():
             trials = _planned(
-                prof, store, executor, req.budget.max_candidates, lambda line: progress(line, 1, 1)
+                prof, store, executor, req.budget, lambda line: progress(line, 1, 1)
             )  # 1/1: a line that stays
             if executor.attaches_probe(prof.slo, req.latency_log):
                 progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
@@ -320,12 +332,18 @@ def _planned(
     prof: WorkloadProfile,
     store: Store,
     executor: Executor,
-    max_candidates: int,
+    budget: TuneBudget,
     say: Callable[[str], None] | None = None,
 ) -> list[Trial]:
+    """The knobs, least intrusive first, then the ranked policies, through the gates."""
     history = {name: store.verdict_summary(name) for name in repo.known_names()}
-    cands = planner.rank(prof, history, max_candidates)
-    return _gated([Trial(c.policy, c.overrides, c.reason) for c in cands], executor, say)
+    cands = [
+        *planner.knobs(prof, budget.max_knobs),
+        *planner.rank(prof, history, budget.max_candidates),
+    ]
+    return _gated(
+        [Trial(c.policy, c.overrides, c.reason, kind=c.kind) for c in cands], executor, say
+    )
 
 
 def _dry_run(
@@ -333,7 +351,7 @@ def _dry_run(
 ) -> TuneReport:
     metric = executor.planned_metric(prof.slo, req.latency_log)
     report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric), req.agent)
-    report.trials = _planned(prof, store, executor, req.budget.max_candidates)
+    report.trials = _planned(prof, store, executor, req.budget)
     report.ended = "dry-run"
     report.decision = Decision(
         "eevdf",
@@ -362,9 +380,9 @@ def run_trials(loop: Loop) -> None:
             loop.canary(trial)
         loop.reserve = n_confirm
         loop.measure(stage1, req.budget.rounds, step, total)
-        ranked = better_first(stage1, metric.direction)
+        ranked = [t for t in better_first(stage1, metric.direction) if t.kind == "policy"]
         if ranked and not report.end_note:
-            # successive halving: the leader's tunable variants compete with it
+            # successive halving: the leading policy's tunable variants compete with it
             first = ranked[0]
             extra = loop.gate(
                 [
@@ -380,9 +398,10 @@ def run_trials(loop: Loop) -> None:
                 total,
             )
         report.end_note = ""  # screening stopping at the reserve is the plan, not an end
-        chosen = leader(report.trials, metric.direction)
-        if chosen is not None:
-            loop.confirm(chosen, step, total)
+        choice = choose(report.trials, metric.direction, loop.prof.slo, metric)
+        report.choice = choice.note
+        if choice.trial is not None:
+            loop.confirm(choice.trial, step, total)
         report.ended = "budget" if report.end_note else "complete"
     except TargetGone as err:
         report.ended, report.end_note = "target-exited", str(err)

@@ -39,7 +39,7 @@ from schedagent.bench.workload import (
     extract_metrics,
     extract_work_done,
 )
-from schedagent.errors import ConfigError, TargetGone
+from schedagent.errors import TargetGone
 from schedagent.kernel import observer, partial, procstat
 from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Knob
@@ -95,11 +95,7 @@ class Arm:
 
 def is_knob_label(label: str) -> bool:
     """Whether an arm label names an EEVDF knob, not a policy."""
-    try:
-        Knob.parse(label.rstrip("'"))
-    except ConfigError:
-        return False
-    return True
+    return Knob.is_label(label.rstrip("'"))
 
 
 @dataclass(slots=True)

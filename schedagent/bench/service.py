@@ -20,7 +20,7 @@ from schedagent import config
 from schedagent.bench import report as bench_report
 from schedagent.bench import runner as bench_runner
 from schedagent.bench import workload as bench_workload
-from schedagent.execution import engine
+from schedagent.execution import engine, interventions
 from schedagent.kernel import knobs
 from schedagent.policy import repo
 from schedagent.store import Store
@@ -39,11 +39,8 @@ def _bench_sessions(store: Store) -> bench_runner.SessionFactory:
         arm: bench_runner.Arm,
     ) -> Iterator[engine.Session | knobs.KnobSession | None]:
         if arm.knob is not None:  # EEVDF with one of its knobs, every thread put back after
-            held = knobs.KnobSession(arm.knob)
-            try:
+            with interventions.knob_session(arm.knob.label, store) as held:
                 yield held
-            finally:
-                held.restore()
             return
         if arm.policy is None:
             yield None

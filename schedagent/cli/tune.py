@@ -41,6 +41,7 @@ def tune(
     ] = "offline",
     budget_s: Annotated[float, budget_option("budget_s")] = _B.budget_s,
     max_evals: Annotated[int, budget_option("max_evals")] = _B.max_evals,
+    max_knobs: Annotated[int, budget_option("max_knobs")] = _B.max_knobs,
     rounds: Annotated[int, budget_option("rounds")] = _B.rounds,
     window_s: Annotated[float, budget_option("window_s")] = _B.window_s,
     observe_s: Annotated[float, budget_option("observe_s")] = _B.observe_s,
@@ -55,7 +56,8 @@ def tune(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Profile a workload, try policies live against EEVDF, keep only a proven winner."""
+    """Profile a workload, try EEVDF's knobs and policies live against EEVDF, keep only a
+    proven winner: the least intrusive that reaches the SLO."""
     try:
         report = client(json_out, steps=True).call(
             "tune",
@@ -66,6 +68,7 @@ def tune(
                 agent=agent,
                 budget_s=budget_s,
                 max_evals=max_evals,
+                max_knobs=max_knobs,
                 rounds=rounds,
                 window_s=window_s,
                 observe_s=observe_s,
@@ -84,7 +87,13 @@ def tune(
     else:
         _print(report)
     decision = report["decision"]
-    if keep and decision is not None and decision["policy"] != "eevdf":
+    if keep and decision is not None and decision.get("kind") == "knob":
+        how = decision["reapply"] or f"schedagent knob {decision['policy']} --duration SECONDS"
+        print(
+            f"--keep: {decision['policy']} is an EEVDF knob and needs no holder; to keep it, "
+            f"run: {how}"
+        )
+    elif keep and decision is not None and decision["policy"] != "eevdf":
         _hold(decision, pid, cgroup)
 
 
@@ -140,7 +149,8 @@ def _print_trial(t: dict[str, Any]) -> None:
         )
     else:
         detail = t["error"] or t["status"]
-    print(f"  {label:<34} {detail}")
+    kind = f"{t.get('kind', 'policy')} {t.get('rank', '')}".strip()
+    print(f"  {label:<24} {kind:<9} {detail}")
     c = t["confirmation"]
     if c is not None:
         shown = (

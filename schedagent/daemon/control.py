@@ -16,11 +16,13 @@ import time
 from typing import Any
 
 from schedagent import ops, services
+from schedagent.agent.port import Attached
 from schedagent.daemon import sdnotify, state
 from schedagent.daemon.config import DaemonConfig
 from schedagent.daemon.state import Active, Baseline, TargetState
 from schedagent.errors import SchedagentError
-from schedagent.execution import engine, host, measure
+from schedagent.execution import engine, host, interventions, measure
+from schedagent.models import Knob
 from schedagent.policy import repo
 from schedagent.store import Store
 
@@ -68,19 +70,32 @@ class Control:
         base: Baseline,
         why: str,
     ) -> None:
-        """Attach ``policy`` to the target under the guard; a failure is audited."""
+        """Attach ``policy`` to the target under the guard; a failure is audited.
+
+        ``policy`` may be an EEVDF knob's label (``nice:-10``, as tune decides one): the
+        knob is then held on the target's threads, journaled, under the same guard, and
+        released the same way."""
         assert ts.target is not None
         stack = contextlib.ExitStack()
-        req = engine.RunRequest(policy, tunables, ts.target, switch_all=True, actor="daemon")
+        knob = Knob.is_label(policy)
+        sess: Attached
         try:
-            sess = stack.enter_context(engine.session(req, self.store))
+            if knob:
+                sess = stack.enter_context(
+                    interventions.knob_session(policy, self.store, ts.target)
+                )
+                name = policy
+            else:
+                req = engine.RunRequest(
+                    policy, tunables, ts.target, switch_all=True, actor="daemon"
+                )
+                held = stack.enter_context(engine.session(req, self.store))
+                sess, name = held, held.outcome.ops_name
         except SchedagentError as err:
             stack.close()
             self.audit("apply-failed", ts, {"trigger": why, "policy": policy, "error": str(err)})
             return
-        ts.active = Active(
-            policy, sess.outcome.ops_name, tunables, meter, base.value, stack, sess, time.time()
-        )
+        ts.active = Active(policy, name, tunables, meter, base.value, stack, sess, time.time())
         ts.phase, ts.regressions, ts.last_switch = "active", 0, time.time()
         ts.applied = {
             "policy": policy,
@@ -102,7 +117,11 @@ class Control:
                     "decided_on": base.decided_on,
                     "baseline_source": base.source,
                 },
-                "outcome": f"{host.sched_ext_state().ops} enabled, guard on",
+                "outcome": (
+                    f"EEVDF with {policy} on the target's threads, guard on"
+                    if knob
+                    else f"{host.sched_ext_state().ops} enabled, guard on"
+                ),
             },
         )
 
@@ -148,7 +167,7 @@ class Control:
         backoff = min(g.backoff_s * 2 ** (n - 1), g.backoff_max_s)
         ts.backoff_until = time.time() + backoff
         quarantined = False
-        if n >= g.quarantine_after:
+        if n >= g.quarantine_after and not Knob.is_label(active.policy):  # a knob backs off
             src = repo.resolve(active.policy)
             self.store.quarantine(
                 src.name,

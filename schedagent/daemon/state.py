@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedagent import services
+from schedagent.agent.port import Attached
 from schedagent.daemon.config import TargetConfig
-from schedagent.execution import engine, measure
+from schedagent.execution import measure
 from schedagent.models import Features, Target, WorkloadProfile
 from schedagent.store import Store
 
@@ -33,7 +34,8 @@ class Baseline:
 
 @dataclass(slots=True)
 class Active:
-    """A policy the daemon attached to a target, and what its guard compares against."""
+    """A policy (or EEVDF knob) the daemon applied to a target, and what its guard
+    compares against."""
 
     policy: str  # what the engine resolves: a name or a staged source path
     name: str  # the scheduler's ops name, as the kernel shows it
@@ -42,7 +44,8 @@ class Active:
     meter: measure.GuardMeter
     baseline: float
     stack: contextlib.ExitStack
-    session: engine.Session
+    #: the engine's session for a policy, the knob's session for an EEVDF knob
+    session: Attached
     since: float
     last_value: float | None = None
     #: the target's behaviour in the first guard window under this policy: phases are

@@ -16,8 +16,9 @@ from pathlib import Path
 import psutil
 
 from schedagent import config
-from schedagent.execution import engine, measure
+from schedagent.execution import engine, interventions, measure
 from schedagent.kernel import partial, procstat
+from schedagent.kernel.knobs import KnobSession
 from schedagent.models import (
     LiveMetric,
     PolicyDraft,
@@ -61,6 +62,14 @@ class LiveExecutor:
             actor="tune-canary" if canary else "tune",
         )
         return engine.session(req, self.store)
+
+    def check_knob(self, spec: str) -> None:
+        """``interventions.check_knob``: bounds, the RT throttle, root for a raise."""
+        interventions.check_knob(spec)
+
+    def hold_knob(self, spec: str, target: Target) -> AbstractContextManager[KnobSession]:
+        """``interventions.knob_session`` on the target, journaled in this run's store."""
+        return interventions.knob_session(spec, self.store, target)
 
     def meter(
         self, target: Target, slo: Slo, latency_log: str | None

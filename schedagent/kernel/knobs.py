@@ -132,8 +132,27 @@ def knobbed(before: ThreadAttr, knob: Knob) -> ThreadAttr:
     return replace(before, policy=_POLICY[knob.kind], priority=0)
 
 
-def check_allowed(knob: Knob) -> None:
+#: the first kernel whose EEVDF honours ``sched_runtime`` as a custom slice
+SLICE_SINCE = (6, 12)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of the running kernel (``os.uname().release``); (0, 0) unparsed."""
+    head = (release or os.uname().release).split("-", 1)[0].split(".")
+    try:
+        return int(head[0]), int(head[1])
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def check_allowed(knob: Knob, release: str | None = None) -> None:
     """Refuse a knob this host cannot apply safely, saying why and what to do."""
+    if knob.kind == "slice" and kernel_version(release) < SLICE_SINCE:
+        raise ConfigError(
+            f"{knob.label}: this kernel ({release or os.uname().release}) ignores a custom "
+            f"slice (EEVDF honours sched_runtime since Linux {SLICE_SINCE[0]}.{SLICE_SINCE[1]}); "
+            "try nice:-10 instead"
+        )
     if knob.kind in ("fifo", "rr"):
         try:
             runtime = int(RT_RUNTIME.read_text())
@@ -248,6 +267,8 @@ class KnobSession:
         #: threads the knob was applied to and read back as applied
         self.applied: dict[int, ThreadAttr] = {}
         self.failure: str | None = None
+        #: threads ``restore`` wrote back (None until it ran)
+        self.restored: int | None = None
 
     def set_targets(self, tgids: list[int]) -> None:
         """The target's processes (for the target knobs)."""
@@ -313,4 +334,5 @@ class KnobSession:
                 log.warning("could not restore thread %d after %s: %s", tid, self.knob.label, err)
         if self.journal is not None:
             self.journal.clear_knobs(list(self.before))
+        self.restored = restored
         return restored

@@ -219,3 +219,11 @@ def test_a_normal_restore_clears_the_journal(
     assert {e.tid for e in store.knob_journal()} == set(held.before)
     held.restore()
     assert store.knob_journal() == []
+
+
+def test_a_custom_slice_is_refused_on_a_kernel_that_ignores_it() -> None:
+    with pytest.raises(ConfigError, match=r"ignores a custom slice .* since Linux 6\.12"):
+        knobs.check_allowed(Knob.parse("slice:1ms"), "6.1.0-28-amd64")
+    knobs.check_allowed(Knob.parse("slice:1ms"), "6.12.9+deb13-amd64")
+    knobs.check_allowed(Knob.parse("nice:-5"), "6.1.0-28-amd64")  # nice is older than EEVDF
+    assert knobs.kernel_version("7.2.13+deb14-amd64") == (7, 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from schedagent.agent import planner, tune
 from schedagent.agent import report as tune_report
 from schedagent.agent.port import Executor, ManualClock
-from schedagent.errors import PolicyError
+from schedagent.errors import ConfigError, PolicyError
 from schedagent.models import (
     Features,
     LiveMetric,
@@ -109,6 +110,20 @@ class World:
         finally:
             self.attached = None
 
+    def check_knob(self, spec: str) -> None:
+        self.verified.append(spec)
+        if spec in self.rejects:
+            raise ConfigError(f"{spec}: fake RT throttle is off")
+
+    @contextlib.contextmanager
+    def hold_knob(self, spec: str, target: Target) -> Iterator[Attached]:
+        self.attaches.append((spec, False))
+        self.attached = spec
+        try:
+            yield Attached()
+        finally:
+            self.attached = None
+
     @contextlib.contextmanager
     def meter(self, target: Target, slo: Slo, latency_log: str | None) -> Iterator[World]:
         self.meter_open = True
@@ -147,20 +162,35 @@ class World:
 
 
 def _loop(
-    world: World, store: Store, request: tune.TuneRequest, report: tune_report.TuneReport
+    world: World,
+    store: Store,
+    request: tune.TuneRequest,
+    report: tune_report.TuneReport,
+    prof: WorkloadProfile = PROF,
 ) -> tune.Loop:
     executor: Executor = world  # checked by mypy: World implements the port
-    return tune.Loop(request, store, PROF, report, executor, world, clock=world.clock)
+    return tune.Loop(request, store, prof, report, executor, world, clock=world.clock)
 
 
 def _tune(
-    tmp_path: Path, world: World, policies: list[str], **req: object
+    tmp_path: Path,
+    world: World,
+    policies: list[str],
+    prof: WorkloadProfile = PROF,
+    gated: bool = False,
+    **req: object,
 ) -> tuple[tune_report.TuneReport, Store]:
+    """Run the loop over these candidates (through the gates first when ``gated``); a name
+    with a colon is an EEVDF knob."""
     store = Store(tmp_path / "db.sqlite")
     request = tune.TuneRequest(Target(pid=1), budget=TuneBudget(canary_s=0.0, **req))  # type: ignore[arg-type]
     report = tune_report.TuneReport("pid 1", {}, "slo", {"name": world.metric.name}, "offline")
-    report.trials = [tune_report.Trial(p, {}, "r") for p in policies]
-    tune.run_trials(_loop(world, store, request, report))
+    report.trials = [
+        tune_report.Trial(p, {}, "r", kind="knob" if ":" in p else "policy") for p in policies
+    ]
+    if gated:
+        tune._gated(report.trials, world)
+    tune.run_trials(_loop(world, store, request, report, prof))
     return report, store
 
 
@@ -323,3 +353,73 @@ def test_a_dry_run_gates_the_candidates_and_attaches_nothing(tmp_path: Path) -> 
     assert report.decision.policy == "eevdf" and report.metric["name"] == HIGHER.name
     assert world.verified and world.verified == [t.policy for t in report.trials]
     assert world.attaches == [] and world.n == 0 and not world.meter_open
+
+
+# --- interventions: the least intrusive fix that reaches the SLO ----------------------
+
+
+def _strict(target_us: float) -> WorkloadProfile:
+    """PROF with a p99 SLO of ``target_us`` (the fake's EEVDF windows are about 100 us)."""
+    from dataclasses import replace
+
+    return replace(PROF, slo=Slo("p99_wakeup_latency", "<=", target_us, "us", "r"))
+
+
+def test_a_knob_that_reaches_the_slo_is_kept_over_a_policy_with_a_better_ratio(
+    tmp_path: Path,
+) -> None:
+    world = World(LOWER, {"nice:-10": 0.6, "fifo:1": 0.4, "target": 0.3})
+    report, _ = _tune(tmp_path, world, ["nice:-10", "fifo:1", "target"], _strict(80.0))
+    d = report.decision
+    assert d is not None and d.verdict == "better", d
+    assert (d.policy, d.kind) == ("nice:-10", "knob")
+    assert d.reapply == "renice -n -10 -p $(ps -L -o tid= -p 1)"
+    assert "least intrusive intervention that screened better and reached the SLO" in d.why
+    # every intervention was measured, with its verdict and interval, and no canary ran
+    assert all(t.verdict == "better" and t.ci is not None for t in report.trials)
+    assert ("target", True) in world.attaches and ("nice:-10", True) not in world.attaches
+    assert [t.rank for t in report.trials[:3]] == [1, 3, 5]  # then target's variants
+
+
+def test_when_the_knobs_miss_the_slo_the_policy_is_kept_and_the_report_says_why(
+    tmp_path: Path,
+) -> None:
+    world = World(LOWER, {"nice:-10": 0.6, "fifo:1": 0.5, "target": 0.2})
+    report, _ = _tune(tmp_path, world, ["nice:-10", "fifo:1", "target"], _strict(30.0))
+    d = report.decision
+    assert d is not None and (d.policy, d.kind, d.verdict) == ("target", "policy", "better"), d
+    assert re.search(
+        r"target is the least intrusive intervention that screened better and reached the "
+        r"SLO; less intrusive ones missed the SLO \(p99_wakeup_latency <= 30 us\): nice:-10 "
+        r"reached p99_wakeup_us 5\d(\.\d+)? us, fifo:1 reached p99_wakeup_us 5\d(\.\d+)? us\. ",
+        d.why,
+    ), d.why
+    assert d.reapply is not None and d.reapply.startswith("schedagent policies load target")
+
+
+def test_a_knob_no_better_than_eevdf_is_not_kept_even_though_it_is_least_intrusive(
+    tmp_path: Path,
+) -> None:
+    world = World(LOWER, {"nice:-10": 1.0, "target": 0.5})
+    report, _ = _tune(tmp_path, world, ["nice:-10", "target"], _strict(80.0))
+    d = report.decision
+    assert d is not None and d.policy == "target", d
+    knob = report.trials[0]
+    assert knob.verdict == "no-difference" and knob.confirmation is None
+
+
+def test_nothing_reaches_the_slo_then_the_best_goes_furthest(tmp_path: Path) -> None:
+    world = World(LOWER, {"nice:-10": 0.6, "target": 0.4})
+    report, _ = _tune(tmp_path, world, ["nice:-10", "target"], _strict(10.0))
+    d = report.decision
+    assert d is not None and d.policy == "target", d
+    assert "nothing that screened better reached the SLO" in d.why
+
+
+def test_a_knob_refused_by_its_gates_is_rejected_with_the_reason(tmp_path: Path) -> None:
+    world = World(LOWER, {"fifo:1": 0.3, "target": 0.5}, rejects=frozenset({"fifo:1"}))
+    report, _ = _tune(tmp_path, world, ["fifo:1", "target"], _strict(80.0), gated=True)
+    fifo = report.trials[0]
+    assert fifo.status == "rejected" and fifo.error == "gates: fifo:1: fake RT throttle is off"
+    assert report.decision is not None and report.decision.policy == "target"
+    assert all(spec != "fifo:1" for spec, _ in world.attaches)

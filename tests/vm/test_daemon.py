@@ -35,7 +35,7 @@ poll_interval_s: 1
 settle_s: 15
 min_switch_interval_s: 300
 budgets: {budget_s: 300, max_evals: 8, observe_s: 3, window_s: 1.5, rounds: 3,
-          max_candidates: 1}
+          max_candidates: 1, max_knobs: 0}
 guard: {window_s: 1.5, regression_ratio: 1.5, regression_windows: 2, quarantine_after: 2,
         backoff_s: 600}
 targets:

@@ -39,7 +39,13 @@ def test_tune_throughput_never_keeps_a_worse_policy() -> None:
             TuneRequest(
                 Target(pid=hog.pid),
                 budget=TuneBudget(
-                    observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=8, max_candidates=2
+                    observe_s=3,
+                    window_s=2,
+                    rounds=4,
+                    budget_s=600,
+                    max_evals=8,
+                    max_candidates=2,
+                    max_knobs=0,  # policies only: knobs have their own test (issue 17)
                 ),
             )
         )
@@ -95,7 +101,13 @@ def test_tune_on_the_mixed_server_ends_better_on_the_clients_p99(tmp_path: Path)
                 Target(pid=client.pid),
                 latency_log=str(log),
                 budget=TuneBudget(
-                    observe_s=3, window_s=2, rounds=4, budget_s=600, max_evals=10, max_candidates=1
+                    observe_s=3,
+                    window_s=2,
+                    rounds=4,
+                    budget_s=600,
+                    max_evals=10,
+                    max_candidates=1,
+                    max_knobs=0,  # test_interventions tunes this case with the knobs
                 ),
             )
         )

@@ -1,0 +1,142 @@
+"""Interventions: every kind of change schedagent can make to how a workload is scheduled.
+
+A sched_ext policy is one kind; EEVDF's own knobs on threads (``kernel.knobs``) are the
+others. This module is the one privileged path for the knobs, as ``engine`` is for the
+policies: a knob is checked (bounds, the RT throttle, the privilege it needs) before it
+is applied, every thread's state is journaled in the store before it changes, and it is
+put back exactly when the block ends. A dead holder's threads are put back by
+``engine.recover_knobs`` the next time anything runs.
+
+``catalogue`` lists the kinds with their intrusiveness rank, what each changes and how
+it is undone: what ``list_interventions`` answers over MCP and the daemon's socket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from schedagent.errors import ConfigError
+from schedagent.execution import engine
+from schedagent.kernel import knobs, partial
+from schedagent.models import INTRUSIVENESS, KNOB_HELP, Knob, Target
+from schedagent.store import Store
+
+_RESTORE = "each thread's policy, nice, priority and slice written back as read before"
+
+#: every kind, least intrusive first: (kind, example, what it changes, how it is undone);
+#: the ranks are ``models.INTRUSIVENESS``
+KINDS: list[tuple[str, str, str, str]] = [
+    (
+        "nice",
+        "nice:-10",
+        "the target's threads' nice level (their EEVDF weight)",
+        _RESTORE,
+    ),
+    (
+        "slice",
+        "slice:1ms",
+        "the target's threads' EEVDF custom slice (sched_setattr sched_runtime, Linux 6.12+)",
+        _RESTORE,
+    ),
+    (
+        "others-batch",
+        "others-batch",
+        "the workload's background load moved to SCHED_BATCH",
+        _RESTORE,
+    ),
+    (
+        "others-idle",
+        "others-idle",
+        "the workload's background load moved to SCHED_IDLE",
+        _RESTORE,
+    ),
+    (
+        "fifo",
+        "fifo:1",
+        "the target's threads to SCHED_FIFO, under the kernel's RT throttle",
+        _RESTORE,
+    ),
+    (
+        "rr",
+        "rr:1",
+        "the target's threads to SCHED_RR, under the kernel's RT throttle",
+        _RESTORE,
+    ),
+    (
+        "partial",
+        "target",
+        "the target's threads moved to a sched_ext policy; every other task stays on EEVDF",
+        "each moved thread's previous policy written back (journaled), the policy detached",
+    ),
+    (
+        "policy",
+        "target",
+        "every task's scheduler: a sched_ext BPF policy for the whole system",
+        "the policy detached (the kernel falls back to EEVDF, also if its holder dies)",
+    ),
+]
+
+
+def catalogue() -> list[dict[str, object]]:
+    """Every kind of intervention, least intrusive first, as JSON-ready records."""
+    return [
+        {
+            "kind": kind,
+            "rank": INTRUSIVENESS[kind],
+            "example": example,
+            "changes": changes,
+            "undo": undo,
+            "crash_safe": (
+                "journaled in the store before each thread changes; put back by the next "
+                "schedagent run if the holder dies"
+                if kind not in ("partial", "policy")
+                else "the kernel drops the policy when its holder's link closes; moved "
+                "threads are journaled and put back by the next run"
+            ),
+        }
+        for kind, example, changes, undo in KINDS
+    ]
+
+
+def check_knob(spec: str) -> Knob:
+    """The knob parsed and allowed on this host, or a ConfigError saying why not and what
+    to do: its bounds, the RT throttle for SCHED_FIFO/RR, and the privilege a raised
+    priority needs."""
+    knob = Knob.parse(spec)
+    knobs.check_allowed(knob)
+    raises = (knob.kind == "nice" and knob.value < 0) or knob.kind in ("fifo", "rr")
+    if raises and os.geteuid() != 0:
+        raise ConfigError(
+            f"{knob.label}: raising a thread's priority needs root (CAP_SYS_NICE); "
+            f"run schedagent as root, or try a knob that lowers others ({KNOB_HELP})"
+        )
+    return knob
+
+
+@contextmanager
+def knob_session(
+    spec: str, store: Store, target: Target | None = None, caller_uid: int | None = None
+) -> Iterator[knobs.KnobSession]:
+    """Hold a knob for a ``with`` block, journaled in ``store``, and put every thread back
+    when it ends, however it ends. With a ``target``, its processes get the knob at once
+    (a TargetGone says it is gone); without one the caller names the threads
+    (``set_targets``/``set_others``, as the bench does). A pid target is checked as a
+    canary's is: not init (its tree is the whole system), not schedagent, not a kernel
+    thread, and only the caller's own processes for a caller that is not root."""
+    knob = check_knob(spec)
+    if target is not None and target.pid is not None:
+        partial.check_pid(target.pid, caller_uid, canary=True)
+    engine.recover_knobs(store)
+    held = knobs.KnobSession(knob, journal=store)
+    store.add_event(
+        "knob-applied", None, knob=knob.label, target=target.describe() if target else None
+    )
+    try:
+        if target is not None:
+            held.set_targets(partial.target_tgids(target))
+        yield held
+    finally:
+        restored = held.restore()
+        store.add_event("knob-restored", None, knob=knob.label, threads=restored)
