@@ -31,12 +31,13 @@ from schedagent.bench.runner import EEVDF, Arm
 from schedagent.errors import Cancelled, ConfigError, SchedagentError, StoreUnavailable
 from schedagent.execution import engine
 from schedagent.kernel import bccprobes, cgroupfs, partial, procstat, runqueue, scx
-from schedagent.models import DeepReport, ModelBudget, Target, TuneBudget
+from schedagent.models import KNOB_HELP, DeepReport, ModelBudget, Target, TuneBudget
 from schedagent.opspec import (
     Args,
     BenchArgs,
     HistoryArgs,
     HoldArgs,
+    KnobArgs,
     LoadArgs,
     NameArgs,
     NoArgs,
@@ -361,6 +362,26 @@ def _load(a: LoadArgs, c: Caller) -> dict[str, Any]:
     }
 
 
+def _list_interventions(_: NoArgs, __: Caller) -> dict[str, Any]:
+    return {
+        "interventions": services.interventions_now(),
+        "policies": repo.builtin_names(),
+        "knob_syntax": KNOB_HELP,
+    }
+
+
+def _load_knob(a: KnobArgs, c: Caller) -> dict[str, Any]:
+    target = _target(a, canary=True)  # never init's tree, schedagent or a kernel thread
+
+    def applied(threads: int) -> None:
+        if c.notify is not None:
+            c.notify(f"{a.knob} on {threads} threads of {target.describe()} for {a.duration_s:g} s")
+
+    return services.hold_knob(
+        a.knob, target, a.duration_s, c.actor, CALLER_UID.get(), on_applied=applied
+    )
+
+
 def _hold(a: HoldArgs, c: Caller) -> dict[str, Any]:
     target = check_target(a)
     art = services.verified_artifact(a.policy, a.tunables)
@@ -505,6 +526,8 @@ _HANDLERS: dict[str, Handler] = {
     "verify_policy": _verify,
     "verify_path": _verify_path,
     "load_policy": _load,
+    "list_interventions": _list_interventions,
+    "load_knob": _load_knob,
     "hold_policy": _hold,
     "run_policy": _run,
     "prebuild": _prebuild,

@@ -214,6 +214,13 @@ class LoadArgs(TargetArgs):
     duration_s: float = Field(10.0, ge=1, le=600, description="seconds to keep it attached")
 
 
+class KnobArgs(TargetArgs):
+    """``load_knob``: an EEVDF knob on a target's threads, for a bounded time."""
+
+    knob: KnobSpec
+    duration_s: float = Field(10.0, ge=1, le=600, description="seconds to hold it")
+
+
 class HoldArgs(OptionalTargetArgs):
     """``hold_policy``: a verified artifact on every task, for a bounded time."""
 
@@ -439,6 +446,22 @@ _SPECS = [
         "for duration_s, guarded; the previous scheduler comes back afterwards, "
         "whatever happens.",
         LoadArgs,
+        privileged=True,
+    ),
+    OpSpec(
+        "list_interventions",
+        "Every kind of intervention schedagent can make, least intrusive first: EEVDF "
+        "knobs (nice, custom slice, SCHED_FIFO/RR, the background to SCHED_BATCH/IDLE) "
+        "and sched_ext policies, with what each changes, how it is undone and whether "
+        "this host allows it now.",
+        NoArgs,
+    ),
+    OpSpec(
+        "load_knob",
+        "Apply an EEVDF knob (nice:N, slice:T, fifo:P, rr:P) to a target's threads for "
+        "duration_s, journaled before each thread changes; every thread is put back as "
+        "it was afterwards, also if schedagent dies meanwhile (the next run restores it).",
+        KnobArgs,
         privileged=True,
     ),
     OpSpec(

@@ -24,7 +24,7 @@ from schedagent.agent.report import TuneReport
 from schedagent.bench import service as bench_service
 from schedagent.config import cache_dir
 from schedagent.errors import GuardrailViolation, SchedagentError, StoreUnavailable
-from schedagent.execution import engine
+from schedagent.execution import engine, interventions
 from schedagent.execution import measure as live
 from schedagent.execution.port import LiveExecutor
 from schedagent.kernel import (
@@ -137,6 +137,64 @@ def run_policy(
         return outcome
     finally:
         store.close()
+
+
+def hold_knob(
+    spec: str,
+    target: Target,
+    duration_s: float,
+    actor: str,
+    caller_uid: int | None = None,
+    on_applied: Callable[[int], None] | None = None,
+) -> dict[str, object]:
+    """Hold an EEVDF knob on the target's threads for ``duration_s`` (threads it starts
+    meanwhile get it too), journaled, then put every thread back; audited."""
+    store = open_store()
+    problem: str | None = None
+    try:
+        with interventions.knob_session(spec, store, target, caller_uid) as held:
+            if on_applied is not None:
+                on_applied(len(held.applied))
+            deadline = time.monotonic() + duration_s
+            while (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(0.5, left))
+                problem = held.problem()
+                if problem is not None:
+                    break
+            threads = len(held.applied)
+        result: dict[str, object] = {
+            "knob": held.knob.label,
+            "target": target.describe(),
+            "threads": threads,
+            "restored": held.restored,
+            "problem": problem,
+        }
+        store.audit(
+            actor, "load_knob", {"knob": held.knob.label, "target": target.describe()}, result
+        )
+        return result
+    finally:
+        store.close()
+
+
+def interventions_now() -> list[dict[str, object]]:
+    """``list_interventions``: every kind, least intrusive first, with whether this host
+    allows it now (a knob's own check; a policy needs sched_ext)."""
+    out = []
+    snap = scx.read_state()
+    for item in interventions.catalogue():
+        kind, example = str(item["kind"]), str(item["example"])
+        why_not: str | None = None
+        if kind in ("partial", "policy"):
+            if not snap.present:
+                why_not = "this kernel has no sched_ext (see `schedagent doctor`)"
+        else:
+            try:
+                interventions.check_knob(example)
+            except SchedagentError as err:
+                why_not = str(err)
+        out.append({**item, "allowed": why_not is None, "why_not": why_not})
+    return out
 
 
 @dataclass(frozen=True, slots=True)

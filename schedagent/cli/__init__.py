@@ -12,6 +12,7 @@ from schedagent.cli import bench as bench_cmd
 from schedagent.cli import daemon as daemon_cmd
 from schedagent.cli import doctor as doctor_cmd
 from schedagent.cli import engine as engine_cmd
+from schedagent.cli import interventions as interventions_cmd
 from schedagent.cli import profile as profile_cmd
 from schedagent.cli import sandbox as sandbox_cmd
 from schedagent.cli import tune as tune_cmd
@@ -30,6 +31,8 @@ app.add_typer(bench_cmd.app, name="bench")
 app.command("doctor")(doctor_cmd.doctor)
 app.command("profile")(profile_cmd.profile)
 app.command("tune")(tune_cmd.tune)
+app.command("interventions")(interventions_cmd.interventions)
+app.command("knob")(interventions_cmd.knob)
 app.command("status")(engine_cmd.status)
 app.command("rollback")(engine_cmd.rollback)
 app.command("daemon")(daemon_cmd.daemon)

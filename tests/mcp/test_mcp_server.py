@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ TOOLS = {
     "list_workloads",
     "benchmark",
     "bench_suite",
+    "list_interventions",
+    "load_knob",
     "tune",
     "status",
     "rollback",
@@ -133,6 +136,13 @@ def test_read_only_tools_answer_on_a_host_without_sched_ext() -> None:
         ),
         ("load_policy", {"pid": SLEEPER}, "policy"),
         ("benchmark", {"workload": "nope", "policy": "vtime"}, "valid choices: jobset"),
+        ("load_knob", {"knob": "nice:-99", "pid": SLEEPER}, "nice must be in [-20, 19]"),
+        ("load_knob", {"knob": "renice", "pid": SLEEPER}, "expected one of nice:N"),
+        ("load_knob", {"knob": "nice:-5", "pid": 1}, "other than init (pid 1)"),
+        ("load_knob", {"knob": "nice:-5", "pid": 4_099_999}, "does not exist"),
+        ("load_knob", {"knob": "nice:-5", "cgroup": "../etc"}, "no empty, '.' or '..'"),
+        ("load_knob", {"knob": "fifo:1", "pid": SLEEPER, "duration_s": 601}, "less than or equal"),
+        ("load_knob", {"knob": "nice:-5"}, "exactly one of pid or cgroup"),
         ("history", {"limit": 0}, "greater than or equal to 1"),
     ],
 )
@@ -158,6 +168,47 @@ def test_unverified_source_is_refused_and_oversized_source_is_rejected(sleeper: 
         assert huge.is_error and "limit is 65536" in _text(huge)
 
     _in_memory(body)
+
+
+def test_interventions_are_listed_and_a_knob_is_held_then_put_back(sleeper: int) -> None:
+    """A real MCP client lists the interventions, then holds nice:-4 on a real process
+    for a second: the kernel shows it while held, and the old nice after."""
+    import threading
+
+    from schedagent.kernel import knobs
+
+    seen: list[int] = []
+
+    def watch() -> None:
+        for _ in range(40):
+            seen.append(knobs.read_attr(sleeper).nice)
+            time.sleep(0.05)
+
+    async def body(client: Client) -> None:
+        listed = await client.call_tool("list_interventions", {})
+        assert not listed.is_error, _text(listed)
+        rows = listed.structured_content["interventions"]
+        assert [r["kind"] for r in rows][:2] == ["nice", "slice"] and rows[-1]["kind"] == "policy"
+        assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        held = await client.call_tool(
+            "load_knob", {"knob": "nice:-4", "pid": sleeper, "duration_s": 1}
+        )
+        watcher.join()
+        assert not held.is_error, _text(held)
+        out = held.structured_content
+        assert (out["knob"], out["threads"], out["restored"], out["problem"]) == (
+            "nice:-4",
+            1,
+            1,
+            None,
+        )
+
+    before = knobs.read_attr(sleeper)
+    _in_memory(body)
+    assert -4 in seen  # the kernel had it while it was held
+    assert knobs.read_attr(sleeper) == before  # and has the old state back
 
 
 def test_results_are_bounded() -> None:
