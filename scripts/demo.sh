@@ -45,7 +45,7 @@ echo "share, so the client falls behind. The client logs each request's latency 
 echo "out/wakelat-access.log, as a server's access log would. Now tune for the client, with"
 echo "the offline planner, judging each window on the p99 of the latencies logged in it:"
 
-step "4. schedagent tune $client: profile, SLO, candidates through the gates, live A/B vs EEVDF"
+step "4. schedagent tune $client: profile, SLO, EEVDF's knobs and policies through the gates, live A/B vs EEVDF, the least intrusive winner kept"
 schedagent tune "$client" --latency-log out/wakelat-access.log --observe-s 3 --window-s 2 \
     --rounds 4 --budget-s 900
 
@@ -54,8 +54,8 @@ python3 scripts/mcp-demo.py "$client"
 kill "$client" "$hogs" 2>/dev/null
 client=""; hogs=""
 
-step "5. the same question asked by the benchmark: the client's own p99, A/B with the floor"
-schedagent bench run mixed --policy target --runs 4 --quick --md out/demo-mixed.md \
+step "5. the same question asked by the benchmark: the client's own p99, target beside what an administrator would try (nice, SCHED_FIFO)"
+schedagent bench run mixed --policy target --arm nice:-10 --arm fifo:1 --runs 4 --quick --md out/demo-mixed.md \
     --plot out/demo-mixed.png --out-dir out/bench
 echo "plot: $(pwd)/out/demo-mixed.png   table: $(pwd)/out/demo-mixed.md"
 
