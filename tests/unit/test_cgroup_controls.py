@@ -132,6 +132,7 @@ def test_builtin_policy_declares_exactly_the_cgroup_ops_it_sets(name: str) -> No
         assert sets == (kind in meta.cgroup), (name, kind)
         if sets:
             assert re.search(r"\.cgroup_init\s*=", ops), name
+    assert (name == "vtime") <= ("weight" in meta.cgroup)  # issue 17: vtime honours cpu.weight
 
 
 # --- the decision ---------------------------------------------------------------------------
