@@ -474,8 +474,16 @@ def _tune(a: TuneArgs, c: Caller) -> dict[str, Any]:
     target = _target(a)
     budget = TuneBudget.model_validate(a.model_dump(include=set(TuneBudget.model_fields)))
     model = ModelBudget.model_validate(a.model_dump(include=set(ModelBudget.model_fields)))
+    for pid in a.others:  # the competing work tune may move to SCHED_BATCH/IDLE
+        partial.check_pid(pid, CALLER_UID.get(), canary=True)
     req = TuneRequest(
-        target, a.agent, budget=budget, dry_run=a.dry_run, model=a.model, latency_log=a.latency_log
+        target,
+        a.agent,
+        budget=budget,
+        dry_run=a.dry_run,
+        model=a.model,
+        latency_log=a.latency_log,
+        others=tuple(a.others),
     )
     report = services.tune(
         req, a.slo, c.progress, Budget(model.max_tool_calls, model.max_tokens, model.max_usd)

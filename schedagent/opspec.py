@@ -343,6 +343,14 @@ class TuneArgs(TargetArgs, TuneBudget, ModelBudget):
         ),
     )
     dry_run: bool = Field(False, description="propose and gate candidates only")
+    others: list[Annotated[int, Field(ge=2, le=4_194_304)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "pids of the competing work (with their threads and children) that tune may "
+            "move to SCHED_BATCH/SCHED_IDLE as candidates; none: others are never touched"
+        ),
+    )
 
 
 class HistoryArgs(Args):
@@ -515,9 +523,9 @@ _SPECS = [
     ),
     OpSpec(
         "tune",
-        "Profile a target, try policies live against EEVDF, and keep only a "
-        "proven winner; the system is back on EEVDF afterwards (hold_policy keeps "
-        "the winner).",
+        "Profile a target, try EEVDF's knobs and sched_ext policies live against EEVDF, keep "
+        "only a proven winner, the least intrusive that reaches the SLO; the system is back "
+        "on EEVDF afterwards (hold_policy keeps a winning policy).",
         TuneArgs,
         privileged=True,
         reply_timeout_s=4 * 3600.0,

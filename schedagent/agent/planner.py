@@ -105,19 +105,32 @@ def rank(
     return out
 
 
-def knobs(profile: WorkloadProfile, limit: int = 3) -> list[Candidate]:
-    """Up to ``limit`` EEVDF knobs on the target for this profile, least intrusive first."""
+#: EEVDF knobs on the competing work, tried only where the caller named it (``others``)
+OTHERS_KNOBS = ["others-batch", "others-idle"]
+
+
+def knobs(profile: WorkloadProfile, limit: int = 3, *, others: bool = False) -> list[Candidate]:
+    """Up to ``limit`` EEVDF knobs for this profile, least intrusive first: on the target's
+    threads, and with ``others`` (the caller named the competing work) also on those.
+    Knobs on the target come first within a rank: they touch nobody else."""
     cls = profile.workload_class
-    specs = sorted(KNOB_RULES.get(cls, []), key=lambda spec: rank_of("knob", spec))
+    specs = list(KNOB_RULES.get(cls, []))
+    if others and specs:
+        specs += OTHERS_KNOBS
+    specs = sorted(specs, key=lambda spec: rank_of("knob", spec))[:limit]
     return [
         Candidate(
             spec,
             {},
-            f"EEVDF knob: what an administrator tries first for {cls} work "
-            f"(intrusiveness {rank_of('knob', spec)} of {RANK['policy']}, no BPF)",
+            (
+                f"EEVDF knob on the competing work you named, for {cls} work"
+                if spec in OTHERS_KNOBS
+                else f"EEVDF knob: what an administrator tries first for {cls} work"
+            )
+            + f" (intrusiveness {rank_of('knob', spec)} of {RANK['policy']}, no BPF)",
             "knob",
         )
-        for spec in specs[:limit]
+        for spec in specs
     ]
 
 

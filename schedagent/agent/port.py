@@ -77,9 +77,12 @@ class Executor(Protocol):
         RT throttle, the privilege it needs. A refusal raises, with the reason."""
         ...
 
-    def hold_knob(self, spec: str, target: Target) -> AbstractContextManager[Attached]:
-        """Apply an EEVDF knob to the target's threads for a ``with`` block (journaled
-        first); every thread is back as it was when it ends."""
+    def hold_knob(
+        self, spec: str, target: Target, others: list[int]
+    ) -> AbstractContextManager[Attached]:
+        """Apply an EEVDF knob for a ``with`` block (journaled first): to the target's
+        threads, or for an ``others-`` knob to those of the ``others`` pids; every thread
+        is back as it was when it ends."""
         ...
 
     def meter(

@@ -65,6 +65,9 @@ class TuneRequest:
     latency_log: str | None = None
     #: the SLO given explicitly (--slo); None: inferred from the profile
     slo: Slo | None = None
+    #: pids of the competing work tune may move to SCHED_BATCH/IDLE (``others-`` knobs);
+    #: empty: others are never touched
+    others: tuple[int, ...] = ()
 
 
 class _PhaseChanged(Exception):
@@ -150,7 +153,7 @@ class Loop:
         """The trial held for a ``with`` block: a knob on the target's threads, or the
         policy (the target's threads only for the canary, every task otherwise)."""
         if trial.kind == "knob":
-            return self.executor.hold_knob(trial.policy, self.req.target)
+            return self.executor.hold_knob(trial.policy, self.req.target, list(self.req.others))
         return self.executor.attach(trial.policy, trial.overrides, self.req.target, canary=canary)
 
     def canary(self, trial: Trial) -> bool:
@@ -309,7 +312,7 @@ def tune(
         compiling = time.monotonic()
         with executor.priority():
             trials = _planned(
-                prof, store, executor, req.budget, lambda line: progress(line, 1, 1)
+                prof, store, executor, req, lambda line: progress(line, 1, 1)
             )  # 1/1: a line that stays
             if executor.attaches_probe(prof.slo, req.latency_log):
                 progress("compiling and attaching the wakeup-latency probe (bcc)", 0, 1)
@@ -332,14 +335,14 @@ def _planned(
     prof: WorkloadProfile,
     store: Store,
     executor: Executor,
-    budget: TuneBudget,
+    req: TuneRequest,
     say: Callable[[str], None] | None = None,
 ) -> list[Trial]:
     """The knobs, least intrusive first, then the ranked policies, through the gates."""
     history = {name: store.verdict_summary(name) for name in repo.known_names()}
     cands = [
-        *planner.knobs(prof, budget.max_knobs),
-        *planner.rank(prof, history, budget.max_candidates),
+        *planner.knobs(prof, req.budget.max_knobs, others=bool(req.others)),
+        *planner.rank(prof, history, req.budget.max_candidates),
     ]
     return _gated(
         [Trial(c.policy, c.overrides, c.reason, kind=c.kind) for c in cands], executor, say
@@ -351,7 +354,7 @@ def _dry_run(
 ) -> TuneReport:
     metric = executor.planned_metric(prof.slo, req.latency_log)
     report = TuneReport(prof.target, prof.to_json(), prof.slo.describe(), asdict(metric), req.agent)
-    report.trials = _planned(prof, store, executor, req.budget)
+    report.trials = _planned(prof, store, executor, req)
     report.ended = "dry-run"
     report.decision = Decision(
         "eevdf",

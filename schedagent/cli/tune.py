@@ -50,6 +50,14 @@ def tune(
     max_tool_calls: Annotated[int, budget_option("max_tool_calls")] = _M.max_tool_calls,
     max_tokens: Annotated[int, budget_option("max_tokens")] = _M.max_tokens,
     latency_log: Annotated[str | None, budget_option("latency_log")] = None,
+    others: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--others",
+            help="A pid of the competing work (repeatable): tune may then try moving it to "
+            "SCHED_BATCH/SCHED_IDLE. Without it, nothing but the target is touched.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Propose and gate candidates only.")] = False,
     keep: Annotated[
         bool, typer.Option(help="Hold a winning policy on the system until Ctrl-C (at most a day).")
@@ -77,6 +85,7 @@ def tune(
                 max_tool_calls=max_tool_calls,
                 max_tokens=max_tokens,
                 latency_log=latency_log,
+                others=others or None,
                 dry_run=dry_run,
             ),
         )

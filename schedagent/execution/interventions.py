@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from schedagent.errors import ConfigError
+from schedagent.errors import ConfigError, TargetGone
 from schedagent.execution import engine
 from schedagent.kernel import knobs, partial
 from schedagent.models import INTRUSIVENESS, KNOB_HELP, Knob, Target
@@ -117,7 +117,11 @@ def check_knob(spec: str) -> Knob:
 
 @contextmanager
 def knob_session(
-    spec: str, store: Store, target: Target | None = None, caller_uid: int | None = None
+    spec: str,
+    store: Store,
+    target: Target | None = None,
+    caller_uid: int | None = None,
+    others: list[int] | None = None,
 ) -> Iterator[knobs.KnobSession]:
     """Hold a knob for a ``with`` block, journaled in ``store``, and put every thread back
     when it ends, however it ends. With a ``target``, its processes get the knob at once
@@ -128,6 +132,13 @@ def knob_session(
     knob = check_knob(spec)
     if target is not None and target.pid is not None:
         partial.check_pid(target.pid, caller_uid, canary=True)
+    if knob.on_others and target is not None and not others:
+        raise ConfigError(
+            f"{knob.label} acts on the competing work, and none was named; name it (tune "
+            "--others PID) or try a knob on the target (nice:-10)"
+        )
+    for pid in others or []:
+        partial.check_pid(pid, caller_uid, canary=True)
     engine.recover_knobs(store)
     held = knobs.KnobSession(knob, journal=store)
     store.add_event(
@@ -136,7 +147,21 @@ def knob_session(
     try:
         if target is not None:
             held.set_targets(partial.target_tgids(target))
+        if others:
+            tree = [tgid for pid in others for tgid in _tree(pid)]
+            if target is not None:  # the target's own processes are never "others"
+                mine = set(partial.target_tgids(target))
+                tree = [tgid for tgid in tree if tgid not in mine]
+            held.set_others(tree)
         yield held
     finally:
         restored = held.restore()
         store.add_event("knob-restored", None, knob=knob.label, threads=restored)
+
+
+def _tree(pid: int) -> list[int]:
+    """A named competitor's processes; none once it is gone."""
+    try:
+        return partial.target_tgids(Target(pid=pid))
+    except TargetGone:
+        return []

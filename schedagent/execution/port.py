@@ -67,9 +67,12 @@ class LiveExecutor:
         """``interventions.check_knob``: bounds, the RT throttle, root for a raise."""
         interventions.check_knob(spec)
 
-    def hold_knob(self, spec: str, target: Target) -> AbstractContextManager[KnobSession]:
-        """``interventions.knob_session`` on the target, journaled in this run's store."""
-        return interventions.knob_session(spec, self.store, target)
+    def hold_knob(
+        self, spec: str, target: Target, others: list[int]
+    ) -> AbstractContextManager[KnobSession]:
+        """``interventions.knob_session`` on the target (or ``others``), journaled in this
+        run's store."""
+        return interventions.knob_session(spec, self.store, target, others=others)
 
     def meter(
         self, target: Target, slo: Slo, latency_log: str | None

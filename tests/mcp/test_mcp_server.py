@@ -143,6 +143,8 @@ def test_read_only_tools_answer_on_a_host_without_sched_ext() -> None:
         ("load_knob", {"knob": "nice:-5", "cgroup": "../etc"}, "no empty, '.' or '..'"),
         ("load_knob", {"knob": "fifo:1", "pid": SLEEPER, "duration_s": 601}, "less than or equal"),
         ("load_knob", {"knob": "nice:-5"}, "exactly one of pid or cgroup"),
+        ("tune", {"pid": SLEEPER, "others": [1]}, "greater than or equal to 2"),
+        ("tune", {"pid": SLEEPER, "others": [4_099_999]}, "does not exist"),
         ("history", {"limit": 0}, "greater than or equal to 1"),
     ],
 )

@@ -227,3 +227,49 @@ def test_a_custom_slice_is_refused_on_a_kernel_that_ignores_it() -> None:
     knobs.check_allowed(Knob.parse("slice:1ms"), "6.12.9+deb13-amd64")
     knobs.check_allowed(Knob.parse("nice:-5"), "6.1.0-28-amd64")  # nice is older than EEVDF
     assert knobs.kernel_version("7.2.13+deb14-amd64") == (7, 2)
+
+
+def test_the_background_knobs_touch_only_the_competing_work_that_was_named(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from schedagent.execution import interventions
+    from schedagent.models import Target
+    from schedagent.store import Store
+
+    store = Store(Path(str(tmp_path)) / "state.db")
+    hog = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with (
+            pytest.raises(ConfigError, match="acts on the competing work, and none was named"),
+            interventions.knob_session("others-idle", store, Target(pid=child.pid)),
+        ):
+            pass
+        with (
+            pytest.raises(Exception, match="other than init"),
+            interventions.knob_session("others-idle", store, Target(pid=child.pid), others=[1]),
+        ):
+            pass
+        target_before, hog_before = _attrs(child.pid), knobs.read_attr(hog.pid)
+        with interventions.knob_session(
+            "others-idle", store, Target(pid=child.pid), others=[hog.pid, child.pid]
+        ):
+            assert knobs.read_attr(hog.pid).policy == knobs.SCHED_IDLE
+            assert _attrs(child.pid) == target_before  # named as "other" too, still the target
+        assert knobs.read_attr(hog.pid) == hog_before
+    finally:
+        stop_tree(hog)
+
+
+def test_the_planner_offers_the_background_knobs_only_when_the_others_are_named() -> None:
+    from dataclasses import replace
+
+    from schedagent.agent import planner
+    from tests.unit.test_tune_loop import PROF
+
+    alone = [c.policy for c in planner.knobs(PROF, 6)]
+    assert alone == ["nice:-10", "slice:1ms", "fifo:1"]
+    named = [c.policy for c in planner.knobs(PROF, 6, others=True)]
+    assert named == ["nice:-10", "slice:1ms", "others-batch", "others-idle", "fifo:1"]
+    assert planner.knobs(replace(PROF, workload_class="throughput"), 6, others=True) == []

@@ -116,7 +116,7 @@ class World:
             raise ConfigError(f"{spec}: fake RT throttle is off")
 
     @contextlib.contextmanager
-    def hold_knob(self, spec: str, target: Target) -> Iterator[Attached]:
+    def hold_knob(self, spec: str, target: Target, others: list[int]) -> Iterator[Attached]:
         self.attaches.append((spec, False))
         self.attached = spec
         try:
