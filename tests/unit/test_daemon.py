@@ -469,3 +469,51 @@ def test_a_long_operation_stops_when_its_socket_client_hangs_up(tmp_path: Path) 
     finally:
         ops.OPS["status"] = spec
         server.stop()
+
+
+def test_the_daemon_holds_a_knob_decision_under_its_guard_and_a_rollback_puts_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune may decide an EEVDF knob; the daemon then holds it on the target's threads
+    (journaled), audits it, and its rollback restores the threads without quarantining
+    anything (a knob has no object to quarantine)."""
+    from types import SimpleNamespace
+
+    from schedagent.daemon.control import Control
+    from schedagent.daemon.state import Baseline
+    from schedagent.kernel import knobs
+    from schedagent.models import LiveMetric, Target
+
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path / "state"))
+    cfg = config.load(
+        _write(
+            tmp_path,
+            GOOD.replace("guard: {window_s: 0.5}", "guard: {window_s: 0.5, quarantine_after: 1}")
+            % "x",
+        )
+    )
+    target = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    store = Store(tmp_path / "state" / "schedagent.db")
+    try:
+        ctl = Control(cfg, store)
+        ts = ctl.targets["sleeper"]
+        ts.target = Target(pid=target.pid)
+        before = knobs.read_attr(target.pid)
+        meter = SimpleNamespace(metric=LiveMetric("p99_wakeup_us", "us", "lower", "fake"))
+        base = Baseline(100.0, "p99_wakeup_us", "test")
+        ctl.apply(ts, "nice:-6", {}, meter, base, "test")  # type: ignore[arg-type]
+        assert ts.active is not None and ts.active.name == "nice:-6" and ts.phase == "active"
+        assert knobs.read_attr(target.pid).nice == -6
+        assert ts.active.session.problem() is None
+        assert [e.tid for e in store.knob_journal()] == [target.pid]
+        ctl.rollback(ts, "test regression", {}, time.monotonic())
+        assert knobs.read_attr(target.pid) == before
+        assert store.knob_journal() == [] and store.quarantine_list() == []
+        actions = [r["action"] for r in store.audit_records()]
+        assert "apply" in actions and "rollback" in actions
+        rollback = next(r for r in store.audit_records() if r["action"] == "rollback")
+        assert rollback["result"]["quarantined"] is False
+    finally:
+        target.kill()
+        target.wait()
+        store.close()
