@@ -147,9 +147,18 @@ def slo_reached(slo: Slo, metric: LiveMetric, value: float) -> bool | None:
     runqueue wait for a p99 SLO, bytes/s for a completion time)."""
     if slo.target is None or slo.direction not in ("<=", ">=") or slo.unit != metric.unit:
         return None
-    if not metric.name.startswith("p99") or "p99" not in slo.metric:
-        return None
+    if slo.metric not in _MEASURES.get(metric.name, ()) and not (
+        metric.name == "p99_request_us" and "request" in slo.metric
+    ):
+        return None  # e.g. a wakeup-latency SLO while windows read the request log
     return value <= slo.target if slo.direction == "<=" else value >= slo.target
+
+
+#: which SLO metrics a live metric measures directly
+_MEASURES = {
+    "p99_wakeup_us": ("p99_wakeup_latency", "p99_latency"),
+    "p99_request_us": ("p99_request_latency", "p99_latency"),
+}
 
 
 def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) -> Choice:

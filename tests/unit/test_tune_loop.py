@@ -423,3 +423,14 @@ def test_a_knob_refused_by_its_gates_is_rejected_with_the_reason(tmp_path: Path)
     assert fifo.status == "rejected" and fifo.error == "gates: fifo:1: fake RT throttle is off"
     assert report.decision is not None and report.decision.policy == "target"
     assert all(spec != "fifo:1" for spec, _ in world.attaches)
+
+
+def test_the_slo_threshold_is_compared_only_with_the_metric_that_measures_it() -> None:
+    wakeup = Slo("p99_wakeup_latency", "<=", 2000.0, "us", "r")
+    request = LiveMetric("p99_request_us", "us", "lower", "fake")
+    assert tune_report.slo_reached(wakeup, LOWER, 1500.0) is True
+    assert tune_report.slo_reached(wakeup, LOWER, 2500.0) is False
+    assert tune_report.slo_reached(wakeup, request, 2500.0) is None  # another quantity
+    given = Slo("p99_latency", "<=", 20000.0, "us", "r", "explicit")
+    assert tune_report.slo_reached(given, request, 25000.0) is False
+    assert tune_report.slo_reached(Slo("makespan", "min", None, "s", "r"), HIGHER, 1.0) is None
