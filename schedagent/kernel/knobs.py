@@ -208,12 +208,14 @@ def _fields(attr: ThreadAttr) -> dict[str, int]:
     return {k: int(v) for k, v in out.items()}
 
 
-def _same(a: ThreadAttr, b: ThreadAttr) -> bool:
-    """The same scheduling state (the slice only where it is a custom one)."""
-    key = (a.policy, a.nice, a.priority, a.custom_slice)
-    if key != (b.policy, b.nice, b.priority, b.custom_slice):
+def _same(now: ThreadAttr, want: ThreadAttr) -> bool:
+    """Whether ``now`` has the scheduling state ``want`` describes: policy, nice and RT
+    priority, and the slice where ``want`` sets a custom one. Whether a slice reads as
+    custom depends on the reading thread's own slice (``default_slice_ns``), which
+    differs between processes, so a default slice is not compared."""
+    if (now.policy, now.nice, now.priority) != (want.policy, want.nice, want.priority):
         return False
-    return not a.custom_slice or a.runtime_ns == b.runtime_ns
+    return not want.custom_slice or now.runtime_ns == want.runtime_ns
 
 
 def recover(
@@ -235,6 +237,13 @@ def recover(
             if _same(now, _attr(entry.tid, entry.after)):
                 write_attr(_attr(entry.tid, entry.before))
                 restored += 1
+            else:
+                log.warning(
+                    "thread %d changed since %s was applied (now %s); left as it is",
+                    entry.tid,
+                    entry.knob,
+                    now,
+                )
         except TargetGone:
             continue
         except OSError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -273,3 +274,46 @@ def test_the_planner_offers_the_background_knobs_only_when_the_others_are_named(
     named = [c.policy for c in planner.knobs(PROF, 6, others=True)]
     assert named == ["nice:-10", "slice:1ms", "others-batch", "others-idle", "fifo:1"]
     assert planner.knobs(replace(PROF, workload_class="throughput"), 6, others=True) == []
+
+
+def test_recovery_does_not_depend_on_the_recovering_threads_own_slice(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    """Whether a default slice reads as custom depends on the reader's own slice: a
+    recovering process with another slice must still see the knob's state as the knob's."""
+    import threading
+    from pathlib import Path
+
+    from schedagent.execution import engine
+    from schedagent.store import Store
+
+    store = Store(Path(str(tmp_path)) / "state.db")
+    before = knobs.read_attr(child.pid)
+    held = knobs.KnobSession(Knob.parse("nice:4"), journal=store)
+    held.set_targets([child.pid])
+    with store._tx() as db:  # the holder died
+        db.execute("UPDATE knobs SET owner_pid = ?", (2**22 + 1,))
+    result: list[int] = []
+
+    def recover_with_another_slice() -> None:
+        me = threading.get_native_id()
+        knobs.write_attr(knobs.ThreadAttr(me, knobs.SCHED_OTHER, 0, 0, 7_000_000, True))
+        result.append(engine.recover_knobs(store))
+
+    thread = threading.Thread(target=recover_with_another_slice)
+    thread.start()
+    thread.join()
+    assert result == [len(held.before)]
+    assert knobs.read_attr(child.pid).nice == before.nice
+
+
+def test_a_zombie_holder_is_dead() -> None:
+    from schedagent.store import pid_alive
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while pid_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(proc.pid)  # exited, not yet reaped: a zombie holds nothing
+    proc.wait()
+    assert pid_alive(os.getpid())

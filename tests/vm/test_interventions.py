@@ -203,10 +203,10 @@ def test_a_tune_killed_while_it_holds_a_knob_is_undone_by_the_next_run(
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert json.loads(out.stdout)["state_after"] == "disabled"
-        _same_where_alive(before, _threads(pid))
-        assert store.knob_journal() == []
+        assert store.knob_journal() == [], out.stderr[-2000:]
         restored = [e for e in store.events(200) if e.kind == "restored-knobs"]
         assert restored and restored[0].detail["threads"] == len(journaled), restored
+        _same_where_alive(before, _threads(pid))
     finally:
         store.close()
     snap = scx.read_state()
