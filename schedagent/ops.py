@@ -335,7 +335,7 @@ def _attached_notice(c: Caller, duration_s: float | None) -> Callable[[engine.Ru
         until = f"for {duration_s:g} s" if duration_s else "until interrupted"
         c.notify(
             f"{outcome.ops_name} enabled (enable_seq {outcome.enable_seq}, {scope}); "
-            f"guard on {until}"
+            f"guard on {until}" + (f"; {outcome.confined}" if outcome.confined else "")
         )
 
     return attached

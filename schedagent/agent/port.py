@@ -36,6 +36,11 @@ class Attached(Protocol):
         """Why the candidate is no longer running (ejected, replaced), or None."""
         ...
 
+    def placement(self) -> str:
+        """Empty when it runs as asked; else how it was confined, and why (a whole-system
+        policy kept to the target's threads by the host's cgroup controls)."""
+        ...
+
 
 class Meter(Protocol):
     """Measures one target's live metric, window by window, under whatever runs now."""

@@ -51,6 +51,8 @@ class Trial:
     kind: planner.InterventionKind = "policy"
     #: how intrusive it is (``planner.RANK``; 1 is least), set from the kind
     rank: int = 0
+    #: how its measured windows really ran when not as asked (confined to partial mode)
+    placement: str = ""
 
     def __post_init__(self) -> None:
         self.rank = self.rank or planner.rank_of(self.kind, self.policy)

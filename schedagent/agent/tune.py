@@ -180,6 +180,7 @@ class Loop:
             self.clock.sleep(min(0.5, self.req.budget.window_s / 4))  # let queues settle on it
             sample = self.meter.measure(self.req.budget.window_s)
             problem = sess.problem()
+            trial.placement = trial.placement or sess.placement()
         self.report.evaluations += 1
         if problem is not None:
             trial.status, trial.error = "rejected", f"ejected while measuring: {problem}"

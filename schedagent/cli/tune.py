@@ -172,6 +172,8 @@ def _print_trial(t: dict[str, Any]) -> None:
             f"windows against {len(c['baseline_samples'])} EEVDF"
         )
     print(f"  {'':<34} why tried: {t['reason']}")
+    if t.get("placement"):
+        print(f"  {'':<34} ran {t['placement']}")
 
 
 def _hold(decision: dict[str, Any], pid: int | None, cgroup: str | None) -> None:

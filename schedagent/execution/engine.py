@@ -247,6 +247,10 @@ class Session:
         for tgid in tgids:
             self._obj.update_map("target_tgids", tgid.to_bytes(4, "little"), b"\x01")
 
+    def placement(self) -> str:
+        """Why a whole-system run was confined to the target's threads (empty: it was not)."""
+        return self.outcome.confined
+
     def problem(self) -> str | None:
         """Why the scheduler is no longer ours (ejected, replaced), or None while it is."""
         event = self._guard.event

@@ -325,6 +325,10 @@ class KnobSession:
         except OSError as err:
             self.failure = self.failure or f"{self.knob.label} on thread {tid}: {err.strerror}"
 
+    def placement(self) -> str:
+        """A knob runs where it was asked to (empty)."""
+        return ""
+
     def problem(self) -> str | None:
         """Why the knob is not what it should be (None while it holds)."""
         self.refresh()

@@ -40,8 +40,13 @@ ABSURD = 1e9
 
 @dataclass
 class Attached:
+    confined: str = ""
+
     def problem(self) -> str | None:
         return None
+
+    def placement(self) -> str:
+        return self.confined
 
 
 class World:
@@ -434,3 +439,20 @@ def test_the_slo_threshold_is_compared_only_with_the_metric_that_measures_it() -
     given = Slo("p99_latency", "<=", 20000.0, "us", "r", "explicit")
     assert tune_report.slo_reached(given, request, 25000.0) is False
     assert tune_report.slo_reached(Slo("makespan", "min", None, "s", "r"), HIGHER, 1.0) is None
+
+
+def test_a_window_confined_to_partial_mode_is_reported_on_its_trial(tmp_path: Path) -> None:
+    world = World(LOWER, {"target": 0.5})
+    note = "confined to partial mode: cgroup a has cpu.max 50000 100000"
+    original = world.attach
+
+    @contextlib.contextmanager
+    def confined(
+        spec: str, overrides: dict[str, int], target: Target, *, canary: bool
+    ) -> Iterator[Attached]:
+        with original(spec, overrides, target, canary=canary):
+            yield Attached(note if not canary else "")
+
+    world.attach = confined  # type: ignore[method-assign]
+    report, _ = _tune(tmp_path, world, ["target"])
+    assert report.trials[0].placement == note
