@@ -75,6 +75,9 @@ class _Attached:
     def problem(self) -> str | None:
         return self.problem_text
 
+    def placement(self) -> str:
+        return ""
+
 
 class SimWorld:
     """The target under EEVDF or a policy: each window one noisy value of the metric."""

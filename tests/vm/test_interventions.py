@@ -1,4 +1,5 @@
-"""Issue 17: tune over the whole space on the testbed kernel. EEVDF's knobs are tried
+"""Issue 17: tune over the whole space on the testbed kernel (this file also holds the tune
+of the mixed server that test_tune.py had, policies and knobs together). EEVDF's knobs are tried
 beside the policies on the mixed server, the least intrusive intervention that is better
 is the one kept, and every thread a knob touched is put back exactly: after a normal end,
 and after the tune is SIGKILLed holding a knob (the next schedagent run restores it from
@@ -37,14 +38,16 @@ def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path / "state"))
 
 
-@pytest.fixture
-def mixed(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """The mixed workload: the wakelat server (4 workers, 400 req/s x 3 ms) beside 2x
-    stress-ng CPU hogs; yields the server's pid and its access log."""
+@contextlib.contextmanager
+def _server(tmp_path: Path, hogs: int) -> Iterator[tuple[int, Path]]:
+    """The wakelat server (4 workers, 400 req/s x 3 ms) beside ``hogs`` stress-ng CPU
+    hogs; yields the server's pid and its access log."""
     binary = workload.build(workload.resolve("mixed"))
     log = tmp_path / "access.log"
-    hogs = subprocess.Popen(
-        ["stress-ng", "--cpu", str(2 * (os.cpu_count() or 1)), "--timeout", "900s", "-q"]
+    background = (
+        subprocess.Popen(["stress-ng", "--cpu", str(hogs), "--timeout", "900s", "-q"])
+        if hogs
+        else None
     )
     server = subprocess.Popen(
         [str(binary), "-w", "4", "-n", "1000000", "-r", "400", "-b", "3000", "-l", str(log)],
@@ -54,8 +57,23 @@ def mixed(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         time.sleep(6)  # past the start-up burst; its workers exist
         yield server.pid, log
     finally:
-        for proc in (server, hogs):
-            stop_tree(proc)
+        for proc in (server, background):
+            if proc is not None:
+                stop_tree(proc)
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The mixed workload: the server beside 2x oversubscribing CPU hogs."""
+    with _server(tmp_path, 2 * (os.cpu_count() or 1)) as server:
+        yield server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The server alone: the CLI's start is not slowed by hogs (minutes under emulation)."""
+    with _server(tmp_path, 0) as alone:
+        yield alone
 
 
 def _threads(pid: int) -> dict[int, knobs.ThreadAttr]:
@@ -148,9 +166,9 @@ def test_tune_on_the_mixed_server_tries_the_knobs_first_and_puts_every_thread_ba
 
 
 def test_a_tune_killed_while_it_holds_a_knob_is_undone_by_the_next_run(
-    mixed: tuple[int, Path], tmp_path: Path
+    server: tuple[int, Path], tmp_path: Path
 ) -> None:
-    pid, log = mixed
+    pid, log = server
     before = _threads(pid)
     assert all(a.nice == 0 for a in before.values()), before
     env = os.environ | {"SCHEDAGENT_STATE_DIR": str(tmp_path / "state")}
