@@ -378,7 +378,13 @@ def _load_knob(a: KnobArgs, c: Caller) -> dict[str, Any]:
             c.notify(f"{a.knob} on {threads} threads of {target.describe()} for {a.duration_s:g} s")
 
     return services.hold_knob(
-        a.knob, target, a.duration_s, c.actor, CALLER_UID.get(), on_applied=applied
+        a.knob,
+        target,
+        a.duration_s,
+        c.actor,
+        CALLER_UID.get(),
+        on_applied=applied,
+        cancelled=HUNG_UP.get(),
     )
 
 
@@ -484,6 +490,7 @@ def _tune(a: TuneArgs, c: Caller) -> dict[str, Any]:
         model=a.model,
         latency_log=a.latency_log,
         others=tuple(a.others),
+        caller_uid=CALLER_UID.get(),
     )
     report = services.tune(
         req, a.slo, c.progress, Budget(model.max_tool_calls, model.max_tokens, model.max_usd)

@@ -146,20 +146,33 @@ def hold_knob(
     actor: str,
     caller_uid: int | None = None,
     on_applied: Callable[[int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, object]:
     """Hold an EEVDF knob on the target's threads for ``duration_s`` (threads it starts
-    meanwhile get it too), journaled, then put every thread back; audited."""
+    meanwhile get it too), journaled, then put every thread back; audited. It ends
+    early when the knob stops holding, when ``cancelled`` says so (the client hung up),
+    or when this process is asked to release what it holds (the daemon's rollback)."""
     store = open_store()
     problem: str | None = None
+    ended = "duration"
     try:
-        with interventions.knob_session(spec, store, target, caller_uid) as held:
+        with (
+            interventions.knob_session(spec, store, target, caller_uid) as held,
+            engine.releasable(held.knob.label) as stop,
+        ):
             if on_applied is not None:
                 on_applied(len(held.applied))
             deadline = time.monotonic() + duration_s
             while (left := deadline - time.monotonic()) > 0:
-                time.sleep(min(0.5, left))
+                if stop.wait(min(0.25, left)):
+                    ended = "released"
+                    break
+                if cancelled is not None and cancelled():
+                    ended = "cancelled"
+                    break
                 problem = held.problem()
                 if problem is not None:
+                    ended = "problem"
                     break
             threads = len(held.applied)
         result: dict[str, object] = {
@@ -167,6 +180,8 @@ def hold_knob(
             "target": target.describe(),
             "threads": threads,
             "restored": held.restored,
+            "not_restored": {str(t): why for t, why in held.unrestored.items()},
+            "ended": ended,
             "problem": problem,
         }
         store.audit(
@@ -528,7 +543,7 @@ def tune(
     store = open_store()
     try:
         with procstat.priority():  # windows and guard stay on time under any candidate
-            return tune_mod.tune(req, store, LiveExecutor(store), progress)
+            return tune_mod.tune(req, store, LiveExecutor(store, req.caller_uid), progress)
     finally:
         store.close()
 
@@ -559,7 +574,9 @@ def tune_with_agent(
     store = open_store()
     try:
         with procstat.priority():  # windows and guard stay on time under any candidate
-            return llm.tune_with_llm(req, store, LiveExecutor(store), transport, budget, progress)
+            return llm.tune_with_llm(
+                req, store, LiveExecutor(store, req.caller_uid), transport, budget, progress
+            )
     finally:
         store.close()
 

@@ -251,6 +251,13 @@ class Store:
         rows = self._db.execute("SELECT tid, owner_pid, knob, before, after, ts FROM knobs")
         return [KnobEntry(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5]) for r in rows]
 
+    def knob_on(self, tid: int) -> str | None:
+        """The knob a live session holds on this thread (with its holder), or None."""
+        row = self._db.execute("SELECT knob, owner_pid FROM knobs WHERE tid = ?", (tid,)).fetchone()
+        if row is None or not pid_alive(row[1]):
+            return None
+        return f"{row[0]}, held by pid {row[1]}"
+
     def clear_knobs(self, tids: list[int], owner_pid: int | None = None) -> None:
         """Forget these threads' entries (after restoring them); only ``owner_pid``'s
         (default: this process's)."""

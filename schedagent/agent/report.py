@@ -176,12 +176,18 @@ def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) ->
     reached = [t for t in ranked if slo_reached(slo, metric, t.median() or 0.0) is not False]
     if reached:
         pick = reached[0]
-        skipped = [t for t in ranked if t.rank < pick.rank]
+        skipped = [  # less intrusive, or as intrusive with a better ratio, yet missed it
+            t
+            for t in ranked
+            if t is not pick
+            and t.rank <= pick.rank
+            and slo_reached(slo, metric, t.median() or 0.0) is False
+        ]
         note = f"{pick.label} is the least intrusive intervention that screened better" + (
             " and reached the SLO" if slo_reached(slo, metric, pick.median() or 0.0) else ""
         )
         if skipped:
-            note += f"; less intrusive ones missed the SLO ({slo.describe()}): " + _reached(
+            note += f"; as or less intrusive ones missed the SLO ({slo.describe()}): " + _reached(
                 skipped, slo, metric
             )
         return Choice(pick, note)

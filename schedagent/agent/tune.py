@@ -68,6 +68,8 @@ class TuneRequest:
     #: pids of the competing work tune may move to SCHED_BATCH/IDLE (``others-`` knobs);
     #: empty: others are never touched
     others: tuple[int, ...] = ()
+    #: who asked (the daemon socket's peer uid; None: this process's own user)
+    caller_uid: int | None = None
 
 
 class _PhaseChanged(Exception):

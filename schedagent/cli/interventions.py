@@ -52,7 +52,11 @@ def knob(
         emit_json(out)
         return
     ended = f"; it stopped holding: {out['problem']}" if out["problem"] else ""
+    if out["ended"] in ("released", "cancelled"):
+        ended = f"; ended early ({out['ended']})"
     print(
         f"{out['knob']} held on {out['threads']} threads of {out['target']}, "
         f"{out['restored']} put back as they were{ended}"
     )
+    for tid, why in out["not_restored"].items():
+        print(f"  thread {tid}: {why}")

@@ -10,6 +10,7 @@ writes the outcome to the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -189,6 +190,32 @@ def recover(store: Store) -> str | None:
     return note
 
 
+def release_knob_holders(store: Store, timeout_s: float = 5.0) -> str | None:
+    """End the EEVDF knobs other live processes hold (``schedagent knob``, a tune): each
+    holder gets SIGTERM (it puts its threads back as it exits), then SIGKILL, and what a
+    killed one left is put back from the journal. Says what it did, or None."""
+    owners = {
+        e.owner_pid
+        for e in store.knob_journal()
+        if e.owner_pid != os.getpid() and pid_alive(e.owner_pid)
+    }
+    if not owners:
+        return None
+    action = f"SIGTERM to {len(owners)} knob holder(s)"
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in owners:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(pid_alive(p) for p in owners):
+            time.sleep(0.05)
+        if not any(pid_alive(p) for p in owners):
+            break
+        action = f"SIGKILL to {len(owners)} knob holder(s)"
+    recover_knobs(store)
+    return action
+
+
 def recover_knobs(store: Store) -> int:
     """Put back the threads a dead process left under an EEVDF knob (``knobs.recover``);
     returns how many were restored. Each owner's entries are cleared once handled."""
@@ -229,6 +256,20 @@ def release_in_process(actor: str) -> list[str]:
         log.info("releasing a held policy: rollback requested by %s", actor)
         stop.set()
     return [name for _stop, name in held]
+
+
+@contextmanager
+def releasable(name: str) -> Iterator[threading.Event]:
+    """An event ``release_in_process`` sets, for a hold that is not a policy session (an
+    EEVDF knob held for a client): the daemon's rollback ends it as it ends policies."""
+    stop = threading.Event()
+    with _WAITING_LOCK:
+        _WAITING[stop] = name
+    try:
+        yield stop
+    finally:
+        with _WAITING_LOCK:
+            _WAITING.pop(stop, None)
 
 
 class Session:
@@ -538,11 +579,14 @@ def rollback_active(store: Store, timeout_s: float = 5.0) -> ExternalRollback:
     """Return the system to EEVDF from any process: signal the owner, then escalate."""
     before = scx.read_state()
     rec = store.active()
+    knobs_action = release_knob_holders(store, timeout_s)
     if rec is None or not pid_alive(rec.owner_pid):
         recover(store)
         if before.is_enabled:
             raise SchedExtBusy(before.ops)
-        return ExternalRollback("nothing active", before.state, before.state, before.ops)
+        return ExternalRollback(
+            knobs_action or "nothing active", before.state, before.state, before.ops
+        )
 
     def gone(s: scx.ScxState) -> bool:
         return not (s.is_enabled and s.enable_seq == rec.enable_seq)

@@ -17,10 +17,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psutil
+
 from schedagent.errors import ConfigError, TargetGone
 from schedagent.execution import engine
 from schedagent.kernel import knobs, partial
-from schedagent.models import INTRUSIVENESS, KNOB_HELP, Knob, Target
+from schedagent.models import INTRUSIVENESS, Knob, Target
 from schedagent.store import Store
 
 _RESTORE = "each thread's policy, nice, priority and slice written back as read before"
@@ -100,19 +102,55 @@ def catalogue() -> list[dict[str, object]]:
     ]
 
 
-def check_knob(spec: str) -> Knob:
-    """The knob parsed and allowed on this host, or a ConfigError saying why not and what
-    to do: its bounds, the RT throttle for SCHED_FIFO/RR, and the privilege a raised
-    priority needs."""
+def check_knob(spec: str, caller_uid: int | None = None) -> Knob:
+    """The knob parsed and allowed on this host for this caller, or a ConfigError saying
+    why not and what to do: its bounds, the RT throttle for SCHED_FIFO/RR, a kernel that
+    honours a custom slice, root for schedagent itself (putting a thread back to a higher
+    priority than a knob left it needs CAP_SYS_NICE), and for a caller that is not root
+    (``caller_uid``, the daemon socket's peer) no raised priority, as its own rights."""
     knob = Knob.parse(spec)
     knobs.check_allowed(knob)
-    raises = (knob.kind == "nice" and knob.value < 0) or knob.kind in ("fifo", "rr")
-    if raises and os.geteuid() != 0:
+    if os.geteuid() != 0:
         raise ConfigError(
-            f"{knob.label}: raising a thread's priority needs root (CAP_SYS_NICE); "
-            f"run schedagent as root, or try a knob that lowers others ({KNOB_HELP})"
+            f"{knob.label}: EEVDF knobs need schedagent to run as root: putting a thread "
+            "back after a knob may raise its priority, which needs CAP_SYS_NICE; run it as "
+            "root (or through the daemon)"
+        )
+    raises = (knob.kind == "nice" and knob.value < 0) or knob.kind in ("fifo", "rr")
+    if raises and caller_uid not in (None, 0):
+        raise ConfigError(
+            f"{knob.label}: raising a thread's priority needs root, and this request came "
+            f"from uid {caller_uid}; ask an administrator, or use a knob that raises none "
+            f"(nice:N with N >= 0, slice:T)"
         )
     return knob
+
+
+def _checked(tgids: list[int], caller_uid: int | None, what: str) -> list[int]:
+    """Every process a knob will touch, checked as a canary's target is (not init, not
+    schedagent, not a kernel thread; the caller's own for a caller that is not root), and
+    never schedagent's own ancestors (a knob on them would reach schedagent's peers)."""
+    mine = {os.getpid(), *(p.pid for p in _ancestors())}
+    out = []
+    for tgid in tgids:
+        try:
+            partial.check_pid(tgid, caller_uid, canary=True)
+        except TargetGone:
+            continue  # exited since it was listed
+        if tgid in mine:
+            raise ConfigError(
+                f"{what} includes process {tgid}, which is schedagent or one of its "
+                "ancestors; name the service's own pid or cgroup"
+            )
+        out.append(tgid)
+    return out
+
+
+def _ancestors() -> list[psutil.Process]:
+    try:
+        return psutil.Process().parents()
+    except psutil.Error:
+        return []
 
 
 @contextmanager
@@ -126,10 +164,11 @@ def knob_session(
     """Hold a knob for a ``with`` block, journaled in ``store``, and put every thread back
     when it ends, however it ends. With a ``target``, its processes get the knob at once
     (a TargetGone says it is gone); without one the caller names the threads
-    (``set_targets``/``set_others``, as the bench does). A pid target is checked as a
-    canary's is: not init (its tree is the whole system), not schedagent, not a kernel
+    (``set_targets``/``set_others``, as the bench does). Every process of the target
+    (a pid's tree, a cgroup's members) and of ``others`` is checked as a canary's target
+    is: not init (``init.scope`` included), not schedagent or its ancestors, not a kernel
     thread, and only the caller's own processes for a caller that is not root."""
-    knob = check_knob(spec)
+    knob = check_knob(spec, caller_uid)
     if target is not None and target.pid is not None:
         partial.check_pid(target.pid, caller_uid, canary=True)
     if knob.on_others and target is not None and not others:
@@ -137,8 +176,15 @@ def knob_session(
             f"{knob.label} acts on the competing work, and none was named; name it (tune "
             "--others PID) or try a knob on the target (nice:-10)"
         )
+    mine = (
+        _checked(partial.target_tgids(target), caller_uid, target.describe())
+        if target is not None
+        else []
+    )
+    theirs = []
     for pid in others or []:
         partial.check_pid(pid, caller_uid, canary=True)
+        theirs += [t for t in _checked(_tree(pid), caller_uid, f"pid {pid}") if t not in mine]
     engine.recover_knobs(store)
     held = knobs.KnobSession(knob, journal=store)
     store.add_event(
@@ -146,17 +192,19 @@ def knob_session(
     )
     try:
         if target is not None:
-            held.set_targets(partial.target_tgids(target))
+            held.set_targets(mine)
         if others:
-            tree = [tgid for pid in others for tgid in _tree(pid)]
-            if target is not None:  # the target's own processes are never "others"
-                mine = set(partial.target_tgids(target))
-                tree = [tgid for tgid in tree if tgid not in mine]
-            held.set_others(tree)
+            held.set_others(theirs)
         yield held
     finally:
         restored = held.restore()
-        store.add_event("knob-restored", None, knob=knob.label, threads=restored)
+        store.add_event(
+            "knob-restored",
+            None,
+            knob=knob.label,
+            threads=restored,
+            not_restored={str(t): why for t, why in held.unrestored.items()},
+        )
 
 
 def _tree(pid: int) -> list[int]:

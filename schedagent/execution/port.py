@@ -37,8 +37,11 @@ MAX_NAMED_PROCESSES = 8
 class LiveExecutor:
     """Carries out a tune's requests on this machine, recording in ``store``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, caller_uid: int | None = None) -> None:
         self.store = store
+        #: who asked for the tune (the daemon socket's peer; None: this process's user):
+        #: the knobs it holds are checked against that caller, every time
+        self.caller_uid = caller_uid
         self._staging: Path | None = None
 
     def profile(self, target: Target, duration_s: float, slo: Slo | None) -> WorkloadProfile:
@@ -65,14 +68,14 @@ class LiveExecutor:
 
     def check_knob(self, spec: str) -> None:
         """``interventions.check_knob``: bounds, the RT throttle, root for a raise."""
-        interventions.check_knob(spec)
+        interventions.check_knob(spec, self.caller_uid)
 
     def hold_knob(
         self, spec: str, target: Target, others: list[int]
     ) -> AbstractContextManager[KnobSession]:
         """``interventions.knob_session`` on the target (or ``others``), journaled in this
         run's store."""
-        return interventions.knob_session(spec, self.store, target, others=others)
+        return interventions.knob_session(spec, self.store, target, self.caller_uid, others)
 
     def meter(
         self, target: Target, slo: Slo, latency_log: str | None

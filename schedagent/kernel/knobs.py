@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+import psutil
+
 from schedagent.errors import ConfigError, TargetGone
 from schedagent.kernel import partial
 from schedagent.kernel.libbpf import libc
@@ -175,6 +177,8 @@ class Journal(Protocol):
 
     def clear_knobs(self, tids: list[int], owner_pid: int | None = None) -> None: ...
 
+    def knob_on(self, tid: int) -> str | None: ...
+
 
 class JournalEntry(Protocol):
     """One journaled thread (``store.KnobEntry``)."""
@@ -233,6 +237,8 @@ def recover(
             continue
         done.setdefault(entry.owner_pid, []).append(entry.tid)
         try:
+            if "started_ms" in entry.before and started_ms(entry.tid) != entry.before["started_ms"]:
+                continue  # gone, and its id names another thread now
             now = read_attr(entry.tid)
             if _same(now, _attr(entry.tid, entry.after)):
                 write_attr(_attr(entry.tid, entry.before))
@@ -251,6 +257,15 @@ def recover(
     return done, restored
 
 
+def started_ms(tid: int) -> int | None:
+    """When a thread (or process) started, in ms since the epoch: its identity beside the
+    id, which the kernel reuses; None once it is gone."""
+    try:
+        return round(psutil.Process(tid).create_time() * 1000)
+    except psutil.Error:
+        return None
+
+
 class KnobSession:
     """One knob held on a set of threads for a while, then every thread put back.
 
@@ -259,18 +274,27 @@ class KnobSession:
     writes back exactly what it had, also when the knob failed half-way. A thread born
     under the knob inherited it from its creator: what it is restored to is what its
     process (else the first process) had before the knob, unless it already differs
-    from the knobbed state (the program set its own).
+    from the knobbed state (the program set its own). Threads that existed before the
+    knob are never guessed about: what they had is what they get back.
+
+    Every id is taken with its start time: a process or thread whose id the kernel gave
+    to another since is neither knobbed (``refresh``) nor written back (``restore``).
+    ``restore`` writes a thread back only while it still has the state the knob gave it;
+    one the program changed meanwhile keeps its own. A thread another session holds a
+    knob on (the journal says so) is left to it, and ``problem`` says why.
 
     With a ``journal``, each thread's state is written there before it is changed and
     cleared once it is restored, so ``recover`` can put it back if this process dies
-    holding the knob."""
+    holding the knob; a thread that could not be written back stays journaled."""
 
     def __init__(self, knob: Knob, journal: Journal | None = None) -> None:
         check_allowed(knob)
         self.knob = knob
         self.journal = journal
-        self.roots: list[int] = []
+        #: root process -> its start time (ms): a root whose id was reused is dropped
+        self.roots: dict[int, int] = {}
         self.before: dict[int, ThreadAttr] = {}
+        self.started: dict[int, int] = {}
         #: per process, the state its first thread seen had before the knob
         self.origin: dict[int, ThreadAttr] = {}
         #: threads the knob was applied to and read back as applied
@@ -278,52 +302,92 @@ class KnobSession:
         self.failure: str | None = None
         #: threads ``restore`` wrote back (None until it ran)
         self.restored: int | None = None
+        #: threads ``restore`` could not write back, with why (they stay journaled)
+        self.unrestored: dict[int, str] = {}
+        self._seeded = False
 
     def set_targets(self, tgids: list[int]) -> None:
         """The target's processes (for the target knobs)."""
         if not self.knob.on_others:
-            self.roots = list(tgids)
-            self.refresh()
+            self._set_roots(tgids)
 
     def set_others(self, tgids: list[int]) -> None:
         """Everything else the workload runs (for the ``others-`` knobs)."""
         if self.knob.on_others:
-            self.roots = list(tgids)
-            self.refresh()
+            self._set_roots(tgids)
+
+    def _set_roots(self, tgids: list[int]) -> None:
+        self.roots = {t: ms for t in tgids if (ms := started_ms(t)) is not None}
+        self.refresh()
+
+    def _threads(self) -> list[tuple[int, int]]:
+        """(tgid, tid) of the live roots' trees; a root whose id was reused is dropped."""
+        out = []
+        for root, ms in list(self.roots.items()):
+            if started_ms(root) != ms:
+                del self.roots[root]  # it exited: its id may name a stranger now
+                continue
+            try:
+                out += partial.target_threads(Target(pid=root))
+            except TargetGone:
+                del self.roots[root]
+        return out
 
     def refresh(self) -> None:
         """Apply the knob to the roots' threads not seen before."""
-        for root in self.roots:
-            try:
-                threads = partial.target_threads(Target(pid=root))
-            except TargetGone:
-                continue
-            for tgid, tid in threads:
-                if tid not in self.before:
-                    self._apply(tgid, tid)
+        for tgid, tid in self._threads():
+            if tid not in self.before:
+                self._apply(tgid, tid)
+        self._seeded = True
 
     def _apply(self, tgid: int, tid: int) -> None:
         try:
+            if self.journal is not None and (other := self.journal.knob_on(tid)) is not None:
+                self.before[tid] = read_attr(tid)  # seen: not tried again, not restored
+                self.started[tid] = -1
+                self.failure = self.failure or (
+                    f"thread {tid} is under another knob ({other}); end that one first"
+                )
+                return
             before = read_attr(tid)
             origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
-            if origin is not None and before == replace(knobbed(origin, self.knob), tid=tid):
+            if (
+                self._seeded
+                and origin is not None
+                and before == replace(knobbed(origin, self.knob), tid=tid)
+            ):
                 before = replace(origin, tid=tid)  # born under the knob: it inherited it
+            started = started_ms(tid)
+            if started is None:
+                return
             self.origin.setdefault(tgid, before)
-            self.before[tid] = before
+            self.before[tid], self.started[tid] = before, started
             after = knobbed(before, self.knob)
             if self.journal is not None:  # journal first: a SIGKILL after this still restores
-                self.journal.record_knob(tid, self.knob.label, _fields(before), _fields(after))
+                self.journal.record_knob(
+                    tid, self.knob.label, {**_fields(before), "started_ms": started}, _fields(after)
+                )
             write_attr(after)
             self.applied[tid] = read_attr(tid)
             if self.journal is not None and not _same(self.applied[tid], after):
                 # what the kernel made of it (a slice equal to the default reads as none)
                 self.journal.record_knob(
-                    tid, self.knob.label, _fields(before), _fields(self.applied[tid])
+                    tid,
+                    self.knob.label,
+                    {**_fields(before), "started_ms": started},
+                    _fields(self.applied[tid]),
                 )
         except TargetGone:
             return
         except OSError as err:
-            self.failure = self.failure or f"{self.knob.label} on thread {tid}: {err.strerror}"
+            hint = (
+                " (RT group scheduling may give its cgroup no RT runtime; try nice:-10)"
+                if self.knob.kind in ("fifo", "rr")
+                else ""
+            )
+            self.failure = self.failure or (
+                f"{self.knob.label} on thread {tid}: {err.strerror}{hint}"
+            )
 
     def placement(self) -> str:
         """A knob runs where it was asked to (empty)."""
@@ -335,17 +399,58 @@ class KnobSession:
         return self.failure
 
     def restore(self) -> int:
-        """Put every thread still alive back as it was; returns how many were restored."""
-        restored = 0
+        """Put back every thread the knob changed that is still the same thread with the
+        state the knob gave it, and threads born under the knob since the last refresh;
+        returns how many were written back. The others are listed in ``unrestored``."""
+        restored, done = 0, []
         for tid, before in self.before.items():
-            try:
-                write_attr(before)
-                restored += 1
-            except TargetGone:
+            if tid not in self.applied:
+                done.append(tid)  # never changed (gone, refused, held by another knob)
                 continue
-            except OSError as err:
-                log.warning("could not restore thread %d after %s: %s", tid, self.knob.label, err)
+            why = self._restore_one(tid, before)
+            if why is None:
+                restored += 1
+            if why is None or why.startswith(("gone", "changed")):
+                done.append(tid)
+            else:
+                self.unrestored[tid] = why
+        restored += self._restore_late()
         if self.journal is not None:
-            self.journal.clear_knobs(list(self.before))
+            self.journal.clear_knobs(done)
         self.restored = restored
+        return restored
+
+    def _restore_one(self, tid: int, before: ThreadAttr) -> str | None:
+        """None when written back, else why not."""
+        try:
+            if started_ms(tid) != self.started.get(tid):
+                return "gone (its id now names another thread)"
+            now = read_attr(tid)
+            if not _same(now, self.applied[tid]):
+                log.warning(
+                    "thread %d changed under %s (now %s); left as it is", tid, self.knob.label, now
+                )
+                return "changed by the program meanwhile"
+            write_attr(before)
+            return None
+        except TargetGone:
+            return "gone"
+        except OSError as err:
+            log.warning("could not restore thread %d after %s: %s", tid, self.knob.label, err)
+            return f"not written back: {err.strerror}; `schedagent rollback` as root retries it"
+
+    def _restore_late(self) -> int:
+        """Threads born after the last refresh inherited the knob from their creator:
+        those still in the knobbed state get their process's state from before it."""
+        restored = 0
+        for tgid, tid in self._threads():
+            origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
+            if tid in self.before or origin is None:
+                continue
+            try:
+                if _same(read_attr(tid), knobbed(replace(origin, tid=tid), self.knob)):
+                    write_attr(replace(origin, tid=tid))
+                    restored += 1
+            except (TargetGone, OSError):
+                continue
         return restored

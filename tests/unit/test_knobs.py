@@ -16,6 +16,7 @@ from schedagent.errors import ConfigError
 from schedagent.kernel import knobs
 from schedagent.kernel.proctree import stop_tree
 from schedagent.models import Knob
+from schedagent.store import Store
 
 # a process whose second thread starts half a second after the first
 LATE_THREAD = (
@@ -317,3 +318,114 @@ def test_a_zombie_holder_is_dead() -> None:
     assert not pid_alive(proc.pid)  # exited, not yet reaped: a zombie holds nothing
     proc.wait()
     assert pid_alive(os.getpid())
+
+
+# --- the review's holes, each closed and tested -------------------------------------
+
+
+def _store(tmp_path: object) -> Store:
+    from pathlib import Path
+
+    return Store(Path(str(tmp_path)) / "state.db")
+
+
+def test_a_second_knob_on_a_held_thread_is_refused_and_both_end_exactly(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    store = _store(tmp_path)
+    before = knobs.read_attr(child.pid)
+    first = knobs.KnobSession(Knob.parse("nice:-10"), journal=store)
+    first.set_targets([child.pid])
+    second = knobs.KnobSession(Knob.parse("nice:-5"), journal=store)
+    second.set_targets([child.pid])
+    assert child.pid not in second.applied
+    problem = second.problem()
+    assert problem is not None and "under another knob (nice:-10, held by pid" in problem
+    assert knobs.read_attr(child.pid).nice == -10
+    first.restore()  # the first ends first: its journal row goes, the thread is back
+    second.restore()  # and the second has nothing of its own to write
+    assert knobs.read_attr(child.pid) == before and store.knob_journal() == []
+
+
+def test_a_root_whose_id_names_another_process_now_is_not_touched(
+    child: subprocess.Popen[bytes],
+) -> None:
+    held = knobs.KnobSession(Knob.parse("nice:6"))
+    held.roots = {child.pid: (knobs.started_ms(child.pid) or 0) - 5000}  # an older process
+    held.refresh()
+    assert held.applied == {} and held.roots == {}
+    assert knobs.read_attr(child.pid).nice == 0
+
+
+def test_restore_keeps_what_the_program_set_itself_and_catches_threads_born_late(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    store = _store(tmp_path)
+    held = knobs.KnobSession(Knob.parse("nice:7"), journal=store)
+    held.set_targets([child.pid])  # only the main thread exists yet
+    assert set(held.applied) == {child.pid}
+    deadline = time.monotonic() + 10
+    while len(_attrs(child.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    late = next(t for t in _attrs(child.pid) if t != child.pid)
+    assert knobs.read_attr(late).nice == 7  # inherited, and never refreshed
+    os.setpriority(os.PRIO_PROCESS, child.pid, 3)  # the program changes its own nice
+    held.restore()
+    assert knobs.read_attr(child.pid).nice == 3  # left as the program set it
+    assert knobs.read_attr(late).nice == 0  # born under the knob: put back
+    assert store.knob_journal() == []
+
+
+def test_knob_targets_are_checked_process_by_process_and_for_the_caller() -> None:
+    from schedagent.execution import interventions
+
+    with pytest.raises(ConfigError, match="schedagent or one of its ancestors"):
+        interventions._checked([os.getppid()], None, "cgroup x")
+    with pytest.raises(Exception, match="other than init"):
+        interventions._checked([1], None, "cgroup init.scope")
+    with pytest.raises(ConfigError, match="came from uid 1000"):
+        interventions.check_knob("nice:-5", caller_uid=1000)
+    with pytest.raises(ConfigError, match="came from uid 1000"):
+        interventions.check_knob("fifo:1", caller_uid=1000)
+    assert interventions.check_knob("nice:5", caller_uid=1000).value == 5
+
+
+def test_a_held_knob_ends_when_the_process_is_asked_to_release_what_it_holds(
+    child: subprocess.Popen[bytes], tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from schedagent import services
+    from schedagent.execution import engine
+    from schedagent.models import Target
+
+    monkeypatch.setenv("SCHEDAGENT_STATE_DIR", str(tmp_path))
+    before = _attrs(child.pid)
+    threading.Timer(0.5, engine.release_in_process, args=("test",)).start()
+    started = time.monotonic()
+    out = services.hold_knob("nice:-3", Target(pid=child.pid), 60.0, "test")
+    assert time.monotonic() - started < 30  # not the 60 s asked for
+    assert out["ended"] == "released" and out["not_restored"] == {}
+    assert _attrs(child.pid) == before
+
+
+def test_rollback_ends_a_knob_another_process_holds(
+    child: subprocess.Popen[bytes], tmp_path: object
+) -> None:
+    from schedagent.execution import engine
+
+    db = tmp_path / "state.db"  # type: ignore[operator]
+    time.sleep(0.7)
+    before = _attrs(child.pid)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db), "nice:-8", str(child.pid)], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and int(holder.stdout.readline()) == len(before)
+        store = Store(db)
+        action = engine.release_knob_holders(store, timeout_s=5)
+        assert action == "SIGTERM to 1 knob holder(s)"
+        assert holder.wait(timeout=10) is not None
+    finally:
+        stop_tree(holder)
+    assert _attrs(child.pid) == before and store.knob_journal() == []
