@@ -163,40 +163,70 @@ _MEASURES = {
 }
 
 
+#: where the SLO gives no threshold the live metric can be held to, a less intrusive
+#: trial is preferred only while its screening ratio is within this factor of the best
+#: one's: "better" alone kept nice:-10 at 0.59x EEVDF's p99 beside fifo:1 at 0.17x
+NEAR_BEST = 1.25
+
+
 def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) -> Choice:
-    """The one trial to confirm: the least intrusive that screened ``better`` and reached
-    the SLO; if none of those reached it, the best of them, saying why it went further;
-    if none screened ``better``, the screening ``leader``. One trial is confirmed, so the
-    decision stays one test at alpha whichever rule picked it."""
+    """The one trial to confirm, among those that screened ``better``:
+
+    - where the SLO has a threshold the live metric measures, the least intrusive that
+      reached it; if none did, the best, saying why it went further;
+    - otherwise the least intrusive whose ratio is within ``NEAR_BEST`` of the best's,
+      saying which less intrusive ones fell short;
+    - if none screened ``better``, the screening ``leader``.
+
+    One trial is confirmed, so the decision stays one test at alpha whichever rule
+    picked it."""
     better = [t for t in better_first(trials, direction) if t.verdict == "better"]
     better = [t for t in better if t.status != "rejected"]
     if not better:
         return Choice(leader(trials, direction), "")
+    best = better[0]
     ranked = sorted(better, key=lambda t: t.rank)  # stable: the better ratio first in a rank
-    reached = [t for t in ranked if slo_reached(slo, metric, t.median() or 0.0) is not False]
-    if reached:
-        pick = reached[0]
-        skipped = [  # less intrusive, or as intrusive with a better ratio, yet missed it
-            t
-            for t in ranked
-            if t is not pick
-            and t.rank <= pick.rank
-            and slo_reached(slo, metric, t.median() or 0.0) is False
-        ]
-        note = f"{pick.label} is the least intrusive intervention that screened better" + (
-            " and reached the SLO" if slo_reached(slo, metric, pick.median() or 0.0) else ""
+
+    def reached(t: Trial) -> bool | None:
+        return slo_reached(slo, metric, t.median() or 0.0)
+
+    if all(reached(t) is None for t in better):
+        near = [t for t in ranked if _near(t, best, direction)]
+        pick = near[0]  # the best itself is always near
+        note = (
+            f"{pick.label} is the least intrusive intervention within {NEAR_BEST:g}x of the "
+            f"best screening ratio ({best.label}, {best.ratio:.3f})"
         )
+        short = [t for t in ranked if t.rank < pick.rank]
+        if short:
+            note += "; less intrusive ones screened better but fell short: " + ", ".join(
+                f"{t.label} {t.ratio:.3f}" for t in short
+            )
+        return Choice(pick, note)
+    hit = [t for t in ranked if reached(t)]
+    if hit:
+        pick = hit[0]
+        skipped = [  # less intrusive, or as intrusive with a better ratio, yet missed it
+            t for t in ranked if t is not pick and t.rank <= pick.rank and reached(t) is False
+        ]
+        note = f"{pick.label} is the least intrusive intervention that screened better and reached the SLO"
         if skipped:
             note += f"; as or less intrusive ones missed the SLO ({slo.describe()}): " + _reached(
                 skipped, slo, metric
             )
         return Choice(pick, note)
-    pick = better[0]
     return Choice(
-        pick,
+        best,
         f"nothing that screened better reached the SLO ({slo.describe()}): "
-        f"{_reached(ranked, slo, metric)}; went furthest with the best, {pick.label}",
+        f"{_reached(ranked, slo, metric)}; went furthest with the best, {best.label}",
     )
+
+
+def _near(t: Trial, best: Trial, direction: str) -> bool:
+    assert t.ratio is not None and best.ratio is not None
+    if direction == "lower":
+        return t.ratio <= best.ratio * NEAR_BEST
+    return t.ratio >= best.ratio / NEAR_BEST
 
 
 def _reached(trials: list[Trial], slo: Slo, metric: LiveMetric) -> str:

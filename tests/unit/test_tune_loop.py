@@ -458,3 +458,23 @@ def test_a_window_confined_to_partial_mode_is_reported_on_its_trial(tmp_path: Pa
     world.attach = confined  # type: ignore[method-assign]
     report, _ = _tune(tmp_path, world, ["target"])
     assert report.trials[0].placement == note
+
+
+def test_without_a_threshold_a_knob_far_short_of_the_best_is_passed_over(tmp_path: Path) -> None:
+    """The regret run's case: nice:-10 better (0.6x) but fifo:1 far better (0.17x), and an
+    SLO the live metric cannot be held to: the least intrusive near the best is kept."""
+    world = World(LOWER, {"nice:-10": 0.6, "fifo:1": 0.17, "target": 0.2})
+    from dataclasses import replace
+
+    minimise = replace(PROF, slo=Slo("p99_wakeup_latency", "min", None, "us", "r"))
+    report, _ = _tune(tmp_path, world, ["nice:-10", "fifo:1", "target"], minimise)
+    d = report.decision
+    assert d is not None and (d.policy, d.kind, d.verdict) == ("fifo:1", "knob", "better"), d
+    assert "least intrusive intervention within 1.25x of the best screening ratio (fifo:1" in d.why
+    assert re.search(
+        r"less intrusive ones screened better but fell short: nice:-10 0\.5\d\d", d.why
+    )
+    # and when the policy is not near enough, the knob still wins only if it is near
+    world = World(LOWER, {"nice:-10": 0.6, "target": 0.2})
+    report, _ = _tune(tmp_path / "b", world, ["nice:-10", "target"], minimise)
+    assert report.decision is not None and report.decision.policy == "target"
