@@ -41,12 +41,16 @@ from schedagent.kernel.proctree import stop_tree
 from schedagent.models import PEER_KNOBS, Target, TuneBudget
 from schedagent.policy import repo
 
-#: parameters that make a benchmark command run until it is stopped
+#: parameters that make a benchmark command run until it is stopped. jobset starts every
+#: job at once (10^5 of them exited at once): a thousand short jobs beside two of 150 s,
+#: as tune-each-workload.py runs it; stress-ng refuses --cpu-ops above 10^8.
 LONG_RUN = {
     "requests": "100000000",
     "loops": "10000000",
-    "short_jobs": "100000",
-    "ops": "1000000000",
+    "short_jobs": "1000",
+    "short_ms": "30",
+    "long_ms": "150000",
+    "ops": "100000000",
 }
 #: the load level each workload is judged at (its first level, else its only one)
 LEVELS = {"wakelat": "low"}
