@@ -304,6 +304,8 @@ class KnobSession:
         self.restored: int | None = None
         #: threads ``restore`` could not write back, with why (they stay journaled)
         self.unrestored: dict[int, str] = {}
+        #: threads another session holds a knob on: left to it, never journaled here
+        self.skipped: set[int] = set()
         self._seeded = False
 
     def set_targets(self, tgids: list[int]) -> None:
@@ -336,15 +338,14 @@ class KnobSession:
     def refresh(self) -> None:
         """Apply the knob to the roots' threads not seen before."""
         for tgid, tid in self._threads():
-            if tid not in self.before:
+            if tid not in self.before and tid not in self.skipped:
                 self._apply(tgid, tid)
         self._seeded = True
 
     def _apply(self, tgid: int, tid: int) -> None:
         try:
             if self.journal is not None and (other := self.journal.knob_on(tid)) is not None:
-                self.before[tid] = read_attr(tid)  # seen: not tried again, not restored
-                self.started[tid] = -1
+                self.skipped.add(tid)
                 self.failure = self.failure or (
                     f"thread {tid} is under another knob ({other}); end that one first"
                 )
@@ -405,7 +406,7 @@ class KnobSession:
         restored, done = 0, []
         for tid, before in self.before.items():
             if tid not in self.applied:
-                done.append(tid)  # never changed (gone, refused, held by another knob)
+                done.append(tid)  # journaled, then never changed (gone, or the write refused)
                 continue
             why = self._restore_one(tid, before)
             if why is None:
@@ -445,7 +446,7 @@ class KnobSession:
         restored = 0
         for tgid, tid in self._threads():
             origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
-            if tid in self.before or origin is None:
+            if tid in self.before or tid in self.skipped or origin is None:
                 continue
             try:
                 if _same(read_attr(tid), knobbed(replace(origin, tid=tid), self.knob)):

@@ -342,8 +342,10 @@ def test_a_second_knob_on_a_held_thread_is_refused_and_both_end_exactly(
     problem = second.problem()
     assert problem is not None and "under another knob (nice:-10, held by pid" in problem
     assert knobs.read_attr(child.pid).nice == -10
-    first.restore()  # the first ends first: its journal row goes, the thread is back
-    second.restore()  # and the second has nothing of its own to write
+    second.restore()  # the second ends first: nothing of its own to write or to clear
+    assert knobs.read_attr(child.pid).nice == -10  # still the first's
+    assert [(e.tid, e.knob) for e in store.knob_journal()] == [(child.pid, "nice:-10")]
+    first.restore()  # then the first: its journal row goes, the thread is back
     assert knobs.read_attr(child.pid) == before and store.knob_journal() == []
 
 
