@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from schedagent.kernel import observer, starvation
+from schedagent.kernel import observer, partial, starvation
 from schedagent.models import Target
 
 SPIN = "while True: pass"
@@ -129,6 +129,39 @@ def test_children_started_inside_the_window_join_and_their_exits_count(
     assert pid not in window.tgids_exited
     child_run = sum(t.run_ns for t in window.last.values() if t.tgid in children)
     assert child_run > 4 * 20_000_000  # each child summed 3 million numbers
+
+
+def test_children_forked_between_discovery_and_the_watch_are_watched(
+    obs: observer.Observer, spawn: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job set forks its jobs at once: they can all be forked after the window's
+    discovery listed the parent and before the watch let the fork hook see them. The
+    CI run that met this watched 2 of 401 processes and called the job set CPU-bound."""
+    code = (
+        "import subprocess, sys, time\n"
+        "kids = [subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])"
+        " for _ in range(3)]\n"
+        "time.sleep(60)\n"
+    )
+    pid = _py(spawn, code)
+    deadline = time.monotonic() + 30
+    real = partial.target_threads
+    while len({tgid for tgid, _ in real(Target(pid=pid))}) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kids = {tgid for tgid, _ in real(Target(pid=pid))} - {pid}
+    assert len(kids) == 3
+    calls = []
+
+    def stale_first(target: Target) -> list[tuple[int, int]]:
+        # the first discovery saw the parent alone, as if it ran before the forks
+        calls.append(target)
+        pairs = real(target)
+        return [(tgid, tid) for tgid, tid in pairs if tgid == pid] if len(calls) == 1 else pairs
+
+    monkeypatch.setattr(partial, "target_threads", stale_first)
+    window = obs.window(Target(pid=pid), 0.5)
+    assert kids <= window.tgids_seen, (kids, window.tgids_seen)
+    assert kids <= window.tgids_last
 
 
 def test_the_wait_histogram_counts_every_wakeup(obs: observer.Observer, spawn: list) -> None:
