@@ -254,6 +254,7 @@ def run_once(
             if background is not None and isinstance(session, OthersAware):
                 session.set_others([background.pid])
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
+        command_s = time.monotonic() - started  # before the background's slow stop
     finally:
         watch.close()
         if proc.poll() is None:
@@ -276,7 +277,9 @@ def run_once(
         )
     if record.valid:
         try:
-            record.metrics = extract_metrics(wl, stdout + stderr, variables, with_background)
+            record.metrics = extract_metrics(
+                wl, stdout + stderr, variables, with_background, command_s
+            )
             record.work_done = extract_work_done(wl, stdout + stderr, variables)
         except ExtractError as err:
             record.invalidate(f"could not read the output: {err}")

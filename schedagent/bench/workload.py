@@ -41,6 +41,11 @@ class MetricSpec(BaseModel):
     #: ... or a regex whose first group is the number, on text output
     regex: str | None = None
     scale: float = 1.0
+    #: divide by the command's own wall-clock seconds: a fixed amount of work per run
+    #: becomes a rate over the whole run. (stress-ng's real-time rate is per instance
+    #: from its own start: under run-to-completion scheduling, half its instances
+    #: start late and finish fast, and the rate doubles while the run takes as long.)
+    per_wall_s: bool = False
 
     @field_validator("regex")
     @classmethod
@@ -279,9 +284,14 @@ def _extract(
 
 
 def extract_metrics(
-    wl: Workload, stdout: str, variables: dict[str, str], with_background: bool = True
+    wl: Workload,
+    stdout: str,
+    variables: dict[str, str],
+    with_background: bool = True,
+    wall_s: float | None = None,
 ) -> dict[str, float]:
-    """Every metric of one run; background metrics are skipped when it ran alone."""
+    """Every metric of one run; background metrics are skipped when it ran alone.
+    ``wall_s`` is the command's wall-clock time, which ``per_wall_s`` metrics need."""
     values: dict[str, float] = {}
     for m in wl.spec.metrics:
         if (
@@ -295,6 +305,10 @@ def extract_metrics(
             values[m.name] = float(raw) * m.scale
         except ValueError as err:
             raise ExtractError(f"metric {m.name}: {raw!r} is not a number") from err
+        if m.per_wall_s:
+            if wall_s is None or wall_s <= 0:
+                raise ExtractError(f"metric {m.name}: is per second, and no run time was given")
+            values[m.name] /= wall_s
     return values
 
 
