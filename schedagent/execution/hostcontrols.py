@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from schedagent.errors import HostControlsUnsupported
-from schedagent.kernel.cgroupfs import ControlScan
+from schedagent.kernel.cgroupfs import MAX_SCAN_CGROUPS, MAX_SCAN_DEPTH, ControlScan
 from schedagent.policy.repo import PolicySource
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ REQUIRED_OPS: dict[str, frozenset[str]] = {
     "weight": frozenset({"cgroup_init", "cgroup_set_weight"}),
     "bandwidth": frozenset({"cgroup_init", "cgroup_set_bandwidth"}),
 }
+ALL_CONTROLS = frozenset(REQUIRED_OPS)
 
 
 def supported(policy: PolicySource, ops_members: tuple[str, ...]) -> frozenset[str]:
@@ -56,20 +57,21 @@ def place(
 ) -> Placement:
     """Whole system when the policy honours every control found; else partial mode on the
     target, or :class:`HostControlsUnsupported` when there is no target to confine it to."""
-    if scan.truncated:
-        log.warning(
-            "cgroup scan stopped after %d cgroups (depth or count limit); "
-            "controls further down were not checked",
-            scan.scanned,
-        )
-    if not scan.controls:
-        return Placement(confined=False)
     have = supported(policy, ops_members)
     unmet = [c for c in scan.controls if not c.needs <= have]
-    if not unmet:
-        return Placement(confined=False)
-    needed = sorted({kind for c in unmet for kind in c.needs} - have)
+    needed_set = {kind for c in unmet for kind in c.needs} - have
     described = [c.describe() for c in unmet]
+    if scan.truncated and not ALL_CONTROLS <= have:
+        # the cgroups past the limit were not read: any of them may be limited or
+        # weighted, so only a policy that honours both controls runs on every task
+        described.append(
+            f"the cgroup walk stopped after {scan.scanned} cgroups (at most "
+            f"{MAX_SCAN_CGROUPS}, {MAX_SCAN_DEPTH} deep), so the controls of the rest are unknown"
+        )
+        needed_set |= ALL_CONTROLS - have
+    if not needed_set:
+        return Placement(confined=False)
+    needed = sorted(needed_set)
     if not has_target:
         raise HostControlsUnsupported(policy.name, described, needed, sorted(have))
     shown = "; ".join(described[:3]) + (f"; and {len(described) - 3} more" if described[3:] else "")

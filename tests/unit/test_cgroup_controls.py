@@ -185,6 +185,22 @@ def test_with_a_target_an_unhonoured_control_confines_it_to_partial_mode() -> No
     )
 
 
+def test_a_truncated_walk_counts_the_unread_cgroups_as_controlled() -> None:
+    """Past the walk's limit any cgroup may be limited: only a policy honouring both
+    controls runs on every task there; the others are confined or refused."""
+    cut = ControlScan((), 20000, truncated=True)
+    with pytest.raises(HostControlsUnsupported) as err:
+        hostcontrols.place(_policy(["weight"]), WEIGHT_OPS, cut, False)
+    assert err.value.needed == ["bandwidth"]
+    assert "stopped after 20000 cgroups" in str(err.value)
+    placement = hostcontrols.place(_policy([]), (), cut, True)
+    assert placement.confined and "the controls of the rest are unknown" in placement.note
+    both = ("cgroup_init", "cgroup_set_weight", "cgroup_set_bandwidth")
+    assert not hostcontrols.place(_policy(["weight", "bandwidth"]), both, cut, False).confined
+    # a walk that read everything and found nothing leaves the policy alone
+    assert not hostcontrols.place(_policy([]), (), ControlScan((), 20000), False).confined
+
+
 # --- the engine, with the kernel faked ------------------------------------------------------
 
 
