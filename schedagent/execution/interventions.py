@@ -14,12 +14,12 @@ it is undone: what ``list_interventions`` answers over MCP and the daemon's sock
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psutil
 
-from schedagent.errors import ConfigError, TargetGone
+from schedagent.errors import ConfigError, TargetGone, TargetRefused
 from schedagent.execution import engine
 from schedagent.kernel import knobs, partial
 from schedagent.models import INTRUSIVENESS, Knob, Target
@@ -130,7 +130,7 @@ def _checked(tgids: list[int], caller_uid: int | None, what: str) -> list[int]:
     """Every process a knob will touch, checked as a canary's target is (not init, not
     schedagent, not a kernel thread; the caller's own for a caller that is not root), and
     never schedagent's own ancestors (a knob on them would reach schedagent's peers)."""
-    mine = {os.getpid(), *(p.pid for p in _ancestors())}
+    mine = _mine()
     out = []
     for tgid in tgids:
         try:
@@ -146,11 +146,31 @@ def _checked(tgids: list[int], caller_uid: int | None, what: str) -> list[int]:
     return out
 
 
-def _ancestors() -> list[psutil.Process]:
+def _admission(caller_uid: int | None) -> Callable[[int], str | None]:
+    """The same checks as ``_checked``, for a process that joins a held target later
+    (a job forked, a cgroup joined, a setuid program exec'd by the caller's own)."""
+    mine = _mine()
+
+    def why_not(tgid: int) -> str | None:
+        if tgid in mine:
+            return "schedagent or one of its ancestors"
+        try:
+            partial.check_pid(tgid, caller_uid, canary=True)
+        except TargetGone:
+            return "gone, or not the caller's own process"
+        except TargetRefused as err:
+            return str(err).split(";")[0]
+        return None
+
+    return why_not
+
+
+def _mine() -> set[int]:
+    """schedagent and its ancestors."""
     try:
-        return psutil.Process().parents()
+        return {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     except psutil.Error:
-        return []
+        return {os.getpid()}
 
 
 @contextmanager
@@ -186,7 +206,7 @@ def knob_session(
         partial.check_pid(pid, caller_uid, canary=True)
         theirs += [t for t in _checked(_tree(pid), caller_uid, f"pid {pid}") if t not in mine]
     engine.recover_knobs(store)
-    held = knobs.KnobSession(knob, journal=store)
+    held = knobs.KnobSession(knob, journal=store, admit=_admission(caller_uid))
     store.add_event(
         "knob-applied", None, knob=knob.label, target=target.describe() if target else None
     )

@@ -287,10 +287,22 @@ class KnobSession:
     cleared once it is restored, so ``recover`` can put it back if this process dies
     holding the knob; a thread that could not be written back stays journaled."""
 
-    def __init__(self, knob: Knob, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        knob: Knob,
+        journal: Journal | None = None,
+        admit: Callable[[int], str | None] | None = None,
+    ) -> None:
         check_allowed(knob)
         self.knob = knob
         self.journal = journal
+        #: why a process of the roots' trees may not be touched (None: it may); asked
+        #: once per process, so one that joins later (a fork, a setuid exec) is checked
+        #: as the first ones were
+        self.admit = admit
+        self.admitted: set[int] = set()
+        #: processes ``admit`` refused, with why: never knobbed, never written back
+        self.refused: dict[int, str] = {}
         #: root process -> its start time (ms): a root whose id was reused is dropped
         self.roots: dict[int, int] = {}
         self.before: dict[int, ThreadAttr] = {}
@@ -338,9 +350,22 @@ class KnobSession:
     def refresh(self) -> None:
         """Apply the knob to the roots' threads not seen before."""
         for tgid, tid in self._threads():
-            if tid not in self.before and tid not in self.skipped:
+            if tid not in self.before and tid not in self.skipped and self._admitted(tgid):
                 self._apply(tgid, tid)
         self._seeded = True
+
+    def _admitted(self, tgid: int) -> bool:
+        if self.admit is None or tgid in self.admitted:
+            return True
+        if tgid in self.refused:
+            return False
+        why = self.admit(tgid)
+        if why is None:
+            self.admitted.add(tgid)
+            return True
+        self.refused[tgid] = why
+        log.warning("%s leaves process %d alone: %s", self.knob.label, tgid, why)
+        return False
 
     def _apply(self, tgid: int, tid: int) -> None:
         try:
@@ -448,6 +473,8 @@ class KnobSession:
             origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
             if tid in self.before or tid in self.skipped or origin is None:
                 continue
+            if not self._admitted(tgid):
+                continue  # not the caller's to touch, even to undo what it inherited
             try:
                 if _same(read_attr(tid), knobbed(replace(origin, tid=tid), self.knob)):
                     write_attr(replace(origin, tid=tid))

@@ -392,6 +392,55 @@ def test_knob_targets_are_checked_process_by_process_and_for_the_caller() -> Non
     assert interventions.check_knob("nice:5", caller_uid=1000).value == 5
 
 
+# a process whose child starts half a second after it
+LATE_CHILD = (
+    "import subprocess, sys, time\n"
+    "time.sleep(0.5)\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+    "time.sleep(30)\n"
+)
+
+
+def test_a_process_that_joins_later_is_admitted_as_the_first_were_or_left_alone() -> None:
+    """A held target's tree grows (a job forked, a setuid program exec'd): each new
+    process is checked as the first ones were, and one refused is never written."""
+    from schedagent.execution import interventions
+    from schedagent.kernel import partial
+    from schedagent.models import Target
+
+    proc = subprocess.Popen([sys.executable, "-c", LATE_CHILD])
+    try:
+        asked: list[int] = []
+
+        def only_the_root(tgid: int) -> str | None:
+            asked.append(tgid)
+            return None if tgid == proc.pid else "not the caller's own process"
+
+        held = knobs.KnobSession(Knob.parse("nice:7"), admit=only_the_root)
+        held.set_targets([proc.pid])
+        deadline = time.monotonic() + 10
+        while len(partial.target_tgids(Target(pid=proc.pid))) < 2:
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        kid = next(t for t in partial.target_tgids(Target(pid=proc.pid)) if t != proc.pid)
+        assert held.problem() is None
+        assert held.refused == {kid: "not the caller's own process"}
+        assert set(held.applied) == {proc.pid} and kid not in held.before
+        assert knobs.read_attr(kid).nice == 7  # inherited from its parent at fork
+        held.restore()
+        assert knobs.read_attr(proc.pid).nice == 0
+        assert knobs.read_attr(kid).nice == 7  # refused: not written, not even to undo
+        assert asked.count(kid) == 1  # asked once, remembered
+        # the real admission: the same checks as the first processes got
+        why_not = interventions._admission(caller_uid=65534)
+        assert why_not(proc.pid) == "gone, or not the caller's own process"
+        assert why_not(os.getppid()) == "schedagent or one of its ancestors"
+        assert interventions._admission(None)(proc.pid) is None
+        assert "not a kernel thread" in (interventions._admission(None)(2) or "")
+    finally:
+        stop_tree(proc)
+
+
 def test_a_held_knob_ends_when_the_process_is_asked_to_release_what_it_holds(
     child: subprocess.Popen[bytes], tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
