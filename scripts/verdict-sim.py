@@ -104,6 +104,11 @@ class SimWorld:
         finally:
             self.attached = None
 
+    def hold_knob(
+        self, label: str, target: Target, _others: list[int]
+    ) -> contextlib.AbstractContextManager[_Attached]:
+        return self.attach(label, {}, target, canary=False)
+
 
 class NullStore:
     """Takes the decision's records and forgets them."""
@@ -121,15 +126,20 @@ class SimLoop(tune.Loop):  # the unit under simulation is the loop itself
 
 
 def tune_keeps(req: tune.TuneRequest, noise: Noise, better: str | None, rng: random.Random) -> str:
-    """One simulated tune run; returns the policy kept ("eevdf" for none)."""
-    cands = planner.rank(PROFILE, {}, req.budget.max_candidates)
+    """One simulated tune run; returns the policy or knob kept ("eevdf" for none). The
+    candidates are the product's: the profile's knobs, least intrusive first, then the
+    ranked policies."""
+    cands = [
+        *planner.knobs(PROFILE, req.budget.max_knobs),
+        *planner.rank(PROFILE, {}, req.budget.max_candidates),
+    ]
     effects = {c.policy: 1.0 for c in cands}
     if better is not None:
         effects[better] = 1 / IMPROVEMENT
     clock = ManualClock()
     world = SimWorld(rng, noise, effects, clock)
     report = tune_report.TuneReport("sim", {}, "sim", {"name": METRIC.name}, "offline")
-    report.trials = [tune_report.Trial(c.policy, c.overrides, c.reason) for c in cands]
+    report.trials = [tune_report.Trial(c.policy, c.overrides, c.reason, kind=c.kind) for c in cands]
     # duck-typed stand-ins: the store takes records, the world is the executor's meter side
     store = cast(Store, NullStore())
     loop = SimLoop(req, store, PROFILE, report, cast(Executor, world), world, clock=clock)

@@ -169,13 +169,21 @@ _MEASURES = {
 NEAR_BEST = 1.25
 
 
-def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) -> Choice:
+def choose(
+    trials: list[Trial],
+    direction: str,
+    slo: Slo,
+    metric: LiveMetric,
+    baseline: list[float] | None = None,
+) -> Choice:
     """The one trial to confirm, among those that screened ``better``:
 
-    - where the SLO has a threshold the live metric measures, the least intrusive that
-      reached it; if none did, the best, saying why it went further;
-    - otherwise the least intrusive whose ratio is within ``NEAR_BEST`` of the best's,
-      saying which less intrusive ones fell short;
+    - where the SLO has a threshold the live metric measures and EEVDF's own windows
+      (``baseline``) miss it, the least intrusive that reached it; if none did, the
+      best, saying why it went further;
+    - otherwise (no such threshold, or EEVDF meets it already, so every candidate no
+      better than EEVDF would "reach" it too) the least intrusive whose ratio is within
+      ``NEAR_BEST`` of the best's, saying which less intrusive ones fell short;
     - if none screened ``better``, the screening ``leader``.
 
     One trial is confirmed, so the decision stays one test at alpha whichever rule
@@ -186,9 +194,10 @@ def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) ->
         return Choice(leader(trials, direction), "")
     best = better[0]
     ranked = sorted(better, key=lambda t: t.rank)  # stable: the better ratio first in a rank
+    met_already = bool(baseline) and slo_reached(slo, metric, statistics.median(baseline or [0]))
 
     def reached(t: Trial) -> bool | None:
-        return slo_reached(slo, metric, t.median() or 0.0)
+        return None if met_already else slo_reached(slo, metric, t.median() or 0.0)
 
     if all(reached(t) is None for t in better):
         near = [t for t in ranked if _near(t, best, direction)]
@@ -197,6 +206,8 @@ def choose(trials: list[Trial], direction: str, slo: Slo, metric: LiveMetric) ->
             f"{pick.label} is the least intrusive intervention within {NEAR_BEST:g}x of the "
             f"best screening ratio ({best.label}, {best.ratio:.3f})"
         )
+        if met_already:
+            note = f"EEVDF meets the SLO already ({slo.describe()}), so {note}"
         short = [t for t in ranked if t.rank < pick.rank]
         if short:
             note += "; less intrusive ones screened better but fell short: " + ", ".join(

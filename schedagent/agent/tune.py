@@ -404,7 +404,9 @@ def run_trials(loop: Loop) -> None:
                 total,
             )
         report.end_note = ""  # screening stopping at the reserve is the plan, not an end
-        choice = choose(report.trials, metric.direction, loop.prof.slo, metric)
+        choice = choose(
+            report.trials, metric.direction, loop.prof.slo, metric, report.baseline_samples
+        )
         report.choice = choice.note
         if choice.trial is not None:
             loop.confirm(choice.trial, step, total)

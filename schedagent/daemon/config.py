@@ -187,7 +187,11 @@ class TargetConfig(_Strict):
         return value
 
 
-DAEMON_BUDGET = TuneBudget(budget_s=300.0, max_evals=12)
+#: 3 knobs and 3 policies screened over 4 rounds, the leader's variants halved, and the
+#: 4 confirmation windows: 36 candidate windows. At 12 (sized before the knobs) the
+#: screening stopped at the knobs, and the verdict simulation kept a truly 1.3x better
+#: policy in 8-10% of runs instead of 36-45%.
+DAEMON_BUDGET = TuneBudget(budget_s=300.0, max_evals=36)
 
 
 class Guard(_Strict):

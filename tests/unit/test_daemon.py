@@ -100,7 +100,7 @@ def test_budgets_take_their_bounds_from_tune_and_their_defaults_from_the_daemon(
     cfg = config.load(
         _write(tmp_path, "budgets: {rounds: 6}\ntargets: [{name: a, match: {unit: a.service}}]")
     )
-    assert (cfg.budgets.rounds, cfg.budgets.budget_s, cfg.budgets.max_evals) == (6, 300.0, 12)
+    assert (cfg.budgets.rounds, cfg.budgets.budget_s, cfg.budgets.max_evals) == (6, 300.0, 36)
     with pytest.raises(ConfigError) as err:
         config.load(
             _write(tmp_path, "budgets: {rounds: 1}\ntargets: [{name: a, match: {unit: a.service}}]")

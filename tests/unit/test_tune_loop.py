@@ -423,6 +423,21 @@ def test_nothing_reaches_the_slo_then_the_best_goes_furthest(tmp_path: Path) -> 
     assert "nothing that screened better reached the SLO" in d.why
 
 
+def test_when_eevdf_meets_the_slo_already_the_threshold_does_not_pick(tmp_path: Path) -> None:
+    """EEVDF's windows (about 100 us) meet p99 <= 1000 us: so would any knob no better
+    than EEVDF that screened "better" by chance. The threshold then says nothing, and
+    the least intrusive near the best is confirmed: here target, far ahead of nice:-10.
+    (The verdict simulation lost a third of its power to chance-better knobs before.)"""
+    world = World(LOWER, {"nice:-10": 0.6, "target": 0.2})
+    report, _ = _tune(tmp_path, world, ["nice:-10", "target"], _strict(1000.0))
+    d = report.decision
+    assert d is not None and (d.policy, d.verdict) == ("target", "better"), d
+    assert "EEVDF meets the SLO already (p99_wakeup_latency <= 1000 us), so target" in d.why
+    # the same trials, EEVDF missing the SLO and nice:-10 reaching it: the knob goes
+    report, _ = _tune(tmp_path / "b", world, ["nice:-10", "target"], _strict(80.0))
+    assert report.decision is not None and report.decision.policy == "nice:-10"
+
+
 def test_a_knob_refused_by_its_gates_is_rejected_with_the_reason(tmp_path: Path) -> None:
     world = World(LOWER, {"fifo:1": 0.3, "target": 0.5}, rejects=frozenset({"fifo:1"}))
     report, _ = _tune(tmp_path, world, ["fifo:1", "target"], _strict(80.0), gated=True)
