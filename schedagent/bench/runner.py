@@ -21,10 +21,12 @@ import contextlib
 import logging
 import os
 import random
+import select
 import signal
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -146,6 +148,43 @@ class _ThreadTrack:
     worst_stall_s: float = 0.0
 
 
+class ExitClock:
+    """When a process exits, to the millisecond: a thread waits on its pidfd. (The run's
+    loop notices an exit only after its current pass of sampling and guarding, which
+    a knob or a policy arm makes longer than EEVDF's.)"""
+
+    def __init__(self, pid: int) -> None:
+        self.at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except OSError:  # gone already, or a kernel before 5.3
+            self._fd = None
+            return
+        self._thread = threading.Thread(target=self._wait, name="exit-clock", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        assert self._fd is not None
+        procstat.raise_priority()  # on time under any arm, as the guard is
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._fd], [], [], 0.5)
+            if ready:
+                self.at = time.monotonic()
+                return
+
+    def close(self) -> float | None:
+        """The exit's monotonic time (None when it was not seen)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return self.at
+
+
 class ProgressWatch:
     """Finds runnable threads of a process tree that got no CPU, sample by sample.
 
@@ -247,6 +286,7 @@ def run_once(
         start_new_session=True,
     )
     roots = [proc.pid] + ([background.pid] if background else [])
+    exit_clock = ExitClock(proc.pid)
     watch = ProgressWatch(roots)
     try:
         if session is not None:
@@ -254,9 +294,11 @@ def run_once(
             if background is not None and isinstance(session, OthersAware):
                 session.set_others([background.pid])
         out_chunks = _wait_watching(proc, watch, session, record, wl.spec.timeout_s, started)
-        command_s = time.monotonic() - started  # before the background's slow stop
     finally:
         watch.close()
+        # the command's own run time: from its start to its exit, not to when the loop
+        # saw it, nor to the background's slow stop
+        command_s = (exit_clock.close() or time.monotonic()) - started
         if proc.poll() is None:
             stop_tree(proc, signal.SIGKILL, grace_s=5.0)
         if background is not None:

@@ -61,14 +61,18 @@ def place(
     unmet = [c for c in scan.controls if not c.needs <= have]
     needed_set = {kind for c in unmet for kind in c.needs} - have
     described = [c.describe() for c in unmet]
-    if scan.truncated and not ALL_CONTROLS <= have:
+    if scan.truncated:
         # the cgroups past the limit were not read: any of them may be limited or
         # weighted, so only a policy that honours both controls runs on every task
-        described.append(
-            f"the cgroup walk stopped after {scan.scanned} cgroups (at most "
-            f"{MAX_SCAN_CGROUPS}, {MAX_SCAN_DEPTH} deep), so the controls of the rest are unknown"
+        incomplete = (
+            f"the cgroup walk read {scan.scanned} cgroups and not the rest (at most "
+            f"{MAX_SCAN_CGROUPS}, {MAX_SCAN_DEPTH} deep, each readable), so their controls "
+            "are unknown"
         )
-        needed_set |= ALL_CONTROLS - have
+        log.warning("%s: %s", policy.name, incomplete)
+        if not ALL_CONTROLS <= have:
+            described.append(incomplete)
+            needed_set |= ALL_CONTROLS - have
     if not needed_set:
         return Placement(confined=False)
     needed = sorted(needed_set)

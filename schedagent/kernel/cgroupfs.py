@@ -180,7 +180,8 @@ class ControlScan:
     controls: tuple[CgroupControl, ...]
     #: cgroups looked at
     scanned: int
-    #: True when MAX_SCAN_DEPTH or MAX_SCAN_CGROUPS cut the walk short
+    #: True when the walk is incomplete: MAX_SCAN_DEPTH or MAX_SCAN_CGROUPS cut it short,
+    #: or a directory could not be read
     truncated: bool = False
 
 
@@ -196,8 +197,10 @@ def scan_controls(root: Path | None = None) -> ControlScan:
     base = root if root is not None else CGROUP_ROOT
     try:
         fd = os.open(base, _DIR_FLAGS)
-    except OSError:
+    except FileNotFoundError:
         return ControlScan((), 0)
+    except OSError:  # there but unreadable: what it holds is unknown
+        return ControlScan((), 0, truncated=True)
     walk = _Walk(os.fstat(fd).st_dev)
     try:
         walk.visit(fd, "", 0)
@@ -221,7 +224,10 @@ class _Walk:
         try:
             with os.scandir(fd) as entries:
                 names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return  # removed meanwhile: nothing below it any more
         except OSError:
+            self.truncated = True  # unreadable: what is below it is unknown
             return
         for name in names:
             if depth + 1 > MAX_SCAN_DEPTH or self.scanned >= MAX_SCAN_CGROUPS:

@@ -297,12 +297,12 @@ class KnobSession:
         self.knob = knob
         self.journal = journal
         #: why a process of the roots' trees may not be touched (None: it may); asked
-        #: once per process, so one that joins later (a fork, a setuid exec) is checked
-        #: as the first ones were
+        #: before each thread not seen yet, so a process that joins later (a fork) or
+        #: changes owner (a setuid exec) is checked as the first ones were
         self.admit = admit
-        self.admitted: set[int] = set()
         #: processes ``admit`` refused, with why: never knobbed, never written back
         self.refused: dict[int, str] = {}
+        self._refused_started: dict[int, int | None] = {}
         #: root process -> its start time (ms): a root whose id was reused is dropped
         self.roots: dict[int, int] = {}
         self.before: dict[int, ThreadAttr] = {}
@@ -349,22 +349,33 @@ class KnobSession:
 
     def refresh(self) -> None:
         """Apply the knob to the roots' threads not seen before."""
-        for tgid, tid in self._threads():
+        pairs = self._threads()
+        for tgid, tid in pairs:
             if tid not in self.before and tid not in self.skipped and self._admitted(tgid):
                 self._apply(tgid, tid)
+        # a refused process that exited goes: its id may come back as one to admit
+        alive = {tgid for tgid, _ in pairs}
+        for tgid in [t for t in self.refused if t not in alive]:
+            del self.refused[tgid], self._refused_started[tgid]
         self._seeded = True
 
     def _admitted(self, tgid: int) -> bool:
-        if self.admit is None or tgid in self.admitted:
+        """Whether a thread of process ``tgid`` not seen yet may be touched: asked anew
+        for each such thread (its process may have changed owner since), except of a
+        process refused already (the same one: its start time matches)."""
+        if self.admit is None:
             return True
-        if tgid in self.refused:
+        started = started_ms(tgid)
+        if tgid in self.refused and self._refused_started[tgid] == started:
             return False
         why = self.admit(tgid)
         if why is None:
-            self.admitted.add(tgid)
+            self.refused.pop(tgid, None)
+            self._refused_started.pop(tgid, None)
             return True
-        self.refused[tgid] = why
-        log.warning("%s leaves process %d alone: %s", self.knob.label, tgid, why)
+        if tgid not in self.refused:
+            log.warning("%s leaves process %d alone: %s", self.knob.label, tgid, why)
+        self.refused[tgid], self._refused_started[tgid] = why, started
         return False
 
     def _apply(self, tgid: int, tid: int) -> None:

@@ -38,6 +38,7 @@ from schedagent.errors import (
     ObserverBusy,
     SchedagentError,
     TargetGone,
+    TargetRefused,
     ToolMissing,
 )
 from schedagent.kernel import libbpf, partial, procstat, toolchain
@@ -241,6 +242,10 @@ class Observer:
         listed leave it. A new key past the map's 256 groups takes the place of the
         longest unused one that no window is reading (``ObserverBusy`` when none).
         """
+        return self._claim(key, tgids)[0]
+
+    def _claim(self, key: Hashable, tgids: Iterable[int]) -> tuple[int, int]:
+        """``watch``, and how many of the listed processes were not in the group yet."""
         with self._lock:
             group = self._groups.get(key)
             if group is None:
@@ -249,7 +254,7 @@ class Observer:
             self._groups.move_to_end(key)
             want = set(tgids)
             have = self._tgids.setdefault(group, set())
-            changed = False
+            added = 0
             value = ctypes.c_uint32()
             for tgid in want:
                 ret = self._lib.bpf_map_lookup_elem(
@@ -258,16 +263,16 @@ class Observer:
                 if ret or value.value != group:
                     self._update(self._fd["groups"], ctypes.c_uint32(tgid), ctypes.c_uint32(group))
                     have.add(tgid)
-                    changed = True
-            for tgid in have - want:
+                    added += 1
+            left = have - want
+            for tgid in left:
                 self._delete(self._fd["groups"], ctypes.c_uint32(tgid))
-                changed = True
             self._tgids[group] = want
-            if changed:
+            if added or left:
                 self._bump()
                 # their threads start counting now, a thread on a CPU included
                 self._read_iter(self._sync_link)
-            return group
+            return group, added
 
     def _watch_tree(self, target: Target, tgids: set[int]) -> int:
         """``watch`` the target's processes, and then those it started meanwhile.
@@ -276,18 +281,19 @@ class Observer:
         the fork hook (its parent was not watched yet): a job set forking 400 jobs at
         once can fork them all in that gap. Discovery again after the watch finds them,
         and children forked after it join at fork. A few rounds settle it; a process
-        that started and ended in the gap is the only one lost.
+        that started and ended in the gap is the only one lost. Each round lists what
+        lives now, so a process that exited meanwhile leaves the group (its id may be
+        reused), and the rounds end once one adds nothing the fork hook had not joined.
         """
-        group = self.watch(target, tgids)
+        group, _ = self._claim(target, tgids)
         for _ in range(_REDISCOVER_ROUNDS):
             try:
-                now = {tgid for tgid, _ in partial.target_threads(target)}
-            except TargetGone:
+                now = partial.target_tgids(target)
+            except (TargetGone, TargetRefused):
+                break  # the window's own reads say it is gone
+            group, added = self._claim(target, now)
+            if not added:
                 break
-            if now <= tgids:
-                break
-            tgids |= now
-            group = self.watch(target, tgids)
         return group
 
     def _new_group(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schedagent.kernel import observer, partial
+from schedagent.kernel import observer, partial, procstat
 from schedagent.models import FineHistogram, Target, WaitTotals, Window
 
 
@@ -51,7 +51,8 @@ def observe_histograms(target: Target, duration_s: float) -> ObservedWaits | Non
     group = obs.watch(target, partial.target_tgids(target))
     woken, preempted = obs.wait_hist(group), obs.wait_hist(group, preempted=True)
     before = obs.threads(group)
-    window = obs.window(target, duration_s)
+    with procstat.priority():  # as observer.observe: discovery beside busy jobs
+        window = obs.window(target, duration_s)
     wakeups = migrations = 0
     for tid, t in obs.threads(group).items():
         if tid not in window.last:

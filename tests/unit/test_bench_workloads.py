@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import struct
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -150,6 +152,45 @@ def test_throughput_is_all_the_work_over_the_runs_own_wall_time(tmp_path: Path) 
     assert values["instance_ops_per_s"] == pytest.approx(8491.6)
     with pytest.raises(workload.ExtractError, match="ops_per_s: is per second, and no run"):
         workload.extract_metrics(thr, "", {"tmp": str(tmp_path)})
+
+
+class _SlowSession:
+    """An arm whose start takes a second (a knob journaling hundreds of threads)."""
+
+    def set_targets(self, tgids: list[int]) -> None:
+        time.sleep(1.5)
+
+    def problem(self) -> str | None:
+        return None
+
+
+def test_a_per_second_metric_is_over_the_commands_own_run_not_the_arms_overhead(
+    tmp_path: Path,
+) -> None:
+    """The command exits at once while the arm's session is still starting: its rate is
+    over its own run (the exit clock), not over the 1.5 s the runner took to notice."""
+    text = """
+name: quick
+summary: s
+slo_class: throughput
+command: [echo, "ops=1000"]
+metrics: [{name: ops_per_s, unit: ops/s, direction: higher, primary: true,
+           regex: 'ops=([0-9]+)', per_wall_s: true}]
+work_done: {regex: 'ops=([0-9]+)'}
+"""
+    wl = workload.load(_write(tmp_path, text, "quick"))
+    record = runner.run_once(wl, {}, _SlowSession(), RunRecord("slow", "default", 1, False))
+    assert record.valid, record.invalid_reason
+    assert record.wall_s >= 1.5  # the runner itself took that long
+    assert record.metrics["ops_per_s"] > 1000 / 1.0, record.metrics  # echo ran in far less
+    # the clock itself, on a process that exits at once, read 1.5 s later
+    started = time.monotonic()
+    proc = subprocess.Popen(["true"])
+    clock = runner.ExitClock(proc.pid)
+    time.sleep(1.5)
+    proc.wait()
+    at = clock.close()
+    assert at is not None and at - started < 1.0
 
 
 def _rec(arm: str, value: float, work: str = "300", valid: bool = True) -> RunRecord:

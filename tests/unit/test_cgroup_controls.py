@@ -98,6 +98,33 @@ def test_scan_is_bounded_and_says_so(cgroot: Path, monkeypatch: pytest.MonkeyPat
     assert scan.truncated and "a/b/c/d" not in {c.cgroup for c in scan.controls}
 
 
+def test_an_unreadable_directory_makes_the_walk_incomplete(
+    cgroot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subtree the walk cannot list may hold any control: the scan says it is
+    incomplete (and ``place`` then fails closed), as for the count limit."""
+    for i in range(3):
+        _cgroup(cgroot, f"c{i}", weight="400")
+    real, calls = os.scandir, []
+
+    def refuse_second(fd: object) -> object:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied")
+        return real(fd)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(cgroupfs.os, "scandir", refuse_second)
+    assert scan_controls().truncated
+    monkeypatch.setattr(cgroupfs.os, "scandir", real)
+    assert not scan_controls().truncated
+
+    def no_root(*args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cgroupfs.os, "open", no_root)
+    assert scan_controls().truncated
+
+
 def test_no_cgroup_v2_mount_means_nothing_to_respect(tmp_path: Path) -> None:
     assert scan_controls(tmp_path / "absent") == ControlScan((), 0)
 
@@ -192,9 +219,9 @@ def test_a_truncated_walk_counts_the_unread_cgroups_as_controlled() -> None:
     with pytest.raises(HostControlsUnsupported) as err:
         hostcontrols.place(_policy(["weight"]), WEIGHT_OPS, cut, False)
     assert err.value.needed == ["bandwidth"]
-    assert "stopped after 20000 cgroups" in str(err.value)
+    assert "the cgroup walk read 20000 cgroups and not the rest" in str(err.value)
     placement = hostcontrols.place(_policy([]), (), cut, True)
-    assert placement.confined and "the controls of the rest are unknown" in placement.note
+    assert placement.confined and "so their controls are unknown" in placement.note
     both = ("cgroup_init", "cgroup_set_weight", "cgroup_set_bandwidth")
     assert not hostcontrols.place(_policy(["weight", "bandwidth"]), both, cut, False).confined
     # a walk that read everything and found nothing leaves the policy alone

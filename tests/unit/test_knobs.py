@@ -416,6 +416,7 @@ def test_a_process_that_joins_later_is_admitted_as_the_first_were_or_left_alone(
             asked.append(tgid)
             return None if tgid == proc.pid else "not the caller's own process"
 
+        before = knobs.read_attr(proc.pid)
         held = knobs.KnobSession(Knob.parse("nice:7"), admit=only_the_root)
         held.set_targets([proc.pid])
         deadline = time.monotonic() + 10
@@ -428,7 +429,7 @@ def test_a_process_that_joins_later_is_admitted_as_the_first_were_or_left_alone(
         assert set(held.applied) == {proc.pid} and kid not in held.before
         assert knobs.read_attr(kid).nice == 7  # inherited from its parent at fork
         held.restore()
-        assert knobs.read_attr(proc.pid).nice == 0
+        assert knobs.read_attr(proc.pid).nice == before.nice
         assert knobs.read_attr(kid).nice == 7  # refused: not written, not even to undo
         assert asked.count(kid) == 1  # asked once, remembered
         # the real admission: the same checks as the first processes got
@@ -439,6 +440,31 @@ def test_a_process_that_joins_later_is_admitted_as_the_first_were_or_left_alone(
         assert "not a kernel thread" in (interventions._admission(None)(2) or "")
     finally:
         stop_tree(proc)
+
+
+def test_a_process_that_changes_owner_is_asked_again_for_its_next_thread(
+    child: subprocess.Popen[bytes],
+) -> None:
+    """Admission is not remembered: a process admitted once (its first thread knobbed)
+    and refused later (a setuid exec) gets no knob on the thread it starts next."""
+    answers = iter([None])
+
+    def once(tgid: int) -> str | None:
+        return next(answers, "now another user's process")
+
+    nice_before = knobs.read_attr(child.pid).nice
+    held = knobs.KnobSession(Knob.parse("nice:4"), admit=once)
+    held.set_targets([child.pid])  # only the main thread exists yet: admitted
+    assert set(held.applied) == {child.pid}
+    deadline = time.monotonic() + 10
+    while len(_attrs(child.pid)) < 2:
+        assert time.monotonic() < deadline, "the second thread never started"
+        time.sleep(0.05)
+    assert held.problem() is None
+    late = next(t for t in _attrs(child.pid) if t != child.pid)
+    assert late not in held.before and held.refused == {child.pid: "now another user's process"}
+    held.restore()
+    assert knobs.read_attr(child.pid).nice == nice_before
 
 
 def test_a_held_knob_ends_when_the_process_is_asked_to_release_what_it_holds(
