@@ -57,6 +57,8 @@ def place(
 ) -> Placement:
     """Whole system when the policy honours every control found; else partial mode on the
     target, or :class:`HostControlsUnsupported` when there is no target to confine it to."""
+    if not scan.controls and not scan.truncated:
+        return Placement(confined=False)
     have = supported(policy, ops_members)
     unmet = [c for c in scan.controls if not c.needs <= have]
     needed_set = {kind for c in unmet for kind in c.needs} - have
