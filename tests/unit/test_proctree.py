@@ -92,8 +92,11 @@ def _start_ready(code: str) -> subprocess.Popen[str]:
 
 
 def test_a_polite_signal_lets_the_process_finish_and_returns_its_output() -> None:
+    # its own handler: a child inherits an ignored SIGINT (a shell's background job
+    # without job control), and Python then installs none
     proc = _start_ready(
-        "import time\n"
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "try:\n"
         "    print('ready', flush=True)\n"
         "    time.sleep(600)\n"
