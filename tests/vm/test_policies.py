@@ -53,11 +53,24 @@ def test_policy_runs_cpu_and_messaging_load_for_10s(
     name: str, store: Store, mixed_load: None
 ) -> None:
     seen: list[scx.ScxState] = []
-    outcome = engine.run_policy(
-        engine.RunRequest(name, {}, duration_s=10.0),
-        store,
-        lambda _o: seen.append(scx.read_state()),
-    )
+
+    def run() -> engine.RunOutcome:
+        seen.clear()
+        return engine.run_policy(
+            engine.RunRequest(name, {}, duration_s=10.0),
+            store,
+            lambda _o: seen.append(scx.read_state()),
+        )
+
+    outcome = run()
+    why = outcome.guard_event.reason() if outcome.guard_event else ""
+    if outcome.reason == "ejected" and "soft lockup" in why:
+        # The kernel's watchdog saw a vCPU make no progress for 3/4 of its 20 s
+        # threshold, which emulation produces when the host stalls the vCPU's thread
+        # (seen once in 16 CI runs, under vtime). Once more: a policy that really
+        # locks a CPU up does it again.
+        report(f"policy_load_soft_lockup_rerun_{name}", why)
+        outcome = run()
     assert seen[0].is_enabled and seen[0].ops == name and seen[0].switch_all
     assert outcome.reason == "duration", outcome.guard_event and outcome.guard_event.reason()
     assert outcome.guard_event is None and outcome.ran_s >= 10.0
