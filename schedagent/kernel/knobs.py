@@ -350,8 +350,9 @@ class KnobSession:
     def refresh(self) -> None:
         """Apply the knob to the roots' threads not seen before."""
         pairs = self._threads()
+        asked: dict[int, bool] = {}
         for tgid, tid in pairs:
-            if tid not in self.before and tid not in self.skipped and self._admitted(tgid):
+            if tid not in self.before and tid not in self.skipped and self._admitted(tgid, asked):
                 self._apply(tgid, tid)
         # a refused process that exited goes: its id may come back as one to admit
         alive = {tgid for tgid, _ in pairs}
@@ -359,16 +360,22 @@ class KnobSession:
             del self.refused[tgid], self._refused_started[tgid]
         self._seeded = True
 
-    def _admitted(self, tgid: int) -> bool:
+    def _admitted(self, tgid: int, asked: dict[int, bool]) -> bool:
         """Whether a thread of process ``tgid`` not seen yet may be touched: asked anew
-        for each such thread (its process may have changed owner since), except of a
-        process refused already (the same one: its start time matches)."""
+        in each pass that finds one (its process may have changed owner since), once per
+        process in a pass (``asked``: its threads share the owner), except of a process
+        refused already (the same one: its start time matches)."""
         if self.admit is None:
             return True
+        if tgid not in asked:
+            asked[tgid] = self._ask(self.admit, tgid)
+        return asked[tgid]
+
+    def _ask(self, admit: Callable[[int], str | None], tgid: int) -> bool:
         started = started_ms(tgid)
         if tgid in self.refused and self._refused_started[tgid] == started:
             return False
-        why = self.admit(tgid)
+        why = admit(tgid)
         if why is None:
             self.refused.pop(tgid, None)
             self._refused_started.pop(tgid, None)
@@ -480,11 +487,12 @@ class KnobSession:
         """Threads born after the last refresh inherited the knob from their creator:
         those still in the knobbed state get their process's state from before it."""
         restored = 0
+        asked: dict[int, bool] = {}
         for tgid, tid in self._threads():
             origin = self.origin.get(tgid) or next(iter(self.origin.values()), None)
             if tid in self.before or tid in self.skipped or origin is None:
                 continue
-            if not self._admitted(tgid):
+            if not self._admitted(tgid, asked):
                 continue  # not the caller's to touch, even to undo what it inherited
             try:
                 if _same(read_attr(tid), knobbed(replace(origin, tid=tid), self.knob)):
